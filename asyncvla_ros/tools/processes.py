@@ -1,0 +1,110 @@
+"""Start and stop ROS nodes as separate processes, as `ros2 launch` would: used by `asyncvla bringup`,
+`make demo` and the tests. Each node gets `--ros-args --params-file ...`, its output goes to a log file."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = PACKAGE_ROOT.parent
+
+
+def share_dir() -> Path:
+    """launch/ and config/: the checkout when running from source, else the installed share folder."""
+    if (SOURCE_ROOT / 'config').is_dir():
+        return SOURCE_ROOT
+    from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415 (ROS install only)
+    return Path(get_package_share_directory('asyncvla_ros'))
+
+
+def config_path(*parts: str) -> Path:
+    return share_dir() / 'config' / Path(*parts)
+
+
+def ros_environment(base: dict | None = None, large_messages: bool = False) -> dict:
+    """Environment for ROS processes: loopback-only discovery; with `large_messages`, the shipped
+    Fast DDS profile (16 MB shared memory, UDP on 127.0.0.1) that camera images need."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    if large_messages:
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(config_path('fastdds_localhost_large.xml'))
+        env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SYSTEM_DEFAULT'
+    env.setdefault('PYTHONUNBUFFERED', '1')
+    return env
+
+
+@dataclass
+class NodeProcess:
+    """One node in its own process: `module` is a module name (`python -m`) or a script path."""
+
+    name: str
+    module: str
+    log_dir: Path
+    params_files: list[Path] = field(default_factory=list)
+    overrides: dict = field(default_factory=dict)
+    env: dict | None = None
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f'{self.name}.log'
+
+    def command(self) -> list[str]:
+        target = [self.module] if self.module.endswith('.py') else ['-m', self.module]
+        cmd = [sys.executable, *target, *self.extra_args, '--ros-args', '-r', f'__node:={self.name}']
+        for path in self.params_files:
+            cmd += ['--params-file', str(path)]
+        for key, value in self.overrides.items():
+            cmd += ['-p', f'{key}:={_ros_arg(value)}']
+        return cmd
+
+    def start(self) -> 'NodeProcess':
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, 'ab')
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        env=self.env, cwd=SOURCE_ROOT, start_new_session=True)
+        log.close()
+        return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Ctrl-C first (nodes exit cleanly on SIGINT), then terminate, then kill."""
+        if self.process is None:
+            return None
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            if self.process.poll() is not None:
+                break
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.process.poll()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors='replace') if self.log_path.exists() else ''
+
+
+def _ros_arg(value) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (list, tuple)):
+        return '[' + ','.join(_ros_arg(v) if not isinstance(v, str) else f"'{v}'" for v in value) + ']'
+    return str(value)
+
+
+def wait_until(predicate, timeout: float, period: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()

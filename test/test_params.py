@@ -1,0 +1,80 @@
+"""Parameter schemas: declaration, validation over the real parameter services, docs and YAML in step."""
+import re
+from pathlib import Path
+
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+
+from asyncvla_ros.nodes.params import SCHEMAS, Param, ParamSchema
+from asyncvla_ros.nodes.ros_params import BoundParams
+from asyncvla_ros.tools.processes import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ParamSchema('demo_node', [
+    Param('gain', 'double', 1.0, 'A gain.', range=(0.0, 10.0), runtime=True),
+    Param('mode', 'string', 'fast', 'A mode.', choices=('fast', 'safe'), runtime=True),
+    Param('model', 'string', 'a', 'Read at configure.'),
+])
+
+
+def _set(client, node, params):
+    future = client.set_parameters(params)
+    assert wait_until(future.done, timeout=10)
+    return future.result().results
+
+
+def test_parameters_are_validated_through_the_parameter_services(spinner, ros_context):
+    active = [False]
+    changes = []
+    server = rclpy.create_node('demo_node', context=ros_context)
+    bound = BoundParams(server, SCHEMA, is_active=lambda: active[0], on_change=changes.append)
+    caller = rclpy.create_node('caller', context=ros_context)
+    spinner.add(server, caller)
+    client = AsyncParameterClient(caller, 'demo_node')
+    assert client.wait_for_services(timeout_sec=10)
+
+    ok, = _set(client, caller, [Parameter('gain', value=2.5)])
+    assert ok.successful and bound.values()['gain'] == 2.5
+    assert wait_until(lambda: {'gain': 2.5} in changes, timeout=5)
+
+    bad, = _set(client, caller, [Parameter('gain', value=11.0)])
+    assert not bad.successful and 'out of range' in bad.reason  # rclpy checks the descriptor range first
+    bad, = _set(client, caller, [Parameter('mode', value='reckless')])
+    assert not bad.successful and 'not one of fast, safe' in bad.reason
+    active[0] = True
+    bad, = _set(client, caller, [Parameter('model', value='b')])
+    assert not bad.successful and 'read at configure' in bad.reason
+    assert bound.values() == {'gain': 2.5, 'mode': 'fast', 'model': 'a'}
+
+
+def test_invalid_override_at_declaration_is_refused(ros_context):
+    node = rclpy.create_node('demo_node', context=ros_context, parameter_overrides=[Parameter('gain', value=-1.0)])
+    with pytest.raises(Exception, match='gain'):
+        BoundParams(node, SCHEMA, is_active=lambda: False)
+
+
+@pytest.mark.parametrize('value, reason', [
+    (float('nan'), 'not finite'), (True, 'expected double'), ('x', 'expected double'), (-0.5, 'outside'),
+])
+def test_param_check_reasons(value, reason):
+    assert reason in SCHEMA.check('gain', value)
+
+
+@pytest.mark.parametrize('node', sorted(SCHEMAS))
+def test_readme_table_matches_schema(node):
+    readme = (ROOT / 'README.md').read_text()
+    match = re.search(rf'<!-- params:{node} -->\n(.*?)\n<!-- /params -->', readme, re.S)
+    assert match, f'README has no generated table for {node}'
+    assert match.group(1).strip() == SCHEMAS[node].markdown_table(), \
+        f'README table of {node} drifted from the schema: run `python -m asyncvla_ros.tools.cli docs`'
+
+
+@pytest.mark.parametrize('node', sorted(SCHEMAS))
+def test_config_yaml_covers_and_satisfies_schema(node):
+    path = ROOT / 'config' / f'{node.removesuffix("_node")}.yaml'
+    import yaml
+    keys = set(next(iter(yaml.safe_load(path.read_text()).values()))['ros__parameters'])
+    assert keys == set(SCHEMAS[node].params), f'{path.name}: keys differ from the schema'
+    SCHEMAS[node].load_yaml(path)  # raises on an invalid value
