@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from asyncvla_ros.tools.processes import SOURCE_ROOT
+from asyncvla_ros.paths import SOURCE_ROOT
 
 
 def cmd_docs(args) -> int:

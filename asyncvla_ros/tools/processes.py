@@ -10,21 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOT = PACKAGE_ROOT.parent
-
-
-def share_dir() -> Path:
-    """launch/ and config/: the checkout when running from source, else the installed share folder."""
-    if (SOURCE_ROOT / 'config').is_dir():
-        return SOURCE_ROOT
-    from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415 (ROS install only)
-    return Path(get_package_share_directory('asyncvla_ros'))
-
-
-def config_path(*parts: str) -> Path:
-    return share_dir() / 'config' / Path(*parts)
-
+from asyncvla_ros.paths import SOURCE_ROOT, config_path
 
 def ros_environment(base: dict | None = None, large_messages: bool = False) -> dict:
     """Environment for ROS processes: loopback-only discovery; with `large_messages`, the shipped

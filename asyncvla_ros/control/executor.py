@@ -1,0 +1,145 @@
+"""The executor without ROS: enable/disable, ramp-in, watchdog, stale-input holds, chunk splicing and
+the safety filter, advanced one control period per `tick`. executor_node only wires topics to it."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from asyncvla_ros.control.chunk import Chunk, ChunkRejected
+from asyncvla_ros.control.profile import RobotProfile
+from asyncvla_ros.control.safety import SafetyFilter
+from asyncvla_ros.control.timeline import ChunkTimeline, Progress
+
+
+@dataclass
+class ExecutorSettings:
+    control_rate_hz: float = 100.0
+    interpolation: str = 'cubic'
+    watchdog_timeout_s: float = 2.0
+    max_joint_state_age_s: float = 0.2
+    max_chunk_delay_s: float = 1.0
+    ramp_in_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Tick:
+    command: np.ndarray | None   # None: disabled, command nothing
+    velocity: np.ndarray | None
+    mode: str                    # disabled | holding | executing
+    reason: str                  # why holding ('' when executing)
+    progress: Progress
+
+
+class ExecutorCore:
+    def __init__(self, profile: RobotProfile, settings: ExecutorSettings):
+        self.profile = profile
+        self.settings = settings
+        self.timeline = ChunkTimeline(profile.joint_names, settings.interpolation, settings.max_chunk_delay_s)
+        self.filter = SafetyFilter(profile.position_min, profile.position_max, profile.velocity_max,
+                                   profile.acceleration_max, 1.0 / settings.control_rate_hz)
+        self.enabled = False
+        self.measured: np.ndarray | None = None
+        self.measured_at: float | None = None
+        self.enabled_at: float | None = None
+        self.enabled_from: np.ndarray | None = None
+        self.rejected_chunks = 0
+
+    # --- inputs
+    def on_joint_state(self, names, positions, now: float) -> str | None:
+        """Takes a joint state (any order, extra joints ignored); the reason when it is refused."""
+        index = {n: i for i, n in enumerate(names)}
+        missing = [j for j in self.profile.joint_names if j not in index]
+        if missing or len(positions) != len(names):
+            return f'joint state refused: missing joints {missing}' if missing else \
+                f'joint state refused: {len(names)} names but {len(positions)} positions'
+        q = np.array([positions[index[j]] for j in self.profile.joint_names], dtype=float)
+        if not np.all(np.isfinite(q)):
+            return 'joint state refused: NaN or inf positions'
+        self.measured, self.measured_at = q, now
+        return None
+
+    def on_chunk(self, chunk: Chunk, now: float) -> str | None:
+        """Splices a chunk into the plan; the reason when it is rejected (the plan is then unchanged)."""
+        if self.enabled:
+            position, velocity, acceleration = self.filter.position, self.filter.velocity, self.filter.acceleration
+        elif self.measured is not None:
+            position, velocity, acceleration = self.measured, None, None
+        else:
+            return f'chunk {chunk.chunk_id} refused: no joint state received yet'
+        try:
+            self.timeline.offer(chunk, now, position, velocity, acceleration)
+        except ChunkRejected as exc:
+            self.rejected_chunks += 1
+            return f'chunk {chunk.chunk_id} rejected: {exc}'
+        return None
+
+    def configure(self, **changes) -> None:
+        """Run-time changes (interpolation, limits, rate, timeouts) for the next tick or chunk."""
+        for key, value in changes.items():
+            setattr(self.settings, key, value)
+        self.timeline.interpolation = self.settings.interpolation
+        self.timeline.max_chunk_delay_s = self.settings.max_chunk_delay_s
+        self.filter.period = 1.0 / self.settings.control_rate_hz
+
+    def set_limits(self, profile: RobotProfile) -> None:
+        self.profile = profile
+        self.filter.set_limits(profile.position_min, profile.position_max, profile.velocity_max, profile.acceleration_max)
+
+    # --- enable
+    def enable(self, now: float) -> tuple[bool, str]:
+        if self.enabled:
+            return True, 'already enabled'
+        if not self._joint_state_fresh(now):
+            return False, 'cannot enable: no fresh joint state (the ramp starts from the measured position)'
+        self.filter.reset(self.measured)
+        self.enabled, self.enabled_at, self.enabled_from = True, now, self.measured.copy()
+        return True, f'enabled: ramping in from the measured position over {self.settings.ramp_in_s:.2f} s'
+
+    def disable(self) -> None:
+        self.enabled = False
+        self.timeline.clear()
+
+    # --- control
+    def _joint_state_fresh(self, now: float) -> bool:
+        return self.measured_at is not None and now - self.measured_at <= self.settings.max_joint_state_age_s
+
+    def hold_reason(self, now: float) -> str:
+        if not self._joint_state_fresh(now):
+            return 'joint states stale or missing'
+        if self.timeline.interpolant is None:
+            return 'no chunk yet'
+        if now - self.timeline.received_at > self.settings.watchdog_timeout_s:
+            return 'watchdog: no chunk within watchdog_timeout_s'
+        if not self.timeline.covers(now):
+            return 'plan exhausted'
+        return ''
+
+    def tick(self, now: float) -> Tick:
+        progress = self.timeline.progress(now)
+        if not self.enabled:
+            return Tick(None, None, 'disabled', 'not enabled', progress)
+        reason = self.hold_reason(now)
+        desired = None
+        if not reason:
+            desired, _ = self.timeline.sample(now)
+            ramp = (now - self.enabled_at) / self.settings.ramp_in_s if self.settings.ramp_in_s > 0 else 1.0
+            if ramp < 1.0:
+                w = ramp * ramp * (3.0 - 2.0 * ramp)
+                desired = (1.0 - w) * self.enabled_from + w * desired
+        command = self.filter.step(desired)
+        return Tick(command, self.filter.velocity.copy(), 'holding' if reason else 'executing', reason, progress)
+
+    def rollout(self, now: float, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the next `duration` seconds of ticks will command if nothing new arrives: times (T,),
+        positions and velocities (T, J); for one multi-point trajectory per chunk."""
+        future = copy.deepcopy(self)
+        future.measured_at = now  # the rollout assumes joint states keep arriving
+        period = self.filter.period
+        times = now + period * np.arange(1, max(int(round(duration / period)), 1) + 1)
+        ticks = []
+        for t in times:
+            future.measured_at = t
+            ticks.append(future.tick(t))
+        return times, np.array([k.command for k in ticks]), np.array([k.velocity for k in ticks])

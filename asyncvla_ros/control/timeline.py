@@ -1,0 +1,76 @@
+"""The executor's plan: waypoints from the chunks received so far, spliced chunk by chunk."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from asyncvla_ros.control.chunk import Chunk, ChunkRejected, validate_chunk
+from asyncvla_ros.control.interpolation import Interpolant
+
+
+@dataclass(frozen=True)
+class Progress:
+    chunk_id: int          # chunk being executed (0: none)
+    step: int              # its step due last (index into the chunk)
+    steps_remaining: int   # waypoints of the plan still ahead
+
+
+class ChunkTimeline:
+    """Waypoints (t_i, q_i) in the robot's joint order.
+
+    A new chunk replaces the plan from its first non-committed step on; its steps whose time has
+    passed are dropped, and the interpolant restarts from the commanded state at `now`, so the
+    seam is continuous. Malformed, stale or not-newer chunks raise ChunkRejected and change nothing.
+    """
+
+    def __init__(self, joint_names, interpolation: str = 'cubic', max_chunk_delay_s: float = 1.0):
+        self.joint_names = list(joint_names)
+        self.interpolation = interpolation
+        self.max_chunk_delay_s = max_chunk_delay_s
+        self.chunk: Chunk | None = None
+        self.interpolant: Interpolant | None = None
+        self.received_at: float | None = None
+
+    def offer(self, chunk: Chunk, now: float, position: np.ndarray, velocity: np.ndarray,
+              acceleration: np.ndarray | None = None) -> None:
+        """Splices `chunk` in at `now`, starting from the commanded state (position, velocity)."""
+        positions = validate_chunk(chunk, self.joint_names)
+        if self.chunk is not None and chunk.chunk_id <= self.chunk.chunk_id:
+            raise ChunkRejected(f'chunk {chunk.chunk_id} is not newer than the running chunk {self.chunk.chunk_id}')
+        times = chunk.step_times()
+        if times[-1] < now - self.max_chunk_delay_s:
+            raise ChunkRejected(f'chunk {chunk.chunk_id} is too old: its last step was due {now - times[-1]:.3f} s ago')
+        splice_time = times[chunk.num_committed]
+        keep_old = np.zeros((0, len(self.joint_names)))
+        keep_old_t = np.zeros(0)
+        if self.interpolant is not None:
+            old_t = self.interpolant.times
+            between = (old_t > now) & (old_t < splice_time)
+            keep_old_t, keep_old = old_t[between], self.interpolant.positions[between]
+        ahead = (times >= splice_time) & (times > now)
+        new_t = np.concatenate([[now], keep_old_t, times[ahead]])
+        new_q = np.concatenate([np.asarray(position, dtype=float)[None], keep_old, positions[ahead]])
+        self.interpolant = Interpolant(self.interpolation, new_t, new_q, velocity, acceleration)
+        self.chunk = chunk
+        self.received_at = now
+
+    def covers(self, now: float) -> bool:
+        """True while the plan still has a waypoint at or after `now`."""
+        return self.interpolant is not None and now <= self.interpolant.end
+
+    def sample(self, now: float) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.interpolant is None:
+            return None
+        return self.interpolant.position(now), self.interpolant.velocity(now)
+
+    def progress(self, now: float) -> Progress:
+        if self.chunk is None:
+            return Progress(0, 0, 0)
+        step = int(np.clip(np.floor((now - self.chunk.start_time) / self.chunk.dt + 1e-9), 0, self.chunk.num_steps - 1))
+        remaining = int(np.count_nonzero(self.interpolant.times > now)) if self.interpolant is not None else 0
+        return Progress(self.chunk.chunk_id, step, remaining)
+
+    def clear(self) -> None:
+        """Forget the plan (on disable); chunk ids keep increasing, so the last id is kept."""
+        self.interpolant = None

@@ -1,0 +1,205 @@
+"""The executor's core without ROS: chunk checks, timeline splicing, interpolation, safety filter."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from asyncvla_ros.control.chunk import Chunk, ChunkRejected, chunk_from_flat
+from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
+from asyncvla_ros.control.interpolation import Interpolant
+from asyncvla_ros.control.profile import RobotProfile, load_profile
+from asyncvla_ros.control.safety import SafetyFilter
+from asyncvla_ros.control.timeline import ChunkTimeline
+
+JOINTS = ('a', 'b')
+PROFILE = RobotProfile('test', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0])
+
+
+def chunk(chunk_id, start, positions, dt=0.1, joints=JOINTS, committed=0):
+    return Chunk(chunk_id, start, dt, list(joints), np.asarray(positions, float), committed)
+
+
+# --- profiles
+def test_so101_profile_matches_the_simulated_arm():
+    profile = load_profile('so101')
+    assert profile.joint_names == ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
+    assert profile.position_min[4] == -2.744 and profile.position_max[5] == 1.745
+    assert profile.command_topics['joint_trajectory'] == '/arm_controller/joint_trajectory'
+
+
+@pytest.mark.parametrize('bad', [dict(position_min=[1.0, 0.0]), dict(velocity_max=[0.0, 1.0]),
+                                 dict(acceleration_max=[1.0]), dict(joint_names=('a', 'a'))])
+def test_profile_rejects_bad_limits(bad):
+    with pytest.raises(ValueError):
+        RobotProfile(**{**PROFILE.__dict__, **bad})
+
+
+def test_unknown_profile_names_the_known_ones():
+    with pytest.raises(ValueError, match='so101'):
+        load_profile('no_such_arm')
+
+
+# --- chunks and the timeline
+@pytest.mark.parametrize('make, reason', [
+    (lambda: chunk(1, 0.0, [[np.nan, 0.0]]), 'NaN'),
+    (lambda: chunk(1, 0.0, [[0.0, 0.0]], dt=0.0), 'dt'),
+    (lambda: chunk(1, 0.0, [[0.0, 0.0]], dt=float('inf')), 'dt'),
+    (lambda: chunk(1, 0.0, [[0.0, 0.0]], joints=('a', 'c')), 'unknown'),
+    (lambda: chunk(1, 0.0, [[0.0]], joints=('a',)), 'missing'),
+    (lambda: chunk(1, 0.0, [[0.0, 0.0]], joints=('a', 'a')), 'duplicate'),
+    (lambda: chunk(1, 0.0, [[0.0, 0.0]], committed=1), 'num_committed'),
+])
+def test_malformed_chunks_are_rejected_with_a_reason(make, reason):
+    timeline = ChunkTimeline(JOINTS)
+    with pytest.raises(ChunkRejected, match=reason):
+        timeline.offer(make(), 0.0, np.zeros(2), np.zeros(2))
+    assert timeline.interpolant is None
+
+
+def test_flat_layout_mismatch_is_rejected():
+    with pytest.raises(ChunkRejected, match='expected num_steps'):
+        chunk_from_flat(1, 0.0, 0.1, JOINTS, 3, [0.0] * 5)
+
+
+def test_joint_order_is_matched_by_name():
+    timeline = ChunkTimeline(JOINTS, 'linear')
+    timeline.offer(chunk(1, 0.0, [[2.0, 1.0], [2.0, 1.0]], joints=('b', 'a')), 0.0, np.zeros(2), np.zeros(2))
+    assert np.allclose(timeline.sample(0.1)[0], [1.0, 2.0])
+
+
+def test_old_and_reordered_chunks_are_rejected_and_the_plan_is_kept():
+    timeline = ChunkTimeline(JOINTS, 'linear', max_chunk_delay_s=0.5)
+    timeline.offer(chunk(5, 0.0, [[0.1, 0.1]] * 10), 0.0, np.zeros(2), np.zeros(2))
+    plan = timeline.interpolant
+    with pytest.raises(ChunkRejected, match='not newer'):
+        timeline.offer(chunk(4, 0.1, [[0.5, 0.5]] * 10), 0.05, np.zeros(2), np.zeros(2))
+    with pytest.raises(ChunkRejected, match='too old'):
+        timeline.offer(chunk(6, -3.0, [[0.5, 0.5]] * 10), 0.05, np.zeros(2), np.zeros(2))
+    assert timeline.interpolant is plan and timeline.chunk.chunk_id == 5
+
+
+def test_splice_keeps_committed_steps_and_drops_the_past():
+    timeline = ChunkTimeline(JOINTS, 'linear')
+    old = np.stack([np.linspace(0, 0.9, 10)] * 2, axis=1)
+    timeline.offer(chunk(1, 0.0, old), 0.0, np.zeros(2), np.zeros(2))
+    new = old + 0.05
+    new[:4] = old[:4] + 9.0  # committed steps: must not be used, the old plan runs there
+    timeline.offer(chunk(2, 0.0, new, committed=4), 0.25, timeline.sample(0.25)[0], np.zeros(2))
+    assert np.allclose(timeline.sample(0.3)[0], old[3])           # old waypoint before the splice
+    assert np.allclose(timeline.sample(0.5)[0], new[5])           # new chunk after it
+    assert timeline.interpolant.times[0] == 0.25 and timeline.progress(0.5).step == 5
+
+
+@pytest.mark.parametrize('kind, continuous_derivatives', [('linear', 0), ('cubic', 1), ('quintic', 2)])
+def test_interpolants_pass_through_waypoints_with_the_promised_continuity(kind, continuous_derivatives):
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.uniform(0.05, 0.2, 8))
+    points = rng.normal(size=(8, 3))
+    v0 = rng.normal(size=3)
+    f = Interpolant(kind, times, points, v0)
+    assert np.allclose(f.position(times), points)
+    if kind != 'linear':
+        assert np.allclose(f.velocity(times[0] + 1e-12), v0, atol=1e-6)  # continuous with the state it starts from
+        assert np.allclose(f.velocity(times[-1]), 0.0, atol=1e-9)         # comes to rest
+    spline = f._spline
+    for order in range(continuous_derivatives + 1):
+        d = spline.derivative(order) if order else spline
+        for t in times[1:-1]:
+            assert np.allclose(d(t - 1e-9), d(t + 1e-9), atol=1e-4), (kind, order, t)
+    if kind == 'linear':  # its velocity does jump: the check above can tell the kinds apart
+        d = spline.derivative(1)
+        assert max(np.max(np.abs(d(t - 1e-9) - d(t + 1e-9))) for t in times[1:-1]) > 1e-3
+
+
+def test_splice_is_continuous_in_position_and_velocity():
+    timeline = ChunkTimeline(JOINTS, 'quintic')
+    timeline.offer(chunk(1, 0.0, np.stack([np.linspace(0, 1, 10)] * 2, 1)), 0.0, np.zeros(2), np.zeros(2))
+    q, v = timeline.sample(0.42)
+    timeline.offer(chunk(2, 0.4, np.stack([np.linspace(0.9, 0.0, 10)] * 2, 1)), 0.42, q, v)
+    q2, v2 = timeline.sample(0.42)
+    assert np.allclose(q, q2) and np.allclose(v, v2)
+
+
+# --- safety filter
+def test_filter_clamps_and_counts():
+    f = SafetyFilter(PROFILE.position_min, PROFILE.position_max, PROFILE.velocity_max, PROFILE.acceleration_max, 0.01)
+    f.reset(np.zeros(2))
+    out = f.step(np.array([5.0, 0.0005]))
+    assert out[0] == pytest.approx(10.0 * 0.01 * 0.01) and out[1] == pytest.approx(0.0005)
+    assert f.limit_events == 1
+    f.step(np.array([f.position[0], 0.0005]))
+    assert f.limit_events == 1  # within limits: unchanged, not counted
+
+
+def test_filter_holds_by_decelerating():
+    f = SafetyFilter([-10, -10], [10, 10], [2, 2], [10, 10], 0.01)
+    f.reset(np.zeros(2))
+    for i in range(100):
+        f.step(np.array([0.02, -0.02]) * (i + 1))
+    assert np.allclose(np.abs(f.velocity), 2.0)
+    speeds = [np.abs(f.velocity).max()]
+    while speeds[-1] > 0:
+        f.step(None)
+        speeds.append(np.abs(f.velocity).max())
+    assert np.allclose(np.diff(speeds), -0.1) and len(speeds) == 21
+
+
+def test_filter_stops_at_a_position_limit_without_exceeding_it():
+    f = SafetyFilter([-1.0], [1.0], [5.0], [10.0], 0.01)
+    f.reset(np.array([0.0]))
+    for _ in range(300):
+        out = f.step(np.array([3.0]))
+        assert out[0] <= 1.0
+    assert out[0] == pytest.approx(1.0, abs=1e-3) and abs(f.velocity[0]) < 1e-6
+
+
+# --- property test: whatever arrives, every command stays inside all limits
+@st.composite
+def chunk_streams(draw):
+    events = []
+    chunk_id = 0
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(['good', 'good', 'jump', 'nan', 'stale', 'reordered', 'outside', 'bad_dt', 'gap']))
+        steps = draw(st.integers(1, 12))
+        at_tick = draw(st.integers(0, 60))
+        scale = {'jump': 50.0, 'outside': 5.0}.get(kind, 1.0)
+        positions = draw(st.lists(st.lists(st.floats(-1.5, 1.5), min_size=2, max_size=2), min_size=steps, max_size=steps))
+        positions = np.asarray(positions) * scale
+        if kind == 'nan':
+            positions[draw(st.integers(0, steps - 1)), draw(st.integers(0, 1))] = draw(st.sampled_from([np.nan, np.inf]))
+        chunk_id = chunk_id - 2 if kind == 'reordered' else chunk_id + 1
+        events.append(dict(kind=kind, at_tick=at_tick, id=chunk_id, positions=positions,
+                           dt=0.0 if kind == 'bad_dt' else draw(st.sampled_from([0.02, 0.05, 0.1])),
+                           offset=-5.0 if kind == 'stale' else draw(st.floats(-0.2, 0.2)),
+                           committed=draw(st.integers(0, steps - 1))))
+    return events
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=chunk_streams(), interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
+       start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80))
+def test_every_command_respects_every_limit(stream, interpolation, start, state_gap):
+    period = 0.01
+    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, interpolation=interpolation,
+                                                  watchdog_timeout_s=0.3, max_joint_state_age_s=0.05))
+    core.on_joint_state(JOINTS, start, 0.0)
+    assert core.enable(0.0)[0]
+    previous_q, previous_v = np.array(start), np.zeros(2)
+    by_tick = {}
+    for event in stream:
+        by_tick.setdefault(event['at_tick'], []).append(event)
+    for k in range(1, 120):
+        now = k * period
+        if not state_gap <= k < state_gap + 10:  # joint states stop for a while: must hold
+            core.on_joint_state(JOINTS, previous_q, now)
+        for e in by_tick.get(k, []):
+            plan = core.timeline.interpolant
+            reason = core.on_chunk(Chunk(e['id'], now + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), now)
+            if e['kind'] in ('nan', 'bad_dt', 'stale') or reason:
+                assert reason and core.timeline.interpolant is plan  # a rejected chunk never changes the plan
+        tick = core.tick(now)
+        q = tick.command
+        v = (q - previous_q) / period
+        assert np.all(q >= PROFILE.position_min - 1e-9) and np.all(q <= PROFILE.position_max + 1e-9)
+        assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
+        assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
+        previous_q, previous_v = q, v
