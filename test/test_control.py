@@ -22,7 +22,10 @@ def chunk(chunk_id, start, positions, dt=0.1, joints=JOINTS, committed=0):
 def test_so101_profile_matches_the_simulated_arm():
     profile = load_profile('so101')
     assert profile.joint_names == ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
-    assert profile.position_min[4] == -2.744 and profile.position_max[5] == 1.745
+    from asyncvla_ros.sim.so101 import SO101Plant
+    plant = SO101Plant(render=False)
+    assert np.allclose(profile.position_min, plant.ctrl_range[:, 0]) and np.allclose(profile.position_max, plant.ctrl_range[:, 1])
+    plant.close()
     assert profile.command_topics['joint_trajectory'] == '/arm_controller/joint_trajectory'
 
 

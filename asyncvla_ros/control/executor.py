@@ -71,9 +71,13 @@ class ExecutorCore:
         try:
             self.timeline.offer(chunk, now, position, velocity, acceleration)
         except ChunkRejected as exc:
-            self.rejected_chunks += 1
-            return f'chunk {chunk.chunk_id} rejected: {exc}'
+            return self.reject(chunk.chunk_id, exc)
         return None
+
+    def reject(self, chunk_id: int, reason: Exception | str) -> str:
+        """Counts a rejected chunk; the log line."""
+        self.rejected_chunks += 1
+        return f'chunk {chunk_id} rejected: {reason}'
 
     def configure(self, **changes) -> None:
         """Run-time changes (interpolation, limits, rate, timeouts) for the next tick or chunk."""

@@ -20,13 +20,16 @@ _ROS_TYPES = {
 class BoundParams:
     """The node's parameters as declared from `schema`.
 
-    Sets are refused with a reason when the value is invalid, or when a configure-time parameter
-    changes while `is_active()` is true. Accepted run-time changes are reported to `on_change`.
+    Sets are refused with a reason when the value is invalid (by the schema, then by the node's own
+    `check`, for rules that involve its state), or when a configure-time parameter changes while
+    `is_active()` is true. Accepted changes are reported to `on_change`.
     """
 
     def __init__(self, node: Node, schema: ParamSchema, is_active: Callable[[], bool],
-                 on_change: Callable[[dict[str, Any]], None] | None = None):
+                 on_change: Callable[[dict[str, Any]], None] | None = None,
+                 check: Callable[[str, Any], str | None] | None = None):
         self._node = node
+        self._check = check
         self._schema = schema
         self._is_active = is_active
         self._on_change = on_change
@@ -59,6 +62,8 @@ class BoundParams:
             value = param.value
             value = list(value) if hasattr(value, 'tolist') or isinstance(value, tuple) else value
             reason = self._schema.check(param.name, value, active=self._is_active())
+            if reason is None and self._check is not None:
+                reason = self._check(param.name, value)
             if reason:
                 self._node.get_logger().warning(f'parameter set refused: {reason}')
                 return SetParametersResult(successful=False, reason=reason)

@@ -1,0 +1,63 @@
+"""Conversions between ROS messages and the core's types (numpy arrays, seconds, Chunk)."""
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from asyncvla_ros.control.chunk import Chunk, chunk_from_flat
+from asyncvla_ros.msg import ActionChunk
+
+
+def to_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def to_time(seconds: float) -> Time:
+    nanoseconds = int(round(seconds * 1e9))
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def to_duration(seconds: float) -> Duration:
+    nanoseconds = max(int(round(seconds * 1e9)), 0)
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def chunk_from_msg(msg: ActionChunk) -> Chunk:
+    """Raises ChunkRejected when the flat layout does not add up."""
+    return chunk_from_flat(msg.chunk_id, to_seconds(msg.start_time), msg.dt, msg.joint_names, msg.num_steps,
+                           msg.positions, msg.num_committed, msg.confidence, msg.refined)
+
+
+def chunk_to_msg(chunk: Chunk, stamp: float) -> ActionChunk:
+    msg = ActionChunk()
+    msg.header.stamp = to_time(stamp)
+    msg.chunk_id = chunk.chunk_id
+    msg.start_time = to_time(chunk.start_time)
+    msg.dt = float(chunk.dt)
+    msg.joint_names = list(chunk.joint_names)
+    msg.num_steps = chunk.num_steps
+    msg.positions = np.asarray(chunk.positions, dtype=float).ravel().tolist()
+    msg.confidence = np.asarray(chunk.confidence, dtype=np.float32).tolist()
+    msg.refined = [bool(r) for r in chunk.refined]
+    msg.num_committed = int(chunk.num_committed)
+    return msg
+
+
+def forward_command(positions: np.ndarray) -> Float64MultiArray:
+    return Float64MultiArray(data=np.asarray(positions, dtype=float).tolist())
+
+
+def joint_trajectory(joint_names, stamp: float, times: np.ndarray, positions: np.ndarray,
+                     velocities: np.ndarray | None = None) -> JointTrajectory:
+    """Points at absolute `times`, written as time_from_start relative to `stamp` (0 = on arrival)."""
+    msg = JointTrajectory(joint_names=list(joint_names))
+    msg.header.stamp = to_time(stamp)
+    for i, t in enumerate(times):
+        point = JointTrajectoryPoint(positions=np.asarray(positions[i], float).tolist(),
+                                     time_from_start=to_duration(t - stamp))
+        if velocities is not None:
+            point.velocities = np.asarray(velocities[i], float).tolist()
+        msg.points.append(point)
+    return msg

@@ -1,0 +1,253 @@
+"""executor_node: ActionChunk stream -> safe joint commands for the arm controller.
+
+Wiring only: the plan, interpolation, safety filter, enable/ramp and holds live in
+control/executor.py (ExecutorCore). Lifecycle: configure reads the robot profile and parameters,
+activate starts the control loop, deactivate holds and stops commanding. Nothing reaches the
+controller before ~/enable (or `start_enabled`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory
+
+from asyncvla_ros.control.chunk import ChunkRejected
+from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
+from asyncvla_ros.control.profile import RobotProfile, load_profile
+from asyncvla_ros.msg import ActionChunk, ExecutorState
+from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, joint_trajectory, to_time
+from asyncvla_ros.nodes.params import EXECUTOR_NODE
+from asyncvla_ros.nodes.ros_params import BoundParams
+
+LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
+SETTINGS = ('control_rate_hz', 'interpolation', 'watchdog_timeout_s', 'max_joint_state_age_s',
+            'max_chunk_delay_s', 'ramp_in_s')
+TRAJECTORY_HORIZON_S = 5.0
+
+
+class ExecutorNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__('executor_node', **kwargs)
+        self.params = BoundParams(self, EXECUTOR_NODE, is_active=lambda: self.active, on_change=self._on_params,
+                                  check=self._check_param)
+        self.p = self.params.values()  # kept current by _on_params: read on every tick
+        self.active = False
+        self.core: ExecutorCore | None = None
+        self.lock = threading.Lock()
+        self._loop: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_mode = 'disabled'
+
+    # --- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self.p
+        try:
+            profile = self._profile(p)
+        except ValueError as exc:
+            self.get_logger().error(f'configure failed: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self.core = ExecutorCore(profile, ExecutorSettings(**{k: p[k] for k in SETTINGS}))
+        self.interface = p['command_interface']
+        topic = p['command_topic'] or profile.command_topics.get(self.interface)
+        if not topic:
+            self.get_logger().error(f'configure failed: no command_topic and profile {profile.name} has none for {self.interface}')
+            return TransitionCallbackReturn.FAILURE
+        message_type = JointTrajectory if self.interface == 'joint_trajectory' else Float64MultiArray
+        self.command_pub = self.create_publisher(message_type, topic, 10)
+        self.preview_pub = self.create_publisher(message_type, '~/preview', 10)
+        self.state_pub = self.create_publisher(ExecutorState, '/asyncvla/executor_state', 10)
+        self.create_subscription(ActionChunk, '/asyncvla/action_chunk', self._on_chunk, QoSProfile(depth=10))
+        self.create_subscription(JointState, '/joint_states', self._on_joint_state, qos_profile_sensor_data)
+        self.create_service(SetBool, '~/enable', self._on_enable)
+        self.create_timer(1.0 / p['state_rate_hz'], self._publish_state)
+        self.get_logger().info(f'configured: profile {profile.name}, {self.interface} on {topic}, '
+                               f'{p["control_rate_hz"]:.0f} Hz, {p["interpolation"]} interpolation')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        self._stop.clear()
+        self._loop = threading.Thread(target=self._control_loop, name='executor_control', daemon=True)
+        self._loop.start()
+        if self.p['start_enabled']:
+            self._enable(True)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._enable(False)
+        self._stop_loop()
+        self.active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loop()
+        self.core = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loop()
+        return TransitionCallbackReturn.SUCCESS
+
+    # --- parameters
+    def _profile(self, p) -> RobotProfile:
+        overrides = {k: p[k] for k in ('joint_names', *LIMIT_PARAMS)}
+        return load_profile(p['robot_profile']).with_overrides(**overrides)
+
+    def _check_param(self, name, value) -> str | None:
+        if name in LIMIT_PARAMS and self.core is not None:
+            try:
+                self.core.profile.with_overrides(**{name: value})
+            except ValueError as exc:
+                return str(exc)
+        return None
+
+    def _on_params(self, changed) -> None:
+        self.p.update(changed)
+        if self.core is None:
+            return
+        with self.lock:
+            self.core.configure(**{k: v for k, v in changed.items() if k in SETTINGS})
+            limits = {k: v for k, v in changed.items() if k in LIMIT_PARAMS}
+            if limits:
+                self.core.set_limits(self.core.profile.with_overrides(**limits))
+        self.get_logger().info(f'parameters changed: {changed}')
+
+    # --- inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if self.core is None:
+            return
+        with self.lock:
+            reason = self.core.on_joint_state(msg.name, msg.position, self._now())
+        if reason:
+            self.get_logger().warning(reason, throttle_duration_sec=2.0)
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        if self.core is None:
+            return
+        now = self._now()
+        with self.lock:
+            try:
+                reason = self.core.on_chunk(chunk_from_msg(msg), now)
+            except ChunkRejected as exc:
+                reason = self.core.reject(msg.chunk_id, exc)
+        if reason:
+            self.get_logger().warning(reason)
+        elif self.interface == 'joint_trajectory' and not self.p['trajectory_streaming']:
+            self._send_trajectory(now)
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        response.success, response.message = self._enable(request.data)
+        return response
+
+    def _enable(self, enable: bool) -> tuple[bool, str]:
+        if self.core is None or not self.active:
+            return False, 'executor is not active (configure and activate it first)'
+        with self.lock:
+            if enable:
+                ok, message = self.core.enable(self._now())
+            else:
+                self.core.disable()
+                ok, message = True, 'disabled: no further commands'
+        self.get_logger().info(message)
+        return ok, message
+
+    # --- output
+    def _control_loop(self) -> None:
+        """Ticks at control_rate_hz against absolute deadlines (no drift; a late tick does not
+        shift the ones after it)."""
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            with self.lock:
+                period = self.core.filter.period
+                tick = self.core.tick(self._now())
+            self._publish_tick(tick)
+            deadline += period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -period:
+                deadline = time.monotonic()  # overrun by a whole period: resynchronise, do not burst
+
+    def _publish_tick(self, tick: Tick) -> None:
+        mode_changed, self._last_mode = tick.mode != self._last_mode, tick.mode
+        if tick.command is None:
+            return
+        if mode_changed and tick.mode == 'holding':
+            self.get_logger().warning(f'holding: {tick.reason}')
+        if self.interface == 'forward_command':
+            self._output(forward_command(tick.command))
+        elif self.p['trajectory_streaming']:  # one point, due one period after arrival
+            self._output(joint_trajectory(self.core.profile.joint_names, 0.0, [self.core.filter.period],
+                                          [tick.command], [tick.velocity]))
+        elif mode_changed and tick.mode == 'holding':
+            self._send_trajectory(self._now())
+
+    def _send_trajectory(self, now: float) -> None:
+        """One multi-point trajectory for the plan ahead (or the stop), stamped one period ahead."""
+        with self.lock:
+            if not self.core.enabled:
+                return
+            horizon = TRAJECTORY_HORIZON_S
+            if self.core.timeline.interpolant is not None:
+                horizon = float(np.clip(self.core.timeline.interpolant.end - now + 0.5, 0.1, TRAJECTORY_HORIZON_S))
+            times, positions, velocities = self.core.rollout(now, horizon)
+            stamp = now + self.core.filter.period
+        self._output(joint_trajectory(self.core.profile.joint_names, stamp, times, positions, velocities))
+
+    def _output(self, msg) -> None:
+        (self.preview_pub if self.p['dry_run'] else self.command_pub).publish(msg)
+
+    def _publish_state(self) -> None:
+        if self.core is None:
+            return
+        with self.lock:
+            now = self._now()
+            progress = self.core.timeline.progress(now)
+            msg = ExecutorState(mode=self._last_mode, chunk_id=progress.chunk_id, step=progress.step,
+                                steps_remaining=progress.steps_remaining,
+                                limit_events=self.core.filter.limit_events)
+            if self.core.filter.position is not None:
+                msg.last_command = self.core.filter.position.tolist()
+        if self.core.enabled and self.p['dry_run']:
+            msg.mode = 'dry_run'
+        msg.header.stamp = to_time(now)
+        self.state_pub.publish(msg)
+
+    def _stop_loop(self) -> None:
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.join(timeout=2.0)
+            self._loop = None
+
+
+def main(args=None) -> None:
+    """Runs the node and brings it to active (as a launch file's lifecycle events would)."""
+    rclpy.init(args=args)
+    node = ExecutorNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,180 @@
+"""sim_arm_node: the MuJoCo SO-101 (asyncvla_ros/sim) as a ROS robot with ros2_control-like topics.
+
+Publishes /joint_states at the sim rate and /camera/<name>/image_raw (rgb8); takes
+/arm_controller/joint_trajectory (followed like a joint_trajectory_controller) and
+/forward_position_controller/commands; ~/reset (std_srvs/Trigger) starts a new episode,
+/sim/task_success reports the pick-and-place result, /clock is published on request.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from asyncvla_ros.nodes.conversions import to_seconds, to_time
+from asyncvla_ros.nodes.params import SIM_ARM_NODE
+from asyncvla_ros.nodes.ros_params import BoundParams
+from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
+from asyncvla_ros.sim.trajectory import TrajectoryFollower
+
+
+class SimArmNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('sim_arm_node', **kwargs)
+        self.p = BoundParams(self, SIM_ARM_NODE, is_active=lambda: True).values()
+        self.plant = SO101Plant(self.p['seed'], self.p['image_width'], self.p['image_height'],
+                                render=self.p['camera_rate_hz'] > 0)
+        self.lock = threading.Lock()
+        self.follower = TrajectoryFollower()
+        self.episode = 0
+        self.sim_time = 0.0  # monotonic across resets, for /clock
+        self.joint_pub = self.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
+        self.image_pub = self.create_publisher(Image, f'/camera/{self.p["camera_name"]}/image_raw', 5)
+        self.success_pub = self.create_publisher(Bool, '/sim/task_success', 10)
+        self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.p['publish_clock'] else None
+        self.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', self._on_trajectory, 10)
+        self.create_subscription(Float64MultiArray, '/forward_position_controller/commands', self._on_forward, 10)
+        self.create_service(Trigger, '~/reset', self._on_reset)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._physics_loop, daemon=True, name='physics')]
+        if self.p['camera_rate_hz'] > 0:
+            self._threads.append(threading.Thread(target=self._camera_loop, daemon=True, name='camera'))
+        for thread in self._threads:
+            thread.start()
+        self.get_logger().info(f'SO-101 sim: episode seed {self.p["seed"]}, joint states at {self.p["joint_state_rate_hz"]:.0f} Hz, '
+                               f'camera {self.p["image_width"]}x{self.p["image_height"]} at {self.p["camera_rate_hz"]:.0f} Hz, '
+                               f'real-time factor {self.p["real_time_factor"]}')
+
+    # --- clocks: sim time when /clock is published, else the node's clock
+    def _stamp(self) -> float:
+        return self.sim_time if self.clock_pub is not None else self.get_clock().now().nanoseconds * 1e-9
+
+    def _paced(self, period_sim: float, step) -> None:
+        """Runs `step` every `period_sim` sim seconds, paced to the real-time factor."""
+        factor = self.p['real_time_factor']
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            step()
+            if factor > 0:
+                deadline += period_sim / factor
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                elif delay < -1.0:
+                    deadline = time.monotonic()
+
+    def _physics_loop(self) -> None:
+        period = 1.0 / self.p['joint_state_rate_hz']
+        count = [0]
+
+        def step():
+            with self.lock:
+                stamp = self._stamp()
+                target = self.follower.target(stamp)
+                if target is not None:
+                    self.plant.set_targets(target)
+                self.plant.advance(period)
+                self.sim_time += period
+                q, v = self.plant.joint_positions, self.plant.joint_velocities
+                success = self.plant.success()
+            stamp = self._stamp()
+            msg = JointState(name=list(JOINT_NAMES), position=q.tolist(), velocity=v.tolist())
+            msg.header.stamp = to_time(stamp)
+            if self.clock_pub is not None:
+                self.clock_pub.publish(Clock(clock=msg.header.stamp))
+            self.joint_pub.publish(msg)
+            count[0] += 1
+            if count[0] % max(int(0.1 / period), 1) == 0:
+                self.success_pub.publish(Bool(data=success))
+
+        self._paced(period, step)
+
+    def _camera_loop(self) -> None:
+        def step():
+            with self.lock:
+                self.plant.capture()
+                stamp = self._stamp()
+            frame = self.plant.draw()
+            msg = Image(height=frame.shape[0], width=frame.shape[1], encoding='rgb8', step=frame.shape[1] * 3,
+                        data=frame.tobytes())
+            msg.header.stamp = to_time(stamp)
+            msg.header.frame_id = f'{self.p["camera_name"]}_camera'
+            self.image_pub.publish(msg)
+
+        self._paced(1.0 / self.p['camera_rate_hz'], step)
+
+    # --- commands
+    def _on_forward(self, msg: Float64MultiArray) -> None:
+        data = np.asarray(msg.data, dtype=float)
+        if data.shape != (len(JOINT_NAMES),) or not np.all(np.isfinite(data)):
+            self.get_logger().warning(f'forward command ignored: need {len(JOINT_NAMES)} finite values, got {data.tolist()}')
+            return
+        with self.lock:
+            self.follower = TrajectoryFollower()
+            self.plant.set_targets(data)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        names = list(msg.joint_names)
+        if sorted(names) != sorted(JOINT_NAMES) or not msg.points:
+            self.get_logger().warning(f'trajectory ignored: needs points for joints {list(JOINT_NAMES)}, got {names}')
+            return
+        order = [names.index(j) for j in JOINT_NAMES]
+        positions = np.array([[p.positions[i] for i in order] for p in msg.points if len(p.positions) == len(names)])
+        has_velocities = all(len(p.velocities) == len(names) for p in msg.points)
+        velocities = np.array([[p.velocities[i] for i in order] for p in msg.points]) if has_velocities else None
+        if len(positions) != len(msg.points) or not np.all(np.isfinite(positions)):
+            self.get_logger().warning('trajectory ignored: malformed or non-finite points')
+            return
+        with self.lock:
+            now = self._stamp()
+            start = to_seconds(msg.header.stamp) or now
+            times = start + np.array([to_seconds(p.time_from_start) for p in msg.points])
+            if np.any(np.diff(times) <= 0):
+                self.get_logger().warning('trajectory ignored: time_from_start must increase')
+                return
+            self.follower.replace(now, self.plant.targets, times, positions, velocities)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self.lock:
+            self.episode += 1
+            info = self.plant.reset(self.p['seed'] + self.episode)
+            self.follower = TrajectoryFollower()
+        response.success, response.message = True, json.dumps(info)
+        self.get_logger().info(f'reset: episode {self.episode} {response.message}')
+        return response
+
+    def destroy_node(self):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        self.plant.close()
+        return super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = SimArmNode()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
