@@ -19,16 +19,18 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
 
 import rclpy  # noqa: E402 (after the environment is set)
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment  # noqa: E402
 
 
 class Spinner:
-    """Spins nodes of one context in a background thread (a real executor, real DDS)."""
+    """Spins nodes of one context in a background thread (a real executor, real DDS). Single-threaded:
+    rclpy's MultiThreadedExecutor holds the GIL so much that other threads (a node's control loop)
+    miss their periods by 100 ms."""
 
     def __init__(self, context):
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 

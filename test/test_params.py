@@ -76,5 +76,8 @@ def test_config_yaml_covers_and_satisfies_schema(node):
     path = ROOT / 'config' / f'{node.removesuffix("_node")}.yaml'
     import yaml
     keys = set(next(iter(yaml.safe_load(path.read_text()).values()))['ros__parameters'])
-    assert keys == set(SCHEMAS[node].params), f'{path.name}: keys differ from the schema'
+    unset = {re.match(r'\s*# (\w+): unset$', ln).group(1) for ln in path.read_text().splitlines()
+             if re.match(r'\s*# (\w+): unset$', ln)}
+    assert keys | unset == set(SCHEMAS[node].params), f'{path.name}: keys differ from the schema'
+    assert unset == {p.name for p in SCHEMAS[node] if p.default is None}
     SCHEMAS[node].load_yaml(path)  # raises on an invalid value

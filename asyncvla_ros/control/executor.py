@@ -40,6 +40,7 @@ class ExecutorCore:
         self.filter = SafetyFilter(profile.position_min, profile.position_max, profile.velocity_max,
                                    profile.acceleration_max, 1.0 / settings.control_rate_hz)
         self.enabled = False
+        self.enable_pending = False  # enable as soon as a fresh joint state arrives (start_enabled)
         self.measured: np.ndarray | None = None
         self.measured_at: float | None = None
         self.enabled_at: float | None = None
@@ -58,6 +59,8 @@ class ExecutorCore:
         if not np.all(np.isfinite(q)):
             return 'joint state refused: NaN or inf positions'
         self.measured, self.measured_at = q, now
+        if self.enable_pending:
+            self.enable(now)
         return None
 
     def on_chunk(self, chunk: Chunk, now: float) -> str | None:
@@ -92,17 +95,23 @@ class ExecutorCore:
         self.filter.set_limits(profile.position_min, profile.position_max, profile.velocity_max, profile.acceleration_max)
 
     # --- enable
-    def enable(self, now: float) -> tuple[bool, str]:
+    def enable(self, now: float, when_ready: bool = False) -> tuple[bool, str]:
+        """Starts commanding from the measured position; with `when_ready`, as soon as a fresh joint
+        state is there (now or later)."""
         if self.enabled:
             return True, 'already enabled'
         if not self._joint_state_fresh(now):
+            self.enable_pending = when_ready
+            if when_ready:
+                return True, 'will enable on the first fresh joint state'
             return False, 'cannot enable: no fresh joint state (the ramp starts from the measured position)'
+        self.enable_pending = False
         self.filter.reset(self.measured)
         self.enabled, self.enabled_at, self.enabled_from = True, now, self.measured.copy()
         return True, f'enabled: ramping in from the measured position over {self.settings.ramp_in_s:.2f} s'
 
     def disable(self) -> None:
-        self.enabled = False
+        self.enabled = self.enable_pending = False
         self.timeline.clear()
 
     # --- control
@@ -125,14 +134,15 @@ class ExecutorCore:
         if not self.enabled:
             return Tick(None, None, 'disabled', 'not enabled', progress)
         reason = self.hold_reason(now)
-        desired = None
+        desired = velocity = None
         if not reason:
-            desired, _ = self.timeline.sample(now)
+            desired, velocity = self.timeline.sample(now)
             ramp = (now - self.enabled_at) / self.settings.ramp_in_s if self.settings.ramp_in_s > 0 else 1.0
-            if ramp < 1.0:
-                w = ramp * ramp * (3.0 - 2.0 * ramp)
+            if ramp < 1.0:  # smoothstep blend from where the arm was at enable
+                w, dw = ramp * ramp * (3.0 - 2.0 * ramp), 6.0 * ramp * (1.0 - ramp) / self.settings.ramp_in_s
+                velocity = w * velocity + dw * (desired - self.enabled_from)
                 desired = (1.0 - w) * self.enabled_from + w * desired
-        command = self.filter.step(desired)
+        command = self.filter.step(desired, velocity)
         return Tick(command, self.filter.velocity.copy(), 'holding' if reason else 'executing', reason, progress)
 
     def rollout(self, now: float, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -44,8 +44,8 @@ class RobotProfile:
             raise ValueError(f'profile {self.name}: velocity and acceleration limits must be positive')
 
     def with_overrides(self, **overrides) -> 'RobotProfile':
-        """A copy with the non-empty overrides applied (the executor's inline parameters)."""
-        return replace(self, **{k: (tuple(v) if k == 'joint_names' else v) for k, v in overrides.items() if len(v)})
+        """A copy with the overrides that are set (not None) applied (the executor's inline parameters)."""
+        return replace(self, **{k: (tuple(v) if k == 'joint_names' else v) for k, v in overrides.items() if v is not None})
 
 
 def load_profile(name_or_path: str) -> RobotProfile:

@@ -61,8 +61,13 @@ class SafetyFilter:
             low, high = np.where(conflict, inward, low), np.where(conflict, inward, high)
         return low, high
 
-    def step(self, desired: np.ndarray | None) -> np.ndarray:
-        """The next command. `desired` None (no valid plan) means: decelerate within limits and hold."""
+    def step(self, desired: np.ndarray | None, desired_velocity: np.ndarray | None = None) -> np.ndarray:
+        """The next command. `desired` None (no valid plan) means: decelerate within limits and hold.
+
+        Tracking uses the plan's velocity as feedforward and closes the remaining error no faster
+        than it could still stop at the target (the braking bound): after a late tick the command
+        catches up without building up speed that would overshoot where the plan ends.
+        """
         if self.position is None:
             raise RuntimeError('SafetyFilter.step before reset(): the starting position is unknown')
         low, high = self.velocity_bounds()
@@ -70,11 +75,15 @@ class SafetyFilter:
             wanted_velocity = np.zeros_like(self.velocity)
         else:
             desired = np.asarray(desired, dtype=float)
-            finite = np.isfinite(desired)
-            wanted_velocity = np.where(finite, (np.where(finite, desired, 0.0) - self.position) / self.period, 0.0)
+            feedforward = np.zeros_like(desired) if desired_velocity is None else np.asarray(desired_velocity, dtype=float)
+            finite = np.isfinite(desired) & np.isfinite(feedforward)
+            desired, feedforward = np.where(finite, desired, self.position), np.where(finite, feedforward, 0.0)
+            error = desired - self.position - feedforward * self.period
+            correction = np.sign(error) * braking_velocity(np.abs(error), self.acceleration_max, self.period)
+            wanted_velocity = np.where(finite, feedforward + correction, 0.0)
         velocity = np.clip(wanted_velocity, low, high)
         command = self.position + velocity * self.period
-        if desired is not None and not np.allclose(command, desired, rtol=0.0, atol=1e-9, equal_nan=False):
+        if desired is not None and not np.allclose(command, desired, rtol=0.0, atol=1e-9):
             self.limit_events += 1
         self.acceleration = (velocity - self.velocity) / self.period
         self.position, self.velocity = command, velocity

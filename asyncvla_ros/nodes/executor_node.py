@@ -8,11 +8,10 @@ controller before ~/enable (or `start_enabled`).
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -25,6 +24,7 @@ from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.msg import ActionChunk, ExecutorState
 from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, joint_trajectory, to_time
+from asyncvla_ros.nodes.loops import NodeLoop
 from asyncvla_ros.nodes.params import EXECUTOR_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
 
@@ -43,8 +43,7 @@ class ExecutorNode(LifecycleNode):
         self.active = False
         self.core: ExecutorCore | None = None
         self.lock = threading.Lock()
-        self._loop: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._loop: NodeLoop | None = None
         self._last_mode = 'disabled'
 
     # --- lifecycle
@@ -75,11 +74,9 @@ class ExecutorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True
-        self._stop.clear()
-        self._loop = threading.Thread(target=self._control_loop, name='executor_control', daemon=True)
-        self._loop.start()
+        self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period).start()
         if self.p['start_enabled']:
-            self._enable(True)
+            self._enable(True, when_ready=True)
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -151,12 +148,12 @@ class ExecutorNode(LifecycleNode):
         response.success, response.message = self._enable(request.data)
         return response
 
-    def _enable(self, enable: bool) -> tuple[bool, str]:
+    def _enable(self, enable: bool, when_ready: bool = False) -> tuple[bool, str]:
         if self.core is None or not self.active:
             return False, 'executor is not active (configure and activate it first)'
         with self.lock:
             if enable:
-                ok, message = self.core.enable(self._now())
+                ok, message = self.core.enable(self._now(), when_ready)
             else:
                 self.core.disable()
                 ok, message = True, 'disabled: no further commands'
@@ -164,21 +161,10 @@ class ExecutorNode(LifecycleNode):
         return ok, message
 
     # --- output
-    def _control_loop(self) -> None:
-        """Ticks at control_rate_hz against absolute deadlines (no drift; a late tick does not
-        shift the ones after it)."""
-        deadline = time.monotonic()
-        while not self._stop.is_set():
-            with self.lock:
-                period = self.core.filter.period
-                tick = self.core.tick(self._now())
-            self._publish_tick(tick)
-            deadline += period
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -period:
-                deadline = time.monotonic()  # overrun by a whole period: resynchronise, do not burst
+    def _control_step(self) -> None:
+        with self.lock:
+            tick = self.core.tick(self._now())
+        self._publish_tick(tick)
 
     def _publish_tick(self, tick: Tick) -> None:
         mode_changed, self._last_mode = tick.mode != self._last_mode, tick.mode
@@ -226,9 +212,8 @@ class ExecutorNode(LifecycleNode):
         self.state_pub.publish(msg)
 
     def _stop_loop(self) -> None:
-        self._stop.set()
         if self._loop is not None:
-            self._loop.join(timeout=2.0)
+            self._loop.stop()
             self._loop = None
 
 
@@ -236,7 +221,7 @@ def main(args=None) -> None:
     """Runs the node and brings it to active (as a launch file's lifecycle events would)."""
     rclpy.init(args=args)
     node = ExecutorNode()
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = SingleThreadedExecutor()  # MultiThreadedExecutor starves the control threads of the GIL
     executor.add_node(node)
     try:
         if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:

@@ -21,7 +21,9 @@ _PYTHON_TYPES = {'bool': bool, 'int': int, 'double': float, 'string': str}
 @dataclass(frozen=True)
 class Param:
     """One ROS parameter. `runtime` parameters apply to the next chunk or tick; the others are read at
-    configure and are refused while the node is active."""
+    configure and are refused while the node is active. A default of None declares the parameter
+    with its type but no value ("unset": e.g. take the limits from the robot profile); ROS cannot
+    type an empty array, so this is how an optional list is declared."""
 
     name: str
     type: str
@@ -40,6 +42,8 @@ class Param:
 
     def check(self, value: Any) -> str | None:
         """The reason `value` is not acceptable, or None."""
+        if value is None:
+            return None if self.default is None else 'a value is required'
         if self.type.endswith('_array'):
             item = str if self.type == 'string_array' else float
             if not isinstance(value, (list, tuple)):
@@ -123,7 +127,7 @@ class ParamSchema:
         rows = ['| parameter | type | default | allowed | run time | description |',
                 '|---|---|---|---|---|---|']
         for p in self:
-            default = f'`{p.default!r}`' if p.default != '' else '`""`'
+            default = 'unset' if p.default is None else f'`{p.default!r}`' if p.default != '' else '`""`'
             rows.append(f'| `{p.name}` | {p.type} | {default} | {p.constraint_text()} | '
                         f'{"yes" if p.runtime else "no"} | {p.description} |')
         return '\n'.join(rows)
@@ -155,11 +159,11 @@ POLICY_NODE = ParamSchema('policy_node', [
 
 EXECUTOR_NODE = ParamSchema('executor_node', [
     Param('robot_profile', 'string', 'so101', 'Robot profile: a name in config/robots or a path to a profile YAML.'),
-    Param('joint_names', 'string_array', [], 'Overrides the profile: joints in command order.'),
-    Param('position_min', 'double_array', [], 'Overrides the profile: lower position limits, one per joint (rad or m).', runtime=True),
-    Param('position_max', 'double_array', [], 'Overrides the profile: upper position limits, one per joint.', runtime=True),
-    Param('velocity_max', 'double_array', [], 'Overrides the profile: velocity limits, one per joint (per second).', runtime=True),
-    Param('acceleration_max', 'double_array', [], 'Overrides the profile: acceleration limits, one per joint (per second squared).', runtime=True),
+    Param('joint_names', 'string_array', None, 'Overrides the profile: joints in command order.'),
+    Param('position_min', 'double_array', None, 'Overrides the profile: lower position limits, one per joint (rad or m).', runtime=True),
+    Param('position_max', 'double_array', None, 'Overrides the profile: upper position limits, one per joint.', runtime=True),
+    Param('velocity_max', 'double_array', None, 'Overrides the profile: velocity limits, one per joint (per second).', runtime=True),
+    Param('acceleration_max', 'double_array', None, 'Overrides the profile: acceleration limits, one per joint (per second squared).', runtime=True),
     Param('command_interface', 'string', 'joint_trajectory', 'How commands reach the arm controller.',
           choices=('joint_trajectory', 'forward_command')),
     Param('command_topic', 'string', '', "Controller topic; empty: the profile's topic for the chosen interface."),
@@ -197,5 +201,8 @@ def render_yaml(schema: ParamSchema, values: dict[str, Any] | None = None) -> st
              '/**:', '  ros__parameters:']
     for p in schema:
         lines.append(f'    # {p.description}' + (f' Allowed: {p.constraint_text().replace(chr(92), "")}.' if p.constraint_text() else ''))
-        lines.append(f'    {yaml.safe_dump({p.name: values[p.name]}, default_flow_style=True, width=1000).strip()[1:-1]}')
+        if values[p.name] is None:
+            lines.append(f'    # {p.name}: unset')
+        else:
+            lines.append(f'    {yaml.safe_dump({p.name: values[p.name]}, default_flow_style=True, width=1000).strip()[1:-1]}')
     return '\n'.join(lines) + '\n'

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -41,7 +42,8 @@ class BoundParams:
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]))]
             elif p.range is not None and p.type == 'int':
                 descriptor.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
-            node.declare_parameter(p.name, Parameter(p.name, _ROS_TYPES[p.type], p.default).value, descriptor)
+            default = _ROS_TYPES[p.type] if p.default is None else p.default  # a bare type: declared, unset
+            node.declare_parameter(p.name, default, descriptor)
             reason = schema.check(p.name, self._value(p.name))
             if reason:
                 raise ValueError(f'{node.get_name()}: invalid parameter override: {reason}')
@@ -49,7 +51,11 @@ class BoundParams:
         node.add_post_set_parameters_callback(self._changed)
 
     def _value(self, name: str) -> Any:
-        value = self._node.get_parameter(name).value
+        """The value, None when the parameter is unset."""
+        try:
+            value = self._node.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None
         return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
 
     def values(self) -> dict[str, Any]:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -23,6 +22,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.nodes.conversions import to_seconds, to_time
+from asyncvla_ros.nodes.loops import NodeLoop
 from asyncvla_ros.nodes.params import SIM_ARM_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
@@ -46,12 +46,13 @@ class SimArmNode(Node):
         self.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', self._on_trajectory, 10)
         self.create_subscription(Float64MultiArray, '/forward_position_controller/commands', self._on_forward, 10)
         self.create_service(Trigger, '~/reset', self._on_reset)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._physics_loop, daemon=True, name='physics')]
+        self._steps = 0
+        factor = self.p['real_time_factor']
+        physics_period = 1.0 / self.p['joint_state_rate_hz']
+        self._loops = [NodeLoop(self, 'physics', self._physics_step, lambda: physics_period / factor if factor else 0.0).start()]
         if self.p['camera_rate_hz'] > 0:
-            self._threads.append(threading.Thread(target=self._camera_loop, daemon=True, name='camera'))
-        for thread in self._threads:
-            thread.start()
+            camera_period = 1.0 / self.p['camera_rate_hz']
+            self._loops.append(NodeLoop(self, 'camera', self._camera_step, lambda: camera_period / factor if factor else 0.0).start())
         self.get_logger().info(f'SO-101 sim: episode seed {self.p["seed"]}, joint states at {self.p["joint_state_rate_hz"]:.0f} Hz, '
                                f'camera {self.p["image_width"]}x{self.p["image_height"]} at {self.p["camera_rate_hz"]:.0f} Hz, '
                                f'real-time factor {self.p["real_time_factor"]}')
@@ -60,59 +61,35 @@ class SimArmNode(Node):
     def _stamp(self) -> float:
         return self.sim_time if self.clock_pub is not None else self.get_clock().now().nanoseconds * 1e-9
 
-    def _paced(self, period_sim: float, step) -> None:
-        """Runs `step` every `period_sim` sim seconds, paced to the real-time factor."""
-        factor = self.p['real_time_factor']
-        deadline = time.monotonic()
-        while not self._stop.is_set():
-            step()
-            if factor > 0:
-                deadline += period_sim / factor
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                elif delay < -1.0:
-                    deadline = time.monotonic()
-
-    def _physics_loop(self) -> None:
+    def _physics_step(self) -> None:
         period = 1.0 / self.p['joint_state_rate_hz']
-        count = [0]
+        with self.lock:
+            target = self.follower.target(self._stamp())
+            if target is not None:
+                self.plant.set_targets(target)
+            self.plant.advance(period)
+            self.sim_time += period
+            q, v = self.plant.joint_positions, self.plant.joint_velocities
+            success = self.plant.success()
+        msg = JointState(name=list(JOINT_NAMES), position=q.tolist(), velocity=v.tolist())
+        msg.header.stamp = to_time(self._stamp())
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=msg.header.stamp))
+        self.joint_pub.publish(msg)
+        self._steps += 1
+        if self._steps % max(int(0.1 / period), 1) == 0:  # task success at 10 Hz
+            self.success_pub.publish(Bool(data=success))
 
-        def step():
-            with self.lock:
-                stamp = self._stamp()
-                target = self.follower.target(stamp)
-                if target is not None:
-                    self.plant.set_targets(target)
-                self.plant.advance(period)
-                self.sim_time += period
-                q, v = self.plant.joint_positions, self.plant.joint_velocities
-                success = self.plant.success()
+    def _camera_step(self) -> None:
+        with self.lock:
+            self.plant.capture()
             stamp = self._stamp()
-            msg = JointState(name=list(JOINT_NAMES), position=q.tolist(), velocity=v.tolist())
-            msg.header.stamp = to_time(stamp)
-            if self.clock_pub is not None:
-                self.clock_pub.publish(Clock(clock=msg.header.stamp))
-            self.joint_pub.publish(msg)
-            count[0] += 1
-            if count[0] % max(int(0.1 / period), 1) == 0:
-                self.success_pub.publish(Bool(data=success))
-
-        self._paced(period, step)
-
-    def _camera_loop(self) -> None:
-        def step():
-            with self.lock:
-                self.plant.capture()
-                stamp = self._stamp()
-            frame = self.plant.draw()
-            msg = Image(height=frame.shape[0], width=frame.shape[1], encoding='rgb8', step=frame.shape[1] * 3,
-                        data=frame.tobytes())
-            msg.header.stamp = to_time(stamp)
-            msg.header.frame_id = f'{self.p["camera_name"]}_camera'
-            self.image_pub.publish(msg)
-
-        self._paced(1.0 / self.p['camera_rate_hz'], step)
+        frame = self.plant.draw()
+        msg = Image(height=frame.shape[0], width=frame.shape[1], encoding='rgb8', step=frame.shape[1] * 3,
+                    data=frame.tobytes())
+        msg.header.stamp = to_time(stamp)
+        msg.header.frame_id = f'{self.p["camera_name"]}_camera'
+        self.image_pub.publish(msg)
 
     # --- commands
     def _on_forward(self, msg: Float64MultiArray) -> None:
@@ -155,9 +132,8 @@ class SimArmNode(Node):
         return response
 
     def destroy_node(self):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=2.0)
+        for loop in self._loops:
+            loop.stop()
         self.plant.close()
         return super().destroy_node()
 
@@ -165,7 +141,7 @@ class SimArmNode(Node):
 def main(args=None) -> None:
     rclpy.init(args=args)
     node = SimArmNode()
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # MultiThreadedExecutor starves the control threads of the GIL
     executor.add_node(node)
     try:
         executor.spin()
