@@ -45,6 +45,7 @@ class ExecutorNode(LifecycleNode):
         self.lock = threading.Lock()
         self._loop: NodeLoop | None = None
         self._last_mode = 'disabled'
+        self._joint_state_reason, self._joint_state_logged_at = None, 0.0
 
     # --- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -74,7 +75,8 @@ class ExecutorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True
-        self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period).start()
+        self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period,
+                              realtime_priority=self.p['realtime_priority']).start()
         if self.p['start_enabled']:
             self._enable(True, when_ready=True)
         return super().on_activate(state)
@@ -125,10 +127,14 @@ class ExecutorNode(LifecycleNode):
     def _on_joint_state(self, msg: JointState) -> None:
         if self.core is None:
             return
+        now = self._now()
         with self.lock:
-            reason = self.core.on_joint_state(msg.name, msg.position, self._now())
-        if reason:
-            self.get_logger().warning(reason, throttle_duration_sec=2.0)
+            reason = self.core.on_joint_state(msg.name, msg.position, now)
+        # joint states come at 100 Hz or more: log a new reason at once, a repeated one every 5 s
+        if reason and (reason != self._joint_state_reason or now - self._joint_state_logged_at > 5.0):
+            self.get_logger().warning(reason)
+            self._joint_state_logged_at = now
+        self._joint_state_reason = reason
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         if self.core is None:

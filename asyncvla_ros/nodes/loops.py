@@ -2,6 +2,7 @@
 ROS context shuts down under them."""
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable
 
@@ -12,8 +13,14 @@ from asyncvla_ros.control.pacing import run_paced
 
 
 class NodeLoop:
-    def __init__(self, node: Node, name: str, step: Callable[[], None], period: Callable[[], float]):
+    """`realtime_priority` > 0 asks for SCHED_FIFO at that priority for this thread (needs
+    CAP_SYS_NICE or an rtprio limit, as on a robot computer set up for ros2_control); without the
+    permission the loop runs at normal priority and says so once."""
+
+    def __init__(self, node: Node, name: str, step: Callable[[], None], period: Callable[[], float],
+                 realtime_priority: int = 0):
         self._node, self._step, self._period = node, step, period
+        self._priority = realtime_priority
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -35,4 +42,10 @@ class NodeLoop:
             self._stop.set()  # the context went down under a publish: shutting down
 
     def _run(self) -> None:
+        if self._priority > 0:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._priority))
+                self._node.get_logger().info(f'{self._thread.name}: real-time priority {self._priority} (SCHED_FIFO)')
+            except (PermissionError, OSError) as exc:
+                self._node.get_logger().warning(f'{self._thread.name}: no real-time priority ({exc}); timing may jitter under load')
         run_paced(self._guarded_step, self._period, lambda: self._stop.is_set() or not self._node.context.ok())

@@ -169,6 +169,7 @@ EXECUTOR_NODE = ParamSchema('executor_node', [
     Param('command_topic', 'string', '', "Controller topic; empty: the profile's topic for the chosen interface."),
     Param('trajectory_streaming', 'bool', False, 'joint_trajectory only: stream single points at control_rate_hz instead of one multi-point trajectory per chunk.'),
     Param('control_rate_hz', 'double', 100.0, 'Command and safety-filter rate.', range=(1.0, 1000.0), runtime=True),
+    Param('realtime_priority', 'int', 50, 'SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE or rtprio); 0 for normal scheduling.', range=(0, 99)),
     Param('state_rate_hz', 'double', 50.0, 'ExecutorState publication rate.', range=(1.0, 1000.0)),
     Param('interpolation', 'string', 'cubic', 'Interpolant through the chunk steps.', choices=('linear', 'cubic', 'quintic'), runtime=True),
     Param('watchdog_timeout_s', 'double', 2.0, 'Hold when no chunk has arrived for this long, even if the plan has steps left.', range=(0.01, 600.0), runtime=True),
