@@ -26,7 +26,7 @@ def test_so101_profile_matches_the_simulated_arm():
     plant = SO101Plant(render=False)
     assert np.allclose(profile.position_min, plant.ctrl_range[:, 0]) and np.allclose(profile.position_max, plant.ctrl_range[:, 1])
     plant.close()
-    assert profile.command_topics['joint_trajectory'] == '/arm_controller/joint_trajectory'
+    assert profile.command_topics['joint_trajectory'] == 'arm_controller/joint_trajectory'
 
 
 @pytest.mark.parametrize('bad', [dict(position_min=[1.0, 0.0]), dict(velocity_max=[0.0, 1.0]),

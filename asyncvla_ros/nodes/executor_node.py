@@ -64,9 +64,9 @@ class ExecutorNode(LifecycleNode):
         message_type = JointTrajectory if self.interface == 'joint_trajectory' else Float64MultiArray
         self.command_pub = self.create_publisher(message_type, topic, 10)
         self.preview_pub = self.create_publisher(message_type, '~/preview', 10)
-        self.state_pub = self.create_publisher(ExecutorState, '/asyncvla/executor_state', 10)
-        self.create_subscription(ActionChunk, '/asyncvla/action_chunk', self._on_chunk, QoSProfile(depth=10))
-        self.create_subscription(JointState, '/joint_states', self._on_joint_state, qos_profile_sensor_data)
+        self.state_pub = self.create_publisher(ExecutorState, 'asyncvla/executor_state', 10)
+        self.create_subscription(ActionChunk, 'asyncvla/action_chunk', self._on_chunk, QoSProfile(depth=10))
+        self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
         self.create_service(SetBool, '~/enable', self._on_enable)
         self.create_timer(1.0 / p['state_rate_hz'], self._publish_state)
         self.get_logger().info(f'configured: profile {profile.name}, {self.interface} on {topic}, '

@@ -141,7 +141,7 @@ POLICY_NODE = ParamSchema('policy_node', [
     Param('dtype', 'string', 'auto', 'Model weights dtype; auto is bfloat16 on CUDA, float32 on CPU.', choices=('auto', 'bfloat16', 'float32')),
     Param('attn_implementation', 'string', 'auto', 'Attention kernel; auto is flash_attention_2 when importable on CUDA, else sdpa.',
           choices=('auto', 'flash_attention_2', 'sdpa', 'eager')),
-    Param('camera_topics', 'string_array', ['/camera/front/image_raw'], 'Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed).'),
+    Param('camera_topics', 'string_array', ['camera/front/image_raw'], 'Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed).'),
     Param('camera_keys', 'string_array', ['observation.images.front'], "The checkpoint's camera keys, one per camera topic, same order."),
     Param('joint_names', 'string_array', SO101_JOINTS, 'Joints forming the state and action vector, in model order; matched by name in /joint_states.'),
     Param('instruction', 'string', 'pick up the red block and place it on the green target',

@@ -39,12 +39,12 @@ class SimArmNode(Node):
         self.follower = TrajectoryFollower()
         self.episode = 0
         self.sim_time = 0.0  # monotonic across resets, for /clock
-        self.joint_pub = self.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
-        self.image_pub = self.create_publisher(Image, f'/camera/{self.p["camera_name"]}/image_raw', 5)
-        self.success_pub = self.create_publisher(Bool, '/sim/task_success', 10)
+        self.joint_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        self.image_pub = self.create_publisher(Image, f'camera/{self.p["camera_name"]}/image_raw', 5)
+        self.success_pub = self.create_publisher(Bool, 'sim/task_success', 10)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.p['publish_clock'] else None
-        self.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', self._on_trajectory, 10)
-        self.create_subscription(Float64MultiArray, '/forward_position_controller/commands', self._on_forward, 10)
+        self.create_subscription(JointTrajectory, 'arm_controller/joint_trajectory', self._on_trajectory, 10)
+        self.create_subscription(Float64MultiArray, 'forward_position_controller/commands', self._on_forward, 10)
         self.create_service(Trigger, '~/reset', self._on_reset)
         self._steps = 0
         factor = self.p['real_time_factor']

@@ -1,0 +1,49 @@
+"""AsyncVLA on a real arm: policy_node (GPU host or robot computer) and executor_node.
+
+    ros2 launch asyncvla_ros asyncvla.launch.py robot_profile:=so101 checkpoint:=/path/to/checkpoint
+
+Both nodes configure and activate themselves; the arm moves only after
+`ros2 service call <namespace>/executor_node/enable std_srvs/srv/SetBool "{data: true}"`.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node, PushRosNamespace
+from launch_ros.substitutions import FindPackageShare
+
+ARGUMENTS = {
+    'robot_profile': ('so101', 'Robot profile: a name in config/robots or a path to a profile YAML.'),
+    'checkpoint': ('', 'Policy checkpoint directory; empty: the demo checkpoint shipped with the package.'),
+    'camera_topics': ("['camera/front/image_raw']", 'Image topics for the policy, as a YAML list.'),
+    'namespace': ('', 'Namespace for all nodes and (relative) topics, e.g. one per robot.'),
+    'use_sim_time': ('false', 'Use /clock (bag replay, simulation).'),
+    'command_interface': ('joint_trajectory', 'joint_trajectory (ros2_control JTC) or forward_command.'),
+}
+
+
+def asyncvla_nodes():
+    """The policy and executor nodes with the package's parameter files and the launch arguments."""
+    config = PathJoinSubstitution([FindPackageShare('asyncvla_ros'), 'config'])
+    use_sim_time = {'use_sim_time': LaunchConfiguration('use_sim_time')}
+    policy = Node(package='asyncvla_ros', executable='policy_node', name='policy_node', output='screen',
+                  parameters=[PathJoinSubstitution([config, 'policy.yaml']), use_sim_time,
+                              {'checkpoint': LaunchConfiguration('checkpoint'),
+                               'camera_topics': LaunchConfiguration('camera_topics')}])
+    executor = Node(package='asyncvla_ros', executable='executor_node', name='executor_node', output='screen',
+                    parameters=[PathJoinSubstitution([config, 'executor.yaml']), use_sim_time,
+                                {'robot_profile': LaunchConfiguration('robot_profile'),
+                                 'command_interface': LaunchConfiguration('command_interface')}])
+    return [policy, executor]
+
+
+def declare_arguments(overrides=None):
+    defaults = {**{k: v[0] for k, v in ARGUMENTS.items()}, **(overrides or {})}
+    return [DeclareLaunchArgument(name, default_value=defaults[name], description=text)
+            for name, (_, text) in ARGUMENTS.items()]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        *declare_arguments(),
+        GroupAction([PushRosNamespace(LaunchConfiguration('namespace')), *asyncvla_nodes()]),
+    ])

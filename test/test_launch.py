@@ -1,0 +1,68 @@
+"""Launch files, checked statically (these machines have no `launch` package): every executable is an
+installed entry point, every parameter file exists, every node parameter is in the schema, and every
+launch argument is documented in the README."""
+import ast
+import configparser
+import re
+from pathlib import Path
+
+import pytest
+
+from asyncvla_ros.nodes.params import SCHEMAS
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
+SETUP = (ROOT / 'setup.py').read_text()
+ENTRY_POINTS = dict(re.findall(r"'(\w+) = (asyncvla_ros[\w.]+):main'", SETUP))
+
+
+def _calls(tree, name):
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == name]
+
+
+def _keywords(call):
+    return {k.arg: k.value for k in call.keywords}
+
+
+NOT_BUILT_YET = {'asyncvla.launch.py'}  # policy_node arrives with the policy-node issue
+
+
+@pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.xfail(
+    p.name in NOT_BUILT_YET and not (ROOT / 'asyncvla_ros/nodes/policy_node.py').exists(),
+    reason='policy_node is not implemented yet', strict=True)) for p in LAUNCH_FILES], ids=lambda p: p.name)
+def test_launch_nodes_are_entry_points_with_existing_parameter_files(path):
+    tree = ast.parse(path.read_text())
+    nodes = _calls(tree, 'Node')
+    assert nodes or 'asyncvla_nodes' in path.read_text()
+    for node in nodes:
+        kw = _keywords(node)
+        executable = kw['executable'].value
+        assert kw['package'].value == 'asyncvla_ros'
+        assert executable in ENTRY_POINTS, f'{executable} is not a console script in setup.py'
+        module = ROOT / (ENTRY_POINTS[executable].replace('.', '/') + '.py')
+        assert module.exists(), f'{executable}: {module} does not exist'
+        for joined in _calls(node, 'PathJoinSubstitution'):
+            parts = [e.value for e in joined.args[0].elts if isinstance(e, ast.Constant)]
+            if parts and parts[-1].endswith('.yaml'):
+                assert (ROOT / 'config' / parts[-1]).is_file(), f'{parts[-1]} does not exist in config/'
+        schema = SCHEMAS[kw['name'].value]
+        for params in _calls(node, 'dict') + [d for d in ast.walk(node) if isinstance(d, ast.Dict)]:
+            for key in getattr(params, 'keys', []):
+                if isinstance(key, ast.Constant) and key.value != 'use_sim_time':
+                    assert key.value in schema.params, f'{key.value} is not a parameter of {schema.node}'
+
+
+def test_every_launch_argument_is_documented_in_the_readme():
+    readme = (ROOT / 'README.md').read_text()
+    tree = ast.parse((ROOT / 'launch' / 'asyncvla.launch.py').read_text())
+    arguments = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == 'ARGUMENTS')
+    names = [k.value for k in arguments.value.keys]
+    assert {'robot_profile', 'checkpoint', 'camera_topics', 'namespace', 'use_sim_time', 'command_interface'} <= set(names)
+    for name in names:
+        assert re.search(rf'\| `{name}` \|', readme), f'launch argument {name} is not in the README table'
+
+
+def test_colcon_scripts_go_where_ros2_run_looks():
+    config = configparser.ConfigParser()
+    config.read(ROOT / 'setup.cfg')
+    assert config['develop']['script_dir'] == config['install']['install_scripts'] == '$base/lib/asyncvla_ros'
