@@ -1,0 +1,222 @@
+"""The AsyncVLA model on the tiny preset, CPU, float32: KV-cache reuse, SFM/AFM, rater, training
+losses, checkpoints and the offline tokenizers."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Qwen2VLImageProcessorPil
+
+from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor, load_checkpoint, save_checkpoint
+from asyncvla_ros.model.checkpoint import CheckpointError
+from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer
+
+L, A = 8, 8
+
+
+def tiny_policy(seed=0, **overrides):
+    tokenizer = build_small_tokenizer(['pick up the red block', 'place it on the green target',
+                                       'You are a helpful physical assistant. system user assistant'], 400)
+    ids = {f'{k}_token_id': tokenizer.convert_tokens_to_ids(t) for k, t in
+           (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
+    torch.manual_seed(seed)
+    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny', vocab_size=512, **ids, **overrides)).eval()
+    stats = {'mean': [0.1] * 6, 'std': [0.5] * 6}
+    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56),
+                                  {'state': stats, 'action': stats}, ['front'], L, 8, 8)
+    return model, processor
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    model, processor = tiny_policy()
+    rng = np.random.default_rng(0)
+    images = [[rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)] for _ in range(2)]
+    inputs = processor(images, rng.normal(size=(2, 6)), ['pick up the red block', 'place it'])
+    return model, processor, inputs
+
+
+def test_tiny_preset_builds_fast():
+    import time
+    start = time.perf_counter()
+    AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny'))
+    assert time.perf_counter() - start < 1.0
+
+
+def test_prompts_are_left_padded_and_the_prefix_is_right(tiny):
+    model, processor, inputs = tiny
+    mask = inputs['attention_mask']
+    assert mask[0].all() != mask[1].all() and mask[:, -1].all()  # different lengths, padded on the left
+    assert (inputs['input_ids'] == model.config.state_token_id).sum() == 2
+
+
+def test_kv_cache_reuse_is_exact(tiny):
+    """SFM on the cached prefix equals SFM with a full uncached pass per step, for the same noise."""
+    model, _, inputs = tiny
+    noise = torch.randn(2, L, A, generator=torch.Generator().manual_seed(1))
+    cached = model.generate_chunk(**inputs, noise=noise, self_correction=False).actions
+    x = noise.clone()
+    steps = model.config.num_denoise_steps
+    with torch.no_grad():
+        for k in range(steps):
+            hidden = model.full_sequence_hidden(**inputs, x=x, tau=torch.full((2, L), 1.0 - k / steps))
+            x = x - model.action_out_proj(hidden[:, -L:]) / steps
+    assert torch.allclose(cached, x, atol=1e-5), (cached - x).abs().max()
+
+
+def test_afm_updates_only_masked_tokens(tiny):
+    model, _, inputs = tiny
+    with torch.no_grad():
+        prefix = model.encode_prefix(**inputs)
+        x = torch.randn(2, L, A)
+        update = torch.zeros(2, L, dtype=torch.bool)
+        update[0, [1, 5]] = True
+        update[1, 7] = True
+        out = model.denoise(prefix, x.clone(), update, 4)
+    assert torch.equal(out[~update], x[~update])      # bit-exact
+    assert (out[update] != x[update]).all()
+
+
+def test_committed_prefix_is_kept_and_never_rated_or_refined(tiny):
+    model, _, inputs = tiny
+    committed = torch.randn(2, 3, A)
+    result = model.generate_chunk(**inputs, committed=committed, num_committed=3, confidence_threshold=1.0,
+                                  generator=torch.Generator().manual_seed(0))
+    assert torch.equal(result.actions[:, :3], committed)
+    assert not result.refined[:, :3].any() and result.refined[:, 3:].all()
+    assert torch.equal(result.confidence[:, :3], torch.ones(2, 3))
+
+
+def test_threshold_zero_is_sfm_and_one_regenerates_everything(tiny):
+    model, _, inputs = tiny
+    noise = torch.randn(2, L, A, generator=torch.Generator().manual_seed(2))
+    sfm = model.generate_chunk(**inputs, noise=noise, self_correction=False).actions
+    none = model.generate_chunk(**inputs, noise=noise, confidence_threshold=0.0)
+    assert not none.refined.any() and torch.equal(none.actions, sfm)
+    assert none.confidence is not None and none.timings_ms['afm_ms'] == 0.0
+    everything = model.generate_chunk(**inputs, noise=noise, confidence_threshold=1.0)
+    assert everything.refined.all() and not torch.equal(everything.actions, sfm)
+    assert torch.equal(everything.sfm_actions, sfm)
+
+
+@pytest.mark.parametrize('attention, first_token_changes', [('bidirectional', True), ('causal', False)])
+def test_action_attention(attention, first_token_changes):
+    model, processor = tiny_policy(action_attention=attention)
+    inputs = processor([[np.zeros((56, 56, 3), np.uint8)]], np.zeros((1, 6)), ['pick up the red block'])
+    x = torch.randn(1, L, A)
+    tau = torch.full((1, L), 0.5)
+    changed = x.clone()
+    changed[0, -1] += 3.0
+    with torch.no_grad():
+        prefix = model.encode_prefix(**inputs)
+        v, v_changed = model.velocity(prefix, x, tau), model.velocity(prefix, changed, tau)
+        full, full_changed = (model.full_sequence_hidden(**inputs, x=a, tau=tau) for a in (x, changed))
+    assert (not torch.allclose(v[0, 0], v_changed[0, 0])) == first_token_changes
+    size = inputs['input_ids'].shape[1]
+    assert torch.equal(full[:, :size], full_changed[:, :size])  # the prefix never sees the actions
+    assert torch.allclose(full[:, :size], prefix.hidden, atol=1e-5)
+
+
+def test_training_step_has_finite_loss_and_gradients_everywhere(tiny):
+    model, _, inputs = tiny
+    model.train()
+    try:
+        out = model(**inputs, actions=torch.randn(2, L, A), generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+        for name in ('vlm.language_model.layers.0.self_attn.q_proj.weight', 'vlm.visual.blocks.0.attn.qkv.weight',
+                     'state_proj.weight', 'action_in_proj.weight', 'time_mlp.0.weight', 'action_out_proj.1.weight'):
+            grad = model.get_parameter(name).grad
+            assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_afm_loss_counts_only_masked_non_padded_steps(tiny):
+    model, _, inputs = tiny
+    actions, noise = torch.randn(2, L, A), torch.randn(2, L, A)
+    flow_mask = torch.zeros(2, L, dtype=torch.bool)
+    flow_mask[0, [0, 2, 6]] = True
+    flow_mask[1, [1, 7]] = True
+    is_pad = torch.zeros(2, L, dtype=torch.bool)
+    is_pad[0, 6:] = True  # step 6 is masked but padded: not supervised
+    tau = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        out = model(**inputs, actions=actions, action_is_pad=is_pad, flow_mask=flow_mask, tau=tau, noise=noise)
+    target = noise - actions
+    supervised = [(0, 0), (0, 2), (1, 1), (1, 7)]
+    expected = sum(((out.velocity[b, t] - target[b, t]) ** 2).sum() for b, t in supervised) / (len(supervised) * A)
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_rater_training_leaves_the_policy_untouched(tiny):
+    model, _, inputs = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith('rater.')}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss = model.rater_loss(**inputs, actions=torch.randn(2, L, A), action_dims=6)
+    loss.backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith('rater.'))
+    assert model.rater.head.weight.grad.abs().sum() > 0
+    rater_before = model.rater.head.weight.clone()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(rater_before, model.rater.head.weight)
+
+
+def test_checkpoint_round_trip_gives_identical_chunks(tiny, tmp_path):
+    model, processor, inputs = tiny
+    save_checkpoint(model, processor, tmp_path / 'ckpt')
+    assert sorted(p.name for p in (tmp_path / 'ckpt').glob('*.safetensors')) == ['model.safetensors']
+    loaded, loaded_processor = load_checkpoint(tmp_path / 'ckpt', device='cpu')
+    again = loaded_processor([[np.zeros((56, 56, 3), np.uint8)]] * 2, np.zeros((2, 6)), ['pick up the red block', 'place it'])
+    first = processor([[np.zeros((56, 56, 3), np.uint8)]] * 2, np.zeros((2, 6)), ['pick up the red block', 'place it'])
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    noise = torch.randn(2, L, A)
+    a = model.generate_chunk(**first, noise=noise, generator=torch.Generator().manual_seed(3))
+    b = loaded.generate_chunk(**again, noise=noise, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.actions, b.actions) and torch.equal(a.refined, b.refined)
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('pickle', 'pickle files can run code'), ('missing_tensor', 'does not match'), ('wrong_action_dim', 'cannot load|does not match'),
+    ('no_weights', 'missing model.safetensors'), ('processor_mismatch', 'processor does not match'),
+])
+def test_broken_checkpoints_fail_clearly(tiny, tmp_path, damage, message):
+    model, processor, _ = tiny
+    path = save_checkpoint(model, processor, tmp_path / 'ckpt')
+    if damage == 'pickle':
+        (path / 'pytorch_model.bin').write_bytes(b'\x80\x04not really')
+    elif damage == 'missing_tensor':
+        tensors = load_file(path / 'model.safetensors')
+        tensors.pop('action_out_proj.1.weight')
+        save_file(tensors, path / 'model.safetensors', metadata={'format': 'pt'})
+    elif damage == 'wrong_action_dim':
+        config = json.loads((path / 'config.json').read_text())
+        config['max_action_dim'] = 12
+        (path / 'config.json').write_text(json.dumps(config))
+    elif damage == 'no_weights':
+        (path / 'model.safetensors').unlink()
+    elif damage == 'processor_mismatch':
+        settings = json.loads((path / 'asyncvla_processor.json').read_text())
+        settings['action_chunk_size'] = 4
+        (path / 'asyncvla_processor.json').write_text(json.dumps(settings))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path, device='cpu')
+
+
+def test_cuda_requested_without_gpu_is_an_error(tiny, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a GPU')
+    model, processor, _ = tiny
+    with pytest.raises(CheckpointError, match='no CUDA'):
+        load_checkpoint(save_checkpoint(model, processor, tmp_path / 'ckpt'), device='cuda')
+
+
+def test_offline_qwen_tokenizer_matches_reference_ids():
+    tokenizer = build_qwen_tokenizer()
+    assert tokenizer('Hello, world!')['input_ids'] == [9707, 11, 1879, 0]
+    assert tokenizer.convert_tokens_to_ids('<|image_pad|>') == 151655
+    assert tokenizer('<|vision_start|><|image_pad|><|vision_end|>')['input_ids'] == [151652, 151655, 151653]
