@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -24,7 +22,7 @@ from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.msg import ActionChunk, ExecutorState
 from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, joint_trajectory, to_time
-from asyncvla_ros.nodes.loops import NodeLoop
+from asyncvla_ros.nodes.loops import NodeLoop, run_node
 from asyncvla_ros.nodes.params import EXECUTOR_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
 
@@ -224,20 +222,7 @@ class ExecutorNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    """Runs the node and brings it to active (as a launch file's lifecycle events would)."""
-    rclpy.init(args=args)
-    node = ExecutorNode()
-    executor = SingleThreadedExecutor()  # MultiThreadedExecutor starves the control threads of the GIL
-    executor.add_node(node)
-    try:
-        if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ExecutorNode, args)
 
 
 if __name__ == '__main__':

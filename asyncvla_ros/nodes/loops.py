@@ -1,12 +1,15 @@
 """Node-owned threads that publish (control loop, physics, camera): paced, and ending quietly when the
-ROS context shuts down under them."""
+ROS context shuts down under them; and the nodes' common `main`."""
 from __future__ import annotations
 
 import os
 import threading
 from typing import Callable
 
+import rclpy
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 from asyncvla_ros.control.pacing import run_paced
@@ -49,3 +52,23 @@ class NodeLoop:
             except (PermissionError, OSError) as exc:
                 self._node.get_logger().warning(f'{self._thread.name}: no real-time priority ({exc}); timing may jitter under load')
         run_paced(self._guarded_step, self._period, lambda: self._stop.is_set() or not self._node.context.ok())
+
+
+def run_node(node_class, args=None) -> None:
+    """A node's `main`: init, create, bring a lifecycle node to active (as a launch file's lifecycle
+    events would), spin until Ctrl-C, clean up without a traceback."""
+    rclpy.init(args=args)
+    node = node_class()
+    # Single-threaded on purpose: rclpy's MultiThreadedExecutor holds the GIL so much that the nodes'
+    # own threads (control loop, physics) miss their periods.
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if isinstance(node, LifecycleNode) and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        print(f'{node.get_name()}: shutting down', flush=True)  # the rosout publisher is gone with the context
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -11,8 +11,6 @@ import json
 import threading
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -22,7 +20,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.nodes.conversions import to_seconds, to_time
-from asyncvla_ros.nodes.loops import NodeLoop
+from asyncvla_ros.nodes.loops import NodeLoop, run_node
 from asyncvla_ros.nodes.params import SIM_ARM_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
@@ -139,17 +137,7 @@ class SimArmNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = SimArmNode()
-    executor = SingleThreadedExecutor()  # MultiThreadedExecutor starves the control threads of the GIL
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimArmNode, args)
 
 
 if __name__ == '__main__':
