@@ -87,3 +87,33 @@ def node_process(tmp_path):
 @pytest.fixture
 def support_dir():
     return Path(__file__).parent / 'support'
+
+
+def tiny_policy(seed=0, camera_keys=('front',), joints=6, **overrides):
+    """A random-init tiny AsyncVLA with a small tokenizer and a 56x56 image processor (fast on CPU)."""
+    import torch
+    from transformers import Qwen2VLImageProcessorPil
+
+    from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
+    from asyncvla_ros.model.tokenizer import build_small_tokenizer
+
+    tokenizer = build_small_tokenizer(['pick up the red block', 'place it on the green target',
+                                       'You are a helpful physical assistant. system user assistant'], 400)
+    ids = {f'{k}_token_id': tokenizer.convert_tokens_to_ids(t) for k, t in
+           (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
+    torch.manual_seed(seed)
+    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny', vocab_size=512, **ids, **overrides)).eval()
+    stats = {'mean': [0.1] * joints, 'std': [0.5] * joints}
+    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56),
+                                  {'state': stats, 'action': stats}, list(camera_keys),
+                                  model.config.action_chunk_size, model.config.max_state_dim, model.config.max_action_dim)
+    return model, processor
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(tmp_path_factory):
+    """A saved tiny checkpoint for the SO-101 (6 joints, the front camera), as policy_node loads it."""
+    from asyncvla_ros.model import save_checkpoint
+
+    model, processor = tiny_policy(camera_keys=('observation.images.front',))
+    return save_checkpoint(model, processor, tmp_path_factory.mktemp('checkpoint') / 'tiny')

@@ -24,12 +24,7 @@ def _keywords(call):
     return {k.arg: k.value for k in call.keywords}
 
 
-NOT_BUILT_YET = {'asyncvla.launch.py'}  # policy_node arrives with the policy-node issue
-
-
-@pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.xfail(
-    p.name in NOT_BUILT_YET and not (ROOT / 'asyncvla_ros/nodes/policy_node.py').exists(),
-    reason='policy_node is not implemented yet', strict=True)) for p in LAUNCH_FILES], ids=lambda p: p.name)
+@pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)
 def test_launch_nodes_are_entry_points_with_existing_parameter_files(path):
     tree = ast.parse(path.read_text())
     nodes = _calls(tree, 'Node')

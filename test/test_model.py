@@ -6,26 +6,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Qwen2VLImageProcessorPil
 
-from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor, load_checkpoint, save_checkpoint
+from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, load_checkpoint, save_checkpoint
 from asyncvla_ros.model.checkpoint import CheckpointError
-from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer
+from asyncvla_ros.model.tokenizer import build_qwen_tokenizer
+from conftest import tiny_policy
 
 L, A = 8, 8
-
-
-def tiny_policy(seed=0, **overrides):
-    tokenizer = build_small_tokenizer(['pick up the red block', 'place it on the green target',
-                                       'You are a helpful physical assistant. system user assistant'], 400)
-    ids = {f'{k}_token_id': tokenizer.convert_tokens_to_ids(t) for k, t in
-           (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
-    torch.manual_seed(seed)
-    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny', vocab_size=512, **ids, **overrides)).eval()
-    stats = {'mean': [0.1] * 6, 'std': [0.5] * 6}
-    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56),
-                                  {'state': stats, 'action': stats}, ['front'], L, 8, 8)
-    return model, processor
 
 
 @pytest.fixture(scope='module')

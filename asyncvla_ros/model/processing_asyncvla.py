@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil
 
 SYSTEM_PROMPT = 'You are a helpful physical assistant.'
 _EPS = 1e-6
@@ -18,7 +18,7 @@ _EPS = 1e-6
 class AsyncVLAProcessor:
     def __init__(self, tokenizer, image_processor: Qwen2VLImageProcessorPil, normalization: dict,
                  camera_keys: Sequence[str], action_chunk_size: int, max_state_dim: int, max_action_dim: int,
-                 system_prompt: str = SYSTEM_PROMPT):
+                 system_prompt: str = SYSTEM_PROMPT, action_dt: float = 0.1):
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = 'left'
         self.image_processor = image_processor
@@ -26,6 +26,7 @@ class AsyncVLAProcessor:
         self.action_chunk_size = action_chunk_size
         self.max_state_dim, self.max_action_dim = max_state_dim, max_action_dim
         self.system_prompt = system_prompt
+        self.action_dt = float(action_dt)  # seconds between chunk steps (the training data's frame period)
         self.normalization = {k: {s: np.asarray(v, dtype=np.float32) for s, v in stats.items()}
                               for k, stats in normalization.items()}
         self.state_dim = len(self.normalization['state']['mean'])
@@ -97,7 +98,7 @@ class AsyncVLAProcessor:
         (directory / 'asyncvla_processor.json').write_text(json.dumps(
             {'camera_keys': self.camera_keys, 'action_chunk_size': self.action_chunk_size,
              'max_state_dim': self.max_state_dim, 'max_action_dim': self.max_action_dim,
-             'system_prompt': self.system_prompt}, indent=1))
+             'system_prompt': self.system_prompt, 'action_dt': self.action_dt}, indent=1))
 
     @classmethod
     def from_pretrained(cls, directory) -> 'AsyncVLAProcessor':
@@ -106,6 +107,6 @@ class AsyncVLAProcessor:
             if not (directory / name).is_file():
                 raise FileNotFoundError(f'{directory}: missing {name} (not an asyncvla_ros checkpoint?)')
         settings = json.loads((directory / 'asyncvla_processor.json').read_text())
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+        tokenizer = Qwen2Tokenizer.from_pretrained(directory, local_files_only=True)
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(directory, local_files_only=True)
         return cls(tokenizer, image_processor, json.loads((directory / 'normalization.json').read_text()), **settings)

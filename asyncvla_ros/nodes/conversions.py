@@ -61,3 +61,33 @@ def joint_trajectory(joint_names, stamp: float, times: np.ndarray, positions: np
             point.velocities = np.asarray(velocities[i], float).tolist()
         msg.points.append(point)
     return msg
+
+
+_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage (jpeg, png) -> (H, W, 3)
+    uint8 RGB. Raises ValueError with the reason for anything else (encoding, sizes, truncated data)."""
+    if hasattr(msg, 'encoding'):
+        channels = _CHANNELS.get(msg.encoding)
+        if channels is None:
+            raise ValueError(f'unsupported image encoding {msg.encoding!r} (supported: {", ".join(_CHANNELS)})')
+        if msg.height == 0 or msg.width == 0 or msg.step < msg.width * channels:
+            raise ValueError(f'inconsistent image size {msg.width}x{msg.height}, step {msg.step}')
+        if len(msg.data) != msg.step * msg.height:
+            raise ValueError(f'image data has {len(msg.data)} bytes, expected step*height = {msg.step * msg.height}')
+        rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+        pixels = rows[:, :msg.width * channels].reshape(msg.height, msg.width, channels)
+        if msg.encoding == 'mono8':
+            return np.repeat(pixels, 3, axis=2)
+        rgb = pixels[..., :3]
+        return np.ascontiguousarray(rgb[..., ::-1] if msg.encoding.startswith('bgr') else rgb)
+    import cv2
+
+    if msg.format.split(';')[0].strip().lower() not in ('jpeg', 'jpg', 'png', 'rgb8', 'bgr8'):
+        raise ValueError(f'unsupported compressed format {msg.format!r} (jpeg or png)')
+    decoded = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ValueError(f'compressed image ({msg.format}, {len(msg.data)} bytes) cannot be decoded')
+    return np.ascontiguousarray(decoded[..., ::-1])

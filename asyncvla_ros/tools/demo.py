@@ -1,6 +1,6 @@
 """`asyncvla demo` (`make demo`): the closed loop on the simulated SO-101 arm.
 
-The policy node and its trained checkpoint are not built yet. Until they are, the demo runs what exists
+The trained demo checkpoint is not built yet. Until it is, the demo runs what exists
 through the real ROS graph: sim_arm_node and executor_node as separate processes, a scripted chunk source
 in place of the policy (chunks towards a sequence of poses), enable over the service, and it reports how
 well the arm followed and whether any command had to be limited.
@@ -21,8 +21,8 @@ from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_unti
 
 POSES = np.array([[0.0, -0.4, 0.5, 0.6, 0.0, 1.0], [0.5, -0.2, 0.3, 0.8, 0.4, 0.2],
                   [-0.5, 0.1, 0.0, 0.9, -0.4, 0.8], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
-MISSING = ['policy_node (AsyncVLA inference, issue "Policy node, launch files, bringup")',
-           'the trained demo checkpoint (issue "Training")']
+MISSING = ['the trained demo checkpoint (issue "Training"), so policy_node cannot drive the arm yet',
+           'the episode loop with success rates (issue "Policy node, launch files, bringup")']
 
 
 def run_demo(args) -> int:

@@ -1,0 +1,78 @@
+"""One chunk from one observation, in robot units: what policy_node (and offline evaluation) call.
+Holds the model and processor on their device and keeps the robot-side shapes honest."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asyncvla_ros.model.checkpoint import CheckpointError, load_checkpoint
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / 'checkpoints' / 'demo'
+
+
+@dataclass
+class ChunkRequest:
+    images: list            # one (H, W, 3) uint8 RGB array per camera key, in the processor's order
+    state: np.ndarray       # (J,) joint positions, robot units
+    instruction: str
+    committed: np.ndarray | None = None   # (d, J) steps kept unchanged (delay compensation), robot units
+    self_correction: bool = True
+    confidence_threshold: float = 0.5
+    num_correction_rounds: int = 1
+    num_steps: int = 10
+
+
+@dataclass
+class ChunkPrediction:
+    positions: np.ndarray             # (L, J) robot units
+    confidence: np.ndarray            # (L,), empty when no rater ran
+    refined: np.ndarray               # (L,) bool
+    timings_ms: dict = field(default_factory=dict)
+
+
+class PolicyRunner:
+    def __init__(self, checkpoint: str | Path = '', device: str = 'auto', dtype: str = 'auto',
+                 attn_implementation: str = 'auto', seed: int = 0):
+        path = Path(checkpoint) if checkpoint else DEMO_CHECKPOINT
+        if not checkpoint and not path.is_dir():
+            raise CheckpointError(f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`')
+        self.model, self.processor = load_checkpoint(path, device, dtype, attn_implementation)
+        self.device = next(self.model.parameters()).device
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed if seed >= 0 else torch.seed())
+        if self.processor.state_dim != self.processor.action_dim:
+            raise CheckpointError(f'{path}: joint-space policies need state dim == action dim, got '
+                                  f'{self.processor.state_dim} and {self.processor.action_dim}')
+
+    @property
+    def num_joints(self) -> int:
+        return self.processor.action_dim
+
+    @property
+    def chunk_size(self) -> int:
+        return self.model.config.action_chunk_size
+
+    @property
+    def dt(self) -> float:
+        return self.processor.action_dt
+
+    def predict(self, request: ChunkRequest) -> ChunkPrediction:
+        inputs = self.processor([request.images], np.asarray(request.state)[None], [request.instruction])
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs['pixel_values'] = inputs['pixel_values'].to(self.model.dtype)
+        committed = None
+        num_committed = 0 if request.committed is None else len(request.committed)
+        if num_committed:
+            committed = torch.from_numpy(self.processor.normalize('action', request.committed))[None].to(self.device)
+        result = self.model.generate_chunk(
+            **inputs, committed=committed, num_committed=num_committed, self_correction=request.self_correction,
+            confidence_threshold=request.confidence_threshold, num_correction_rounds=request.num_correction_rounds,
+            num_steps=request.num_steps, generator=self.generator)
+        positions = self.processor.unnormalize_actions(result.actions[0])
+        if num_committed:  # exactly what was committed, not a normalise/unnormalise round trip
+            positions[:num_committed] = request.committed
+        confidence = np.zeros(0, np.float32) if result.confidence is None else result.confidence[0].float().cpu().numpy()
+        return ChunkPrediction(positions, confidence, result.refined[0].cpu().numpy(), result.timings_ms)

@@ -1,0 +1,293 @@
+"""policy_node: cameras + joint states + instruction -> AsyncVLA (SFM -> rater -> AFM) -> ActionChunk.
+
+Wiring only: inference is asyncvla_ros/model/runner.py, delay compensation control/delay.py. One
+request is in flight at a time, in a worker thread, so callbacks never block. A request starts when
+the executor is about to run out of steps (`refill_threshold`) or at `rate_hz`; a missing, stale or
+bad input skips it and says why (PolicyStatus, /diagnostics, log).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+
+from asyncvla_ros.control.chunk import Chunk
+from asyncvla_ros.control.delay import DelayEstimator, committed_steps
+from asyncvla_ros.model.checkpoint import CheckpointError
+from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
+from asyncvla_ros.nodes.conversions import chunk_to_msg, image_to_rgb, to_time
+from asyncvla_ros.nodes.loops import run_node
+from asyncvla_ros.nodes.params import POLICY_NODE
+from asyncvla_ros.nodes.ros_params import BoundParams
+
+MAX_INSTRUCTION_CHARS = 1000
+TRIGGER_RATE_HZ = 50.0
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__('policy_node', **kwargs)
+        self.params = BoundParams(self, POLICY_NODE, is_active=lambda: self.active,
+                                  on_change=lambda changed: self.p.update(changed), check=self._check_param)
+        self.p = self.params.values()
+        self.active = False
+        self.runner: PolicyRunner | None = None
+        self.lock = threading.Lock()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
+        self.busy = False
+        self.images: dict[str, tuple[float, np.ndarray]] = {}
+        self.joints: tuple[float, np.ndarray] | None = None
+        self.instruction = self.p['instruction']
+        self.executor_state: ExecutorState | None = None
+        self.last_chunk: Chunk | None = None
+        self.last_request_at = -np.inf
+        self.delay = DelayEstimator()
+        self.state, self.message = 'unconfigured', ''
+        self.status_pub = self.create_publisher(PolicyStatus, 'asyncvla/policy_status', 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.chunk_pub = None
+        self._trigger = None
+
+    # --- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self.p
+        try:
+            self.runner = PolicyRunner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'])
+            keys = self.runner.processor.camera_keys
+            if list(p['camera_keys']) != keys:
+                raise CheckpointError(f'camera_keys {p["camera_keys"]} do not match the checkpoint\'s {keys}')
+            if len(p['joint_names']) != self.runner.num_joints:
+                raise CheckpointError(f'{len(p["joint_names"])} joint_names but the checkpoint has {self.runner.num_joints} joints')
+            self._warm_up()
+        except (CheckpointError, OSError, RuntimeError, ValueError) as exc:
+            self.runner = None
+            self._set_state('error', f'configure failed: {exc}', error=True)
+            return TransitionCallbackReturn.FAILURE
+        for topic in p['camera_topics']:
+            compressed = topic.rstrip('/').endswith('compressed')
+            self.create_subscription(CompressedImage if compressed else Image, topic,
+                                     lambda msg, t=topic: self._on_image(t, msg), qos_profile_sensor_data)
+        self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(String, 'asyncvla/instruction', self._on_instruction, 10)
+        self.create_subscription(ExecutorState, 'asyncvla/executor_state', self._on_executor_state, 10)
+        self.chunk_pub = self.create_publisher(ActionChunk, 'asyncvla/action_chunk', 10)
+        self._set_state('idle', f'configured: {self.runner.model.config.action_chunk_size} steps of {self.runner.dt:.3f} s '
+                                f'on {self.runner.device}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        self._trigger = self.create_timer(1.0 / TRIGGER_RATE_HZ, self._maybe_request)
+        self._set_state('running', 'producing chunks')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        if self._trigger is not None:
+            self.destroy_timer(self._trigger)
+            self._trigger = None
+        self._set_state('idle', 'deactivated')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.runner = None
+        self._set_state('unconfigured', 'cleaned up')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.worker.shutdown(wait=True, cancel_futures=True)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _check_param(self, name, value) -> str | None:
+        if name in ('camera_topics', 'camera_keys'):
+            other = self.p['camera_keys' if name == 'camera_topics' else 'camera_topics']
+            if len(value) != len(other):
+                return f'camera_topics and camera_keys need the same length ({len(value)} vs {len(other)})'
+        return None
+
+    def _warm_up(self) -> None:
+        joints = self.runner.num_joints
+        images = [np.zeros((224, 224, 3), np.uint8) for _ in self.runner.processor.camera_keys]
+        prediction = self.runner.predict(ChunkRequest(images, np.zeros(joints), self.instruction,
+                                                      num_steps=self.p['num_denoise_steps']))
+        self.delay = DelayEstimator(initial_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1)
+
+    # --- inputs (fast: store and return)
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, topic: str, msg) -> None:
+        try:
+            rgb = image_to_rgb(msg)
+        except ValueError as exc:
+            self._report(f'image on {topic} refused: {exc}')
+            return
+        with self.lock:
+            self.images[topic] = (self._now(), rgb)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        index = {n: i for i, n in enumerate(msg.name)}
+        missing = [j for j in self.p['joint_names'] if j not in index]
+        if missing or len(msg.position) != len(msg.name):
+            self._report(f'joint state refused: missing joints {missing}' if missing else
+                         'joint state refused: names and positions differ in length')
+            return
+        q = np.array([msg.position[index[j]] for j in self.p['joint_names']], dtype=float)
+        if not np.all(np.isfinite(q)):
+            self._report('joint state refused: NaN or inf positions')
+            return
+        with self.lock:
+            self.joints = (self._now(), q)
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text or len(text) > MAX_INSTRUCTION_CHARS:
+            self._report(f'instruction refused: {"empty" if not text else f"{len(text)} characters (max {MAX_INSTRUCTION_CHARS})"}')
+            return
+        with self.lock:
+            self.instruction = text
+        self.get_logger().info(f'instruction: {text!r}')
+
+    def _on_executor_state(self, msg: ExecutorState) -> None:
+        with self.lock:
+            self.executor_state = msg
+
+    # --- requests
+    def _due(self, now: float) -> bool:
+        if self.p['rate_hz'] > 0:
+            return now - self.last_request_at >= 1.0 / self.p['rate_hz']
+        chunk, executor = self.last_chunk, self.executor_state
+        if chunk is None:
+            return True
+        if executor is not None and executor.chunk_id == chunk.chunk_id:
+            return executor.steps_remaining <= self.p['refill_threshold']
+        # the executor is not running our latest chunk (rejected, or no executor state): refill by time
+        return now >= chunk.start_time + chunk.dt * (chunk.num_steps - self.p['refill_threshold'])
+
+    def _maybe_request(self) -> None:
+        now = self._now()
+        with self.lock:
+            if self.busy or self.runner is None or not self._due(now):
+                return
+            reason = self._missing_input(now)
+            if reason:
+                self._report(f'inference skipped: {reason}')
+                return
+            request, meta = self._build_request(now)
+            self.busy, self.last_request_at = True, now
+        self.worker.submit(self._infer, request, meta)
+
+    def _missing_input(self, now: float) -> str:
+        max_age = self.p['max_observation_age_s']
+        if self.joints is None or now - self.joints[0] > max_age:
+            return 'no joint state' if self.joints is None else f'joint state is {now - self.joints[0]:.2f} s old'
+        for topic in self.p['camera_topics']:
+            if topic not in self.images:
+                return f'no image on {topic}'
+            if now - self.images[topic][0] > max_age:
+                return f'image on {topic} is {now - self.images[topic][0]:.2f} s old'
+        return ''
+
+    def _build_request(self, now: float):
+        p = self.p
+        oldest = min([self.joints[0]] + [self.images[t][0] for t in p['camera_topics']])
+        committed, start_time, executor_step = None, now, None
+        chunk, executor = self.last_chunk, self.executor_state
+        if p['delay_compensation'] and chunk is not None and executor is not None \
+                and executor.chunk_id == chunk.chunk_id and executor.mode in ('executing', 'dry_run'):
+            executor_step = executor.step
+            committed = committed_steps(chunk.positions, executor.step, self.delay.delay, self.runner.chunk_size)
+            start_time = chunk.start_time + executor.step * chunk.dt
+        request = ChunkRequest([self.images[t][1] for t in p['camera_topics']], self.joints[1].copy(), self.instruction,
+                               committed if committed is not None and len(committed) else None,
+                               p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
+                               p['num_denoise_steps'])
+        meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time,
+                'executor_step': executor_step, 'started': time.perf_counter(),
+                'chunk_id': (self.last_chunk.chunk_id if self.last_chunk else 0) + 1}
+        return request, meta
+
+    def _infer(self, request: ChunkRequest, meta: dict) -> None:
+        try:
+            prediction = self.runner.predict(request)
+        except Exception as exc:  # keep serving: a failed request is reported, the next one may work
+            self.get_logger().error(f'inference failed: {exc!r}')
+            self._set_state('error', f'inference failed: {exc!r}', error=True)
+            with self.lock:
+                self.busy = False
+            return
+        committed = 0 if request.committed is None else len(request.committed)
+        chunk = Chunk(meta['chunk_id'], meta['start_time'], self.runner.dt, list(self.p['joint_names']),
+                      prediction.positions, committed, prediction.confidence, prediction.refined)
+        self.chunk_pub.publish(chunk_to_msg(chunk, meta['stamp']))
+        elapsed = time.perf_counter() - meta['started']
+        with self.lock:
+            executor = self.executor_state
+            if meta['executor_step'] is not None and executor is not None and self.last_chunk is not None \
+                    and executor.chunk_id == self.last_chunk.chunk_id:
+                self.delay.observe(executor.step - meta['executor_step'])
+            else:
+                self.delay.observe_seconds(elapsed, self.runner.dt)
+            self.last_chunk = chunk
+            self.busy = False
+        free = ~prediction.refined[committed:] if len(prediction.refined) else np.zeros(0, bool)
+        refined_fraction = float(1.0 - free.mean()) if free.size else 0.0
+        confidence = float(prediction.confidence[committed:].mean()) if prediction.confidence.size else 0.0
+        self._publish_status(chunk.chunk_id, meta['observation_age_ms'], prediction.timings_ms, elapsed * 1e3,
+                             refined_fraction, confidence)
+
+    # --- status
+    def _publish_status(self, chunk_id, age_ms, timings, total_ms, refined_fraction, confidence) -> None:
+        msg = PolicyStatus(state=self.state, last_chunk_id=chunk_id, observation_age_ms=age_ms,
+                           prefix_ms=timings.get('prefix_ms', 0.0), sfm_ms=timings.get('sfm_ms', 0.0),
+                           rater_ms=timings.get('rater_ms', 0.0), afm_ms=timings.get('afm_ms', 0.0), total_ms=total_ms,
+                           refined_fraction=refined_fraction, mean_confidence=confidence, message=self.message)
+        msg.header.stamp = to_time(self._now())
+        self.status_pub.publish(msg)
+        values = {'chunk_id': chunk_id, 'total_ms': f'{total_ms:.1f}', 'observation_age_ms': f'{age_ms:.1f}',
+                  'refined_fraction': f'{refined_fraction:.3f}', 'mean_confidence': f'{confidence:.3f}',
+                  'delay_steps': self.delay.delay}
+        self._publish_diagnostics(DiagnosticStatus.OK, 'chunk published', values)
+
+    def _publish_diagnostics(self, level, message: str, values: dict | None = None) -> None:
+        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: AsyncVLA policy', hardware_id='asyncvla_ros',
+                                  message=message, values=[KeyValue(key=k, value=str(v)) for k, v in (values or {}).items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = to_time(self._now())
+        self.diagnostics_pub.publish(array)
+
+    def _report(self, reason: str) -> None:
+        """A skipped request or a refused input: log (once per new reason), PolicyStatus and diagnostics."""
+        if reason == self.message:
+            return
+        self.message = reason
+        self.get_logger().warning(reason)
+        msg = PolicyStatus(state=self.state, message=reason,
+                           last_chunk_id=self.last_chunk.chunk_id if self.last_chunk else 0)
+        msg.header.stamp = to_time(self._now())
+        self.status_pub.publish(msg)
+        self._publish_diagnostics(DiagnosticStatus.WARN, reason)
+
+    def _set_state(self, state: str, message: str, error: bool = False) -> None:
+        self.state, self.message = state, message
+        (self.get_logger().error if error else self.get_logger().info)(message)
+        msg = PolicyStatus(state=state, message=message)
+        msg.header.stamp = to_time(self._now())
+        self.status_pub.publish(msg)
+        self._publish_diagnostics(DiagnosticStatus.ERROR if error else DiagnosticStatus.OK, message)
+
+
+def main(args=None) -> None:
+    run_node(PolicyNode, args)
+
+
+if __name__ == '__main__':
+    main()

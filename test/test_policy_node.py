@@ -1,0 +1,235 @@
+"""policy_node over real DDS with a tiny random checkpoint: the closed loop with the simulated arm and
+the executor, bad input, and run-time parameters."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from asyncvla_ros.control.profile import load_profile
+from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
+from asyncvla_ros.nodes.policy_node import PolicyNode
+from asyncvla_ros.paths import config_path
+from asyncvla_ros.tools.processes import wait_until
+
+PROFILE = load_profile('so101')
+JOINTS = list(PROFILE.joint_names)
+
+
+class Observer:
+    def __init__(self, context):
+        self.node = rclpy.create_node('observer', context=context)
+        self.lock = threading.Lock()
+        self.chunks, self.statuses, self.trajectories, self.joints = [], [], [], []
+        for msg_type, topic, store, qos in ((ActionChunk, 'asyncvla/action_chunk', self.chunks, 10),
+                                            (PolicyStatus, 'asyncvla/policy_status', self.statuses, 50),
+                                            (JointTrajectory, 'arm_controller/joint_trajectory', self.trajectories, 10),
+                                            (JointState, 'joint_states', self.joints, qos_profile_sensor_data)):
+            self.node.create_subscription(msg_type, topic, lambda m, s=store: self._store(s, m), qos)
+        self.image_pub = self.node.create_publisher(Image, 'camera/front/image_raw', 5)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, 'camera/front/image_raw/compressed', 5)
+        self.joint_pub = self.node.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        self.instruction_pub = self.node.create_publisher(String, 'asyncvla/instruction', 10)
+        self.executor_pub = self.node.create_publisher(ExecutorState, 'asyncvla/executor_state', 10)
+
+    def _store(self, store, msg):
+        with self.lock:
+            store.append(msg)
+
+    def count(self, store):
+        with self.lock:
+            return len(store)
+
+    def messages(self):
+        with self.lock:
+            return [s.message for s in self.statuses]
+
+
+def test_closed_loop_over_dds_moves_the_arm_within_limits(spinner, ros_context, node_process, tiny_checkpoint):
+    observer = Observer(ros_context)
+    spinner.add(observer.node)
+    node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')], large_messages=True)
+    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
+                 overrides={'start_enabled': True}, large_messages=True)
+    node_process('policy_node', 'asyncvla_ros.nodes.policy_node', [config_path('policy.yaml')],
+                 overrides={'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4}, large_messages=True)
+    assert wait_until(lambda: observer.count(observer.joints) > 0, timeout=30)
+    start = np.array(observer.joints[0].position)
+    assert wait_until(lambda: observer.count(observer.chunks) >= 5, timeout=60), observer.messages()[-5:]
+    assert wait_until(lambda: np.max(np.abs(np.array(observer.joints[-1].position) - start)) > 0.02, timeout=20)
+    with observer.lock:
+        chunks, trajectories = list(observer.chunks), list(observer.trajectories)
+    ids = [c.chunk_id for c in chunks]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(c.num_steps == 8 and len(c.positions) == 8 * 6 and list(c.joint_names) == JOINTS for c in chunks)
+    assert any(c.num_committed > 0 for c in chunks), 'delay compensation never committed a step'
+    points = np.array([p.positions for t in trajectories for p in t.points])
+    assert len(points) and np.all(points >= PROFILE.position_min - 1e-9) and np.all(points <= PROFILE.position_max + 1e-9)
+
+
+@pytest.fixture
+def policy(spinner, ros_context, tiny_checkpoint):
+    observer = Observer(ros_context)
+    spinner.add(observer.node)
+    nodes = []
+
+    def start(activate=True, **overrides):
+        params = {'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 2, 'max_observation_age_s': 0.5,
+                  'rate_hz': 5.0, 'camera_topics': ['camera/front/image_raw'], **overrides}
+        node = PolicyNode(context=ros_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        spinner.add(node)
+        nodes.append(node)
+        configured = node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        if activate and configured:
+            node.trigger_activate()
+        return node, configured
+
+    yield observer, start
+    for node in nodes:
+        node.destroy_node()
+
+
+def _image(encoding='rgb8', width=64, height=48, channels=3, data=None, step=None):
+    step = width * channels if step is None else step
+    data = bytes(step * height) if data is None else data
+    return Image(width=width, height=height, encoding=encoding, step=step, data=data)
+
+
+def _joints(positions=None, names=JOINTS):
+    return JointState(name=list(names), position=[0.1] * len(names) if positions is None else list(positions))
+
+
+class Feeder:
+    """Publishes a good or bad observation stream at 20 Hz until stopped."""
+
+    def __init__(self, observer):
+        self.observer = observer
+        self.image, self.joints = _image(), _joints()
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            image, joints = self.image, self.joints
+            if image is not None:
+                (self.observer.compressed_pub if isinstance(image, CompressedImage) else self.observer.image_pub).publish(image)
+            if joints is not None:
+                self.observer.joint_pub.publish(joints)
+            time.sleep(0.05)
+
+
+BAD_STREAMS = {
+    'unsupported encoding': (dict(image=_image(encoding='16UC1', channels=2)), 'unsupported image encoding'),
+    'yuv encoding': (dict(image=_image(encoding='yuv422', channels=2)), 'unsupported image encoding'),
+    'step too small': (dict(image=_image(step=10)), 'inconsistent image size'),
+    'zero size': (dict(image=_image(width=0, data=b'')), 'inconsistent image size'),
+    'truncated data': (dict(image=_image(data=bytes(100))), 'expected step*height'),
+    'NaN joints': (dict(joints=_joints([float('nan')] * 6)), 'NaN or inf'),
+    'missing joints': (dict(joints=_joints(names=JOINTS[:4])), 'missing joints'),
+    'names and positions differ': (dict(joints=JointState(name=JOINTS, position=[0.0] * 3)), 'differ in length'),
+    'no camera at all (stale)': (dict(image=None), 'old'),
+    'no joint state (stale)': (dict(joints=None), 'old'),
+}
+
+
+def test_bad_input_matrix(policy):
+    observer, start = policy
+    node, configured = start()
+    assert configured
+    feeder = Feeder(observer)
+    try:
+        assert wait_until(lambda: observer.count(observer.chunks) >= 1, timeout=20), observer.messages()
+        failures = []
+        for name, (changes, reason) in BAD_STREAMS.items():
+            feeder.image, feeder.joints = _image(), _joints()
+            time.sleep(0.3)
+            feeder.image, feeder.joints = changes.get('image', feeder.image), changes.get('joints', feeder.joints)
+            time.sleep(0.6)  # stale inputs age out (max_observation_age_s 0.5)
+            before = observer.count(observer.chunks)
+            if not wait_until(lambda: any(reason in m for m in observer.messages()[-20:]), timeout=3):
+                failures.append(f'{name}: no status with {reason!r}: {observer.messages()[-3:]}')
+            time.sleep(0.5)
+            if observer.count(observer.chunks) > before + 1:  # one request may have been in flight
+                failures.append(f'{name}: chunks computed from bad input')
+        for text, reason in (('', 'empty'), ('x' * 5000, 'characters')):
+            observer.instruction_pub.publish(String(data=text))
+            if not wait_until(lambda: any(reason in m for m in observer.messages()[-20:]), timeout=3):
+                failures.append(f'instruction {text[:10]!r}: no status with {reason!r}')
+        assert not failures, failures
+        assert node.runner is not None and node.instruction == node.p['instruction']
+    finally:
+        feeder.stop.set()
+
+
+@pytest.mark.parametrize('overrides, reason', [
+    ({'checkpoint': '/nonexistent/checkpoint'}, 'does not exist'),
+    ({'joint_names': JOINTS[:5]}, 'joint_names but the checkpoint has 6'),
+    ({'camera_keys': ['observation.images.wrist']}, 'do not match'),
+    ({'device': 'cuda'}, 'no CUDA'),
+])
+def test_configure_fails_clearly(policy, overrides, reason):
+    if overrides.get('device') == 'cuda':
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip('this machine has a GPU')
+    observer, start = policy
+    node, configured = start(activate=False, **overrides)
+    assert not configured
+    assert wait_until(lambda: any(reason in m for m in observer.messages()), timeout=5), observer.messages()
+
+
+def test_compressed_images_and_other_encodings_are_accepted(policy):
+    import cv2
+    observer, start = policy
+    start(camera_topics=['camera/front/image_raw/compressed'])
+    feeder = Feeder(observer)
+    try:
+        ok, jpeg = cv2.imencode('.jpg', np.full((48, 64, 3), 128, np.uint8))
+        feeder.image = CompressedImage(format='jpeg', data=jpeg.tobytes())
+        assert wait_until(lambda: observer.count(observer.chunks) >= 2, timeout=20), observer.messages()[-3:]
+    finally:
+        feeder.stop.set()
+
+
+def test_run_time_parameters_apply_to_the_next_chunk(policy):
+    observer, start = policy
+    node, _ = start(rate_hz=4.0)
+    feeder = Feeder(observer)
+    client = AsyncParameterClient(observer.node, 'policy_node')
+    assert client.wait_for_services(timeout_sec=10)
+
+    def set_and_take(**values):
+        future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        assert wait_until(future.done, timeout=5) and all(r.successful for r in future.result().results)
+        count = observer.count(observer.chunks)
+        assert wait_until(lambda: observer.count(observer.chunks) >= count + 2, timeout=10)
+        with observer.lock:
+            return observer.chunks[-1], observer.statuses[-1]
+
+    try:
+        chunk, _ = set_and_take(confidence_threshold=0.0)
+        assert not any(chunk.refined) and len(chunk.confidence) == 8
+        chunk, _ = set_and_take(confidence_threshold=1.0)
+        assert all(chunk.refined[chunk.num_committed:])
+        chunk, _ = set_and_take(self_correction=False)
+        assert len(chunk.confidence) == 0 and not any(chunk.refined)
+        _, slow = set_and_take(num_denoise_steps=8)
+        _, fast = set_and_take(num_denoise_steps=1)
+        assert slow.sfm_ms > 2 * fast.sfm_ms, (slow.sfm_ms, fast.sfm_ms)
+        # delay compensation: with the executor running our chunk, steps are committed; off, none
+        observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.last_chunk.chunk_id, step=2, steps_remaining=3))
+        future = client.set_parameters([Parameter('delay_compensation', value=False)])
+        assert wait_until(future.done, timeout=5)
+        count = observer.count(observer.chunks)
+        assert wait_until(lambda: observer.count(observer.chunks) >= count + 2, timeout=10)
+        assert observer.chunks[-1].num_committed == 0
+    finally:
+        feeder.stop.set()
