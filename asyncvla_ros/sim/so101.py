@@ -14,8 +14,9 @@ _CARRY_RISE = 0.03  # block lifted this far above its reset height counts as car
 class SO101Plant:
     def __init__(self, seed: int = 0, image_width: int = 224, image_height: int = 224, render: bool = True):
         from lerobot_env_so101 import GymRenderingSpec, SO101PickPlaceGymEnv
+        from lerobot_env_so101.policy import DEFAULT_ACTION_SCALE
 
-        self.env = SO101PickPlaceGymEnv(seed=seed, random_block_position=True,
+        self.env = SO101PickPlaceGymEnv(seed=seed, random_block_position=True, action_scale=DEFAULT_ACTION_SCALE,
                                         render_spec=GymRenderingSpec(height=image_height, width=image_width))
         self.model, self.data = self.env._model, self.env._data
         self.model.vis.quality.offsamples = 0

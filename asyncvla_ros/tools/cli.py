@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -36,10 +37,79 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def cmd_make_dataset(args) -> int:
+    """Write SO-101 expert demonstrations as a LeRobot v3.0 dataset."""
+    from asyncvla_ros.training.demonstrations import make_dataset
+    result = make_dataset(args.output, args.episodes, args.seed, args.image_size)
+    print(f'make-dataset: wrote {result["episodes"]} episodes ({result["frames"]} frames, {result["failed"]} failed '
+          f'expert runs skipped) to {result["output"]}')
+    print(json.dumps(result))
+    return 0
+
+
+def _specs(args):
+    from asyncvla_ros.training.lerobot_format import DatasetSpec, load_data_config
+    if args.data:
+        return load_data_config(args.data)
+    return [DatasetSpec(root=args.dataset, select_video_keys=['observation.images.front'])]
+
+
+def cmd_train(args) -> int:
+    """Unified SFM/AFM training of the policy (the rater is trained separately)."""
+    from asyncvla_ros.training.trainer import TrainConfig, train_policy
+    config = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         vision_lr=args.vision_lr, image_size=args.image_size, seed=args.seed, save_every=args.save_every,
+                         validate_every=args.validate_every, gradient_checkpointing=args.gradient_checkpointing)
+    result = train_policy(_specs(args), args.output, config, resume=args.resume)
+    print(f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '
+          f'{result["last_loss"]:.4f}; checkpoint and train_log.csv in {result["output"]}')
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_train_rater(args) -> int:
+    """Train the confidence rater with the policy frozen; report its calibration on held-out episodes."""
+    from asyncvla_ros.training.trainer import train_rater
+    result = train_rater(args.checkpoint, _specs(args), args.output, args.steps, args.batch_size, args.lr, args.seed)
+    print(f'train-rater: {result["steps"]} steps, loss {result["first_loss"]:.4f} -> {result["last_loss"]:.4f}; '
+          f'held-out action_error_ratio {result["action_error_ratio"]:.3f}, rater_spearman {result["rater_spearman"]:.3f}; '
+          f'wrote {result["output"]}')
+    print(json.dumps({k: result[k] for k in ('action_error_ratio', 'rater_spearman', 'action_error', 'action_error_sfm', 'output')}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('docs', help=cmd_docs.__doc__).set_defaults(func=cmd_docs)
+    make = sub.add_parser('make-dataset', help=cmd_make_dataset.__doc__)
+    make.add_argument('--episodes', type=int, default=100)
+    make.add_argument('--seed', type=int, default=0)
+    make.add_argument('--image-size', type=int, default=224)
+    make.add_argument('--output', type=Path, required=True)
+    make.set_defaults(func=cmd_make_dataset)
+    for name, func in (('train', cmd_train), ('train-rater', cmd_train_rater)):
+        p = sub.add_parser(name, help=func.__doc__)
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument('--data', type=Path, help='data YAML with lerobot_datasets entries')
+        source.add_argument('--dataset', type=Path, help='one LeRobot v3.0 dataset root (front camera, state, action)')
+        p.add_argument('--steps', type=int, default=2000 if name == 'train' else 500)
+        p.add_argument('--batch-size', type=int, default=8)
+        p.add_argument('--lr', type=float, default=1e-4)
+        p.add_argument('--seed', type=int, default=0)
+        p.set_defaults(func=func)
+        if name == 'train':
+            p.add_argument('--output', type=Path, required=True)
+            p.add_argument('--preset', default='small', choices=['tiny', 'small', 'qwen2.5-vl-3b'])
+            p.add_argument('--vision-lr', type=float, default=2e-5)
+            p.add_argument('--image-size', type=int, default=112)
+            p.add_argument('--save-every', type=int, default=500)
+            p.add_argument('--validate-every', type=int, default=500)
+            p.add_argument('--gradient-checkpointing', action='store_true')
+            p.add_argument('--resume', type=Path, help='a checkpoint-<step> directory of an earlier run')
+        else:
+            p.add_argument('--checkpoint', type=Path, required=True)
+            p.add_argument('--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)')
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=int, default=20)
     demo.add_argument('--output', type=Path, default=Path('runs/demo'))

@@ -1,0 +1,239 @@
+"""Unified SFM/AFM training of the policy and training of the confidence rater, with accelerate
+(one CPU process here; `accelerate launch` for many GPUs, bf16 there)."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from scipy.stats import spearmanr
+from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
+from tqdm import tqdm
+from transformers import Qwen2VLImageProcessorPil, get_cosine_schedule_with_warmup
+
+from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor, load_checkpoint, save_checkpoint
+from asyncvla_ros.model.processing_asyncvla import SYSTEM_PROMPT
+from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer
+from asyncvla_ros.training.lerobot_format import DatasetSpec, LeRobotDataset
+
+
+@dataclass
+class TrainConfig:
+    preset: str = 'small'
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-4
+    vision_lr: float = 2e-5
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.03
+    image_size: int = 112
+    seed: int = 0
+    save_every: int = 500
+    validate_every: int = 500
+    validation_samples: int = 32
+    gradient_checkpointing: bool = False
+    held_out_fraction: float = 0.1
+
+
+def split_episodes(spec: DatasetSpec, fraction: float) -> tuple[list[int], list[int]]:
+    """Training and held-out episode indices (the last `fraction` of the episodes, at least one)."""
+    import pyarrow.parquet as pq
+
+    from asyncvla_ros.training.lerobot_format import EPISODES_PATH
+    indices = sorted(pq.read_table(Path(spec.root) / EPISODES_PATH, columns=['episode_index']).column(0).to_pylist())
+    held = max(1, int(round(len(indices) * fraction))) if len(indices) > 1 else 0
+    return indices[:len(indices) - held], indices[len(indices) - held:]
+
+
+def build_policy(config: TrainConfig, dataset: LeRobotDataset, texts: list[str]) -> tuple[AsyncVLAPolicy, AsyncVLAProcessor]:
+    """A fresh policy for the dataset: small presets get a small tokenizer trained on the instructions."""
+    preset = AsyncVLAConfig.from_preset(config.preset)
+    full_vocab = preset.vlm_config.text_config.vocab_size > 100_000
+    template = f'{SYSTEM_PROMPT} system user assistant'
+    tokenizer = build_qwen_tokenizer() if full_vocab else build_small_tokenizer(texts + [template],
+                                                                                 preset.vlm_config.text_config.vocab_size // 2)
+    ids = {f'{k}_token_id': tokenizer.convert_tokens_to_ids(t) for k, t in
+           (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
+    torch.manual_seed(config.seed)
+    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset(config.preset, **ids))
+    pixels = config.image_size * config.image_size
+    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels), dataset.stats,
+                                  list(dataset.spec.select_video_keys), model.config.action_chunk_size,
+                                  model.config.max_state_dim, model.config.max_action_dim, action_dt=1.0 / dataset.fps)
+    return model, processor
+
+
+def collate(samples: list[dict], processor: AsyncVLAProcessor) -> dict:
+    batch = processor([s['images'] for s in samples], np.stack([s['state'] for s in samples]), [s['task'] for s in samples])
+    batch['actions'] = torch.from_numpy(processor.normalize('action', np.stack([s['actions'] for s in samples])))
+    batch['action_is_pad'] = torch.from_numpy(np.stack([s['action_is_pad'] for s in samples]))
+    return batch
+
+
+def _loader(datasets: list[LeRobotDataset], processor, batch_size: int, seed: int) -> DataLoader:
+    combined = ConcatDataset(datasets)
+    weights = np.concatenate([np.full(len(d), d.spec.weight / len(d)) for d in datasets])
+    sampler = WeightedRandomSampler(weights, num_samples=len(combined), generator=torch.Generator().manual_seed(seed))
+    return DataLoader(combined, batch_size=batch_size, sampler=sampler, collate_fn=lambda s: collate(s, processor))
+
+
+def _param_groups(model: AsyncVLAPolicy, config: TrainConfig) -> list[dict]:
+    vision = [p for n, p in model.named_parameters() if n.startswith('vlm.visual.') and p.requires_grad]
+    others = [p for n, p in model.named_parameters() if not n.startswith('vlm.visual.') and not n.startswith('rater.') and p.requires_grad]
+    return [{'params': vision, 'lr': config.vision_lr}, {'params': others, 'lr': config.lr}]
+
+
+@torch.no_grad()
+def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, dataset: LeRobotDataset, samples: int,
+                         seed: int = 0) -> dict:
+    """Action error of generated chunks (self-correction on and off) against the recorded actions on
+    held-out frames, relative to always predicting the dataset's mean action; rater calibration."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(dataset), size=min(samples, len(dataset)), replace=False)
+    mean_action = np.asarray(processor.normalization['action']['mean'])
+    errors, sfm_errors, baseline, confidences, step_errors = [], [], [], [], []
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    for i in picks:
+        sample = dataset[int(i)]
+        inputs = {k: v.to(next(model.parameters()).device) for k, v in processor([sample['images']], sample['state'][None], [sample['task']]).items()}
+        result = model.generate_chunk(**inputs, generator=generator)
+        valid = ~sample['action_is_pad']
+        predicted = processor.unnormalize_actions(result.actions[0])[valid]
+        sfm = processor.unnormalize_actions(result.sfm_actions[0])[valid]
+        truth = sample['actions'][valid]
+        errors.append(np.abs(predicted - truth).mean())
+        sfm_errors.append(np.abs(sfm - truth).mean())
+        baseline.append(np.abs(mean_action - truth).mean())
+        if result.confidence is not None:
+            confidences.extend(result.confidence[0][torch.from_numpy(valid)].cpu().tolist())
+            step_errors.extend(np.abs(sfm - truth).mean(-1).tolist())
+    spearman = float(spearmanr(confidences, -np.asarray(step_errors)).statistic) if len(confidences) > 2 else float('nan')
+    return {'action_error': float(np.mean(errors)), 'action_error_sfm': float(np.mean(sfm_errors)),
+            'baseline_error': float(np.mean(baseline)), 'action_error_ratio': float(np.mean(errors) / np.mean(baseline)),
+            'rater_spearman': spearman}
+
+
+class _Log:
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        new = not path.exists()
+        self.file = open(path, 'a', newline='')
+        self.writer = csv.DictWriter(self.file, fieldnames=fields)
+        if new:
+            self.writer.writeheader()
+
+    def write(self, **row):
+        self.writer.writerow({k: row.get(k, '') for k in self.fields})
+        self.file.flush()
+
+
+def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, resume: Path | None = None) -> dict:
+    """Trains the unified SFM/AFM policy; writes checkpoints, train_log.csv and the final checkpoint to `output`."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='bf16' if torch.cuda.is_available() else 'no')
+    chunk = AsyncVLAConfig.from_preset(config.preset).action_chunk_size
+    splits = [split_episodes(s, config.held_out_fraction) for s in specs]
+    train_sets = [LeRobotDataset(s, chunk, episodes=tr) for s, (tr, _) in zip(specs, splits)]
+    val_set = LeRobotDataset(specs[0], chunk, episodes=splits[0][1] or splits[0][0])
+    texts = sorted({t for d in train_sets for t in d.tasks.values()})
+    if resume is not None:
+        model, processor = load_checkpoint(resume, device='cpu')
+        start_step = json.loads((Path(resume) / 'trainer_state.json').read_text())['step']
+    else:
+        model, processor = build_policy(config, train_sets[0], texts)
+        start_step = 0
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.rater.requires_grad_(False)
+    optimizer = torch.optim.AdamW(_param_groups(model, config), weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(config.warmup_ratio * config.steps)), config.steps,
+                                                last_epoch=start_step - 1 if start_step else -1)
+    loader = _loader(train_sets, processor, config.batch_size, config.seed)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    log = _Log(output / 'train_log.csv', ['step', 'loss', 'lr', 'seconds', 'action_error_ratio', 'rater_spearman'])
+    generator = torch.Generator().manual_seed(config.seed)
+    started, step, losses = time.time(), start_step, []
+    progress = tqdm(total=config.steps, initial=start_step, desc='train', unit='step')
+    model.train()
+    while step < config.steps:
+        for batch in loader:
+            loss = model(**batch, generator=generator).loss
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(loss.item())
+            progress.update(1)
+            progress.set_postfix(loss=f'{np.mean(losses[-20:]):.4f}')
+            row = {'step': step, 'loss': f'{loss.item():.5f}', 'lr': f'{scheduler.get_last_lr()[-1]:.3g}',
+                   'seconds': f'{time.time() - started:.1f}'}
+            if config.validate_every and step % config.validate_every == 0:
+                metrics = open_loop_validation(accelerator.unwrap_model(model), processor, val_set, config.validation_samples)
+                row.update({k: f'{metrics[k]:.4f}' for k in ('action_error_ratio', 'rater_spearman')})
+                model.train()
+            log.write(**row)
+            if config.save_every and step % config.save_every == 0 and step < config.steps:
+                _save(accelerator.unwrap_model(model), processor, output / f'checkpoint-{step}', step)
+            if step >= config.steps:
+                break
+    progress.close()
+    final = _save(accelerator.unwrap_model(model), processor, output, step)
+    return {'output': str(final), 'steps': step, 'first_loss': float(np.mean(losses[:10])) if losses else None,
+            'last_loss': float(np.mean(losses[-10:])) if losses else None, 'seconds': round(time.time() - started, 1)}
+
+
+def _save(model, processor, directory: Path, step: int) -> Path:
+    save_checkpoint(model, processor, directory)
+    # optimizer moments are not saved: torch would pickle them; a resumed run restarts them
+    (directory / 'trainer_state.json').write_text(json.dumps({'step': step}))
+    return directory
+
+
+def train_rater(checkpoint: Path, specs: list[DatasetSpec], output: Path | None, steps: int, batch_size: int = 8,
+                lr: float = 1e-4, seed: int = 0, held_out_fraction: float = 0.1, validation_samples: int = 32) -> dict:
+    """Trains only the rater (the policy frozen) and reports its calibration on held-out episodes."""
+    model, processor = load_checkpoint(checkpoint, device='auto')
+    device = next(model.parameters()).device
+    chunk = model.config.action_chunk_size
+    splits = [split_episodes(s, held_out_fraction) for s in specs]
+    train_sets = [LeRobotDataset(s, chunk, episodes=tr) for s, (tr, _) in zip(specs, splits)]
+    val_set = LeRobotDataset(specs[0], chunk, episodes=splits[0][1] or splits[0][0])
+    model.requires_grad_(False)
+    model.rater.requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.rater.parameters(), lr=lr)
+    loader = _loader(train_sets, processor, batch_size, seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    dims = processor.action_dim
+    step, losses = 0, []
+    progress = tqdm(total=steps, desc='train-rater', unit='step')
+    model.rater.train()
+    while step < steps:
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model.rater_loss(**batch, action_dims=dims, generator=generator)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(loss.item())
+            progress.update(1)
+            progress.set_postfix(loss=f'{np.mean(losses[-20:]):.4f}')
+            if step >= steps:
+                break
+    progress.close()
+    metrics = open_loop_validation(model, processor, val_set, validation_samples, seed)
+    destination = Path(output or checkpoint)
+    _save(model, processor, destination, json.loads((Path(checkpoint) / 'trainer_state.json').read_text()).get('step', 0)
+          if (Path(checkpoint) / 'trainer_state.json').exists() else 0)
+    return {'output': str(destination), 'steps': step, 'first_loss': float(np.mean(losses[:10])),
+            'last_loss': float(np.mean(losses[-10:])), **metrics}
+

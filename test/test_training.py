@@ -1,0 +1,121 @@
+"""Training on LeRobot v3.0 data: the reader against the raw parquet values, a tiny run that lowers
+the loss, and bad data failing with the file's name."""
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from asyncvla_ros.training.demonstrations import CAMERA_KEY, make_dataset
+from asyncvla_ros.training.lerobot_format import EPISODES_PATH, DatasetError, DatasetSpec, LeRobotDataset, load_data_config
+from asyncvla_ros.training.trainer import TrainConfig, build_policy, collate, split_episodes, train_policy
+
+
+@pytest.fixture(scope='module')
+def dataset_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data') / 'so101'
+    result = make_dataset(root, episodes=2, seed=3, image_size=64)
+    assert result['episodes'] == 2 and result['failed'] == 0
+    return root
+
+
+def spec(root):
+    return DatasetSpec(root=root, select_video_keys=[CAMERA_KEY])
+
+
+def test_reader_matches_the_raw_parquet_and_pads_at_episode_ends(dataset_root):
+    raw = pq.read_table(dataset_root / 'data/chunk-000/file-000.parquet').to_pydict()
+    episodes = pq.read_table(dataset_root / EPISODES_PATH).to_pylist()
+    info = json.loads((dataset_root / 'meta/info.json').read_text())
+    assert info['codebase_version'] == 'v3.0' and info['total_episodes'] == 2 and info['fps'] == 10
+    ds = LeRobotDataset(spec(dataset_root), chunk_size=8)
+    assert len(ds) == len(raw['index']) == sum(e['length'] for e in episodes)
+    first, second = episodes
+    for i in (0, 5, first['length'] - 3, first['length'] + 2, len(ds) - 1):
+        sample = ds[i]
+        episode = first if i < first['dataset_to_index'] else second
+        end = episode['dataset_to_index']
+        expected = [raw['action'][min(j, end - 1)] for j in range(i, i + 8)]
+        assert np.allclose(sample['actions'], expected)
+        assert np.allclose(sample['state'], raw['observation.state'][i])
+        assert list(sample['action_is_pad']) == [j >= end for j in range(i, i + 8)]
+        assert sample['images'][0].shape == (64, 64, 3) and sample['episode_index'] == raw['episode_index'][i]
+    assert ds[first['length'] - 3]['action_is_pad'].sum() == 5 and not ds[0]['action_is_pad'].any()
+
+
+def test_video_frames_follow_the_episodes(dataset_root):
+    ds = LeRobotDataset(spec(dataset_root), chunk_size=8)
+    first = ds.episodes[0]['length']
+    # consecutive frames of one episode are alike; the first frame of the next episode is a new scene
+    assert np.abs(ds[1]['images'][0].astype(int) - ds[0]['images'][0]).mean() < np.abs(
+        ds[first]['images'][0].astype(int) - ds[first - 1]['images'][0]).mean() + 5
+
+
+def test_data_yaml_in_the_eo1_schema(dataset_root, tmp_path):
+    path = tmp_path / 'data.yaml'
+    path.write_text(f'lerobot_datasets:\n  - repo_id: local/so101\n    root: {dataset_root}\n'
+                    f'    select_video_keys: [{CAMERA_KEY}]\n    select_state_keys: [observation.state]\n'
+                    f'    select_action_keys: [action]\n    weight: 1.0\n')
+    specs = load_data_config(path)
+    assert specs[0].repo_id == 'local/so101' and list(specs[0].select_video_keys) == [CAMERA_KEY]
+
+
+def test_tiny_training_run_lowers_the_loss(dataset_root, tmp_path):
+    config = TrainConfig(preset='tiny', steps=250, batch_size=8, lr=1e-3, vision_lr=1e-3, image_size=56, weight_decay=0.0,
+                         validate_every=0, save_every=0, seed=0)
+    train_episodes, _ = split_episodes(spec(dataset_root), config.held_out_fraction)
+    ds = LeRobotDataset(spec(dataset_root), 8, episodes=train_episodes)
+    model, processor = build_policy(config, ds, sorted(ds.tasks.values()))  # what train_policy starts from
+    batch = collate([ds[i] for i in range(0, len(ds), max(1, len(ds) // 8))][:8], processor)
+    fixed = {'flow_mask': torch.ones(batch['actions'].shape[:2], dtype=torch.bool),
+             'tau': torch.linspace(0.1, 0.9, len(batch['actions'])),
+             'noise': torch.randn(batch['actions'].shape, generator=torch.Generator().manual_seed(0))}
+
+    def fixed_loss(model):
+        with torch.no_grad():
+            return model.eval()(**batch, **fixed).loss.item()
+
+    from asyncvla_ros.model import load_checkpoint
+    result = train_policy([spec(dataset_root)], tmp_path / 'run', config)
+    trained, trained_processor = load_checkpoint(result['output'], device='cpu')
+    assert trained_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    before, after = fixed_loss(model), fixed_loss(trained)
+    print(f'fixed-batch loss {before:.4f} -> {after:.4f} in {result["seconds"]} s')
+    assert after < 0.85 * before
+    assert (tmp_path / 'run/train_log.csv').read_text().count('\n') == 251
+
+
+def _copy(root, tmp_path):
+    target = tmp_path / 'copy'
+    shutil.copytree(root, target)
+    return target
+
+
+@pytest.mark.parametrize('damage, file', [
+    ('missing_key', 'info.json'), ('wrong_dims', 'stats.json'), ('corrupt_video', 'file-000.mp4'),
+    ('empty_episode', 'file-000.parquet'), ('missing_column', 'data'),
+])
+def test_bad_data_fails_with_the_file_name(dataset_root, tmp_path, damage, file):
+    root = _copy(dataset_root, tmp_path)
+    selected = spec(root)
+    if damage == 'missing_key':
+        selected = DatasetSpec(root=root, select_video_keys=['observation.images.wrist'])
+    elif damage == 'wrong_dims':
+        stats = json.loads((root / 'meta/stats.json').read_text())
+        del stats['action']
+        (root / 'meta/stats.json').write_text(json.dumps(stats))
+    elif damage == 'corrupt_video':
+        video = root / f'videos/{CAMERA_KEY}/chunk-000/file-000.mp4'
+        video.write_bytes(video.read_bytes()[:2000])
+    elif damage == 'empty_episode':
+        table = pq.read_table(root / EPISODES_PATH).to_pylist()
+        table[1]['length'] = 0
+        pq.write_table(pa.Table.from_pylist(table), root / EPISODES_PATH)
+    elif damage == 'missing_column':
+        data = root / 'data/chunk-000/file-000.parquet'
+        pq.write_table(pq.read_table(data).drop(['action']), data)
+    with pytest.raises(DatasetError, match=file.replace('.', r'\.')):
+        LeRobotDataset(selected, 8)
