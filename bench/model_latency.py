@@ -23,7 +23,7 @@ from transformers import Qwen2VLImageProcessorPil
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
 from asyncvla_ros.model.checkpoint import resolve_device
-from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer
+from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 
 INSTRUCTION = 'pick up the red block and place it on the green target'
 
@@ -32,8 +32,7 @@ def build(preset: str, device: str, dtype: str, cameras: int, size: int):
     torch_device, torch_dtype, attention = resolve_device(device, dtype, 'auto')
     full_vocab = AsyncVLAConfig.from_preset(preset).vlm_config.text_config.vocab_size > 100_000
     tokenizer = build_qwen_tokenizer() if full_vocab else build_small_tokenizer([INSTRUCTION], 400)
-    ids = {f'{k}_token_id': tokenizer.convert_tokens_to_ids(t) for k, t in
-           (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
+    ids = prompt_token_ids(tokenizer)
     config = AsyncVLAConfig.from_preset(preset, **ids)
     config._attn_implementation = attention
     torch.manual_seed(0)

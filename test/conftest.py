@@ -95,12 +95,11 @@ def tiny_policy(seed=0, camera_keys=('front',), joints=6, **overrides):
     from transformers import Qwen2VLImageProcessorPil
 
     from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
-    from asyncvla_ros.model.tokenizer import build_small_tokenizer
+    from asyncvla_ros.model.tokenizer import build_small_tokenizer, prompt_token_ids
 
     tokenizer = build_small_tokenizer(['pick up the red block', 'place it on the green target',
                                        'You are a helpful physical assistant. system user assistant'], 400)
-    ids = {f'{k}_token_id': tokenizer.convert_tokens_to_ids(t) for k, t in
-           (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
+    ids = prompt_token_ids(tokenizer)
     torch.manual_seed(seed)
     model = AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny', vocab_size=512, **ids, **overrides)).eval()
     stats = {'mean': [0.1] * joints, 'std': [0.5] * joints}

@@ -48,3 +48,9 @@ def build_small_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Qwen2T
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(list(texts), trainer)
     return _wrap(tokenizer)
+
+
+def prompt_token_ids(tokenizer) -> dict[str, int]:
+    """The config fields (image_token_id, state_token_id, action_token_id) for `tokenizer`."""
+    return {f'{name}_token_id': tokenizer.convert_tokens_to_ids(token) for name, token in
+            (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}

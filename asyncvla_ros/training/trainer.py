@@ -18,7 +18,7 @@ from transformers import Qwen2VLImageProcessorPil, get_cosine_schedule_with_warm
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor, load_checkpoint, save_checkpoint
 from asyncvla_ros.model.processing_asyncvla import SYSTEM_PROMPT
-from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer
+from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 from asyncvla_ros.training.lerobot_format import DatasetSpec, LeRobotDataset
 
 
@@ -57,8 +57,7 @@ def build_policy(config: TrainConfig, dataset: LeRobotDataset, texts: list[str])
     template = f'{SYSTEM_PROMPT} system user assistant'
     tokenizer = build_qwen_tokenizer() if full_vocab else build_small_tokenizer(texts + [template],
                                                                                  preset.vlm_config.text_config.vocab_size // 2)
-    ids = {f'{k}_token_id': tokenizer.convert_tokens_to_ids(t) for k, t in
-           (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
+    ids = prompt_token_ids(tokenizer)
     torch.manual_seed(config.seed)
     model = AsyncVLAPolicy(AsyncVLAConfig.from_preset(config.preset, **ids))
     pixels = config.image_size * config.image_size
@@ -160,35 +159,42 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
     log = _Log(output / 'train_log.csv', ['step', 'loss', 'lr', 'seconds', 'action_error_ratio', 'rater_spearman'])
     generator = torch.Generator().manual_seed(config.seed)
     started, step, losses = time.time(), start_step, []
-    progress = tqdm(total=config.steps, initial=start_step, desc='train', unit='step')
     model.train()
-    while step < config.steps:
-        for batch in loader:
-            loss = model(**batch, generator=generator).loss
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(loss.item())
-            progress.update(1)
-            progress.set_postfix(loss=f'{np.mean(losses[-20:]):.4f}')
-            row = {'step': step, 'loss': f'{loss.item():.5f}', 'lr': f'{scheduler.get_last_lr()[-1]:.3g}',
-                   'seconds': f'{time.time() - started:.1f}'}
-            if config.validate_every and step % config.validate_every == 0:
-                metrics = open_loop_validation(accelerator.unwrap_model(model), processor, val_set, config.validation_samples)
-                row.update({k: f'{metrics[k]:.4f}' for k in ('action_error_ratio', 'rater_spearman')})
-                model.train()
-            log.write(**row)
-            if config.save_every and step % config.save_every == 0 and step < config.steps:
-                _save(accelerator.unwrap_model(model), processor, output / f'checkpoint-{step}', step)
-            if step >= config.steps:
-                break
-    progress.close()
+    for step, batch in _steps(loader, start_step, config.steps, 'train', losses):
+        loss = model(**batch, generator=generator).loss
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        row = {'step': step, 'loss': f'{loss.item():.5f}', 'lr': f'{scheduler.get_last_lr()[-1]:.3g}',
+               'seconds': f'{time.time() - started:.1f}'}
+        if config.validate_every and step % config.validate_every == 0:
+            metrics = open_loop_validation(accelerator.unwrap_model(model), processor, val_set, config.validation_samples)
+            row.update({k: f'{metrics[k]:.4f}' for k in ('action_error_ratio', 'rater_spearman')})
+            model.train()
+        log.write(**row)
+        if config.save_every and step % config.save_every == 0 and step < config.steps:
+            _save(accelerator.unwrap_model(model), processor, output / f'checkpoint-{step}', step)
     final = _save(accelerator.unwrap_model(model), processor, output, step)
     return {'output': str(final), 'steps': step, 'first_loss': float(np.mean(losses[:10])) if losses else None,
             'last_loss': float(np.mean(losses[-10:])) if losses else None, 'seconds': round(time.time() - started, 1)}
+
+
+def _steps(loader, start: int, total: int, desc: str, losses: list):
+    """(step, batch) for steps start+1..total, cycling through the loader, with a progress bar that
+    shows the mean of the last losses the caller appended."""
+    step = start
+    with tqdm(total=total, initial=start, desc=desc, unit='step') as progress:
+        while step < total:
+            for batch in loader:
+                step += 1
+                yield step, batch
+                progress.update(1)
+                progress.set_postfix(loss=f'{np.mean(losses[-20:]):.4f}' if losses else '-')
+                if step >= total:
+                    return
 
 
 def _save(model, processor, directory: Path, step: int) -> Path:
@@ -214,22 +220,14 @@ def train_rater(checkpoint: Path, specs: list[DatasetSpec], output: Path | None,
     generator = torch.Generator(device=device).manual_seed(seed)
     dims = processor.action_dim
     step, losses = 0, []
-    progress = tqdm(total=steps, desc='train-rater', unit='step')
     model.rater.train()
-    while step < steps:
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model.rater_loss(**batch, action_dims=dims, generator=generator)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(loss.item())
-            progress.update(1)
-            progress.set_postfix(loss=f'{np.mean(losses[-20:]):.4f}')
-            if step >= steps:
-                break
-    progress.close()
+    for step, batch in _steps(loader, 0, steps, 'train-rater', losses):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss = model.rater_loss(**batch, action_dims=dims, generator=generator)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
     metrics = open_loop_validation(model, processor, val_set, validation_samples, seed)
     destination = Path(output or checkpoint)
     _save(model, processor, destination, json.loads((Path(checkpoint) / 'trainer_state.json').read_text()).get('step', 0)
