@@ -61,3 +61,33 @@ def test_colcon_scripts_go_where_ros2_run_looks():
     config = configparser.ConfigParser()
     config.read(ROOT / 'setup.cfg')
     assert config['develop']['script_dir'] == config['install']['install_scripts'] == '$base/lib/asyncvla_ros'
+
+
+def test_bringup_starts_the_sim_graph_and_ctrl_c_stops_it(tmp_path, tiny_checkpoint, spinner, ros_context):
+    """`asyncvla bringup sim` as a user runs it: nodes come up over DDS, Ctrl-C stops every process."""
+    import signal
+    import subprocess
+    import sys
+
+    import rclpy
+
+    from asyncvla_ros.msg import ExecutorState
+    from asyncvla_ros.tools.processes import SOURCE_ROOT, wait_until
+
+    node = spinner.add(rclpy.create_node('bringup_probe', context=ros_context))
+    states = []
+    node.create_subscription(ExecutorState, 'asyncvla/executor_state', states.append, 10)
+    proc = subprocess.Popen([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'bringup', 'sim', '--checkpoint',
+                             str(tiny_checkpoint), '--log-dir', str(tmp_path / 'logs')], cwd=SOURCE_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert wait_until(lambda: len(states) > 0, timeout=60), 'executor_node never published its state'
+        assert wait_until(lambda: {'sim_arm_node', 'executor_node', 'policy_node'} <= set(node.get_node_names()), timeout=60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert 'logs in' in out and 'stopped' in out, out
+    for name in ('sim_arm_node', 'executor_node', 'policy_node'):
+        log = (tmp_path / 'logs' / f'{name}.log').read_text()
+        assert 'Traceback' not in log, log
+    assert proc.returncode == 0, out

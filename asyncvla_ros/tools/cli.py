@@ -78,6 +78,43 @@ def cmd_train_rater(args) -> int:
     return 0
 
 
+def cmd_bringup(args) -> int:
+    """Start the nodes of sim.launch.py (sim) or asyncvla.launch.py (robot) as processes with the same
+    parameter files, where `ros2 launch` is missing; Ctrl-C stops them all."""
+    import signal
+    import time
+
+    from asyncvla_ros.paths import config_path
+    from asyncvla_ros.tools.processes import NodeProcess, ros_environment
+
+    log_dir = Path(args.log_dir)
+    overrides = {'policy_node': {'checkpoint': str(args.checkpoint)} if args.checkpoint else {},
+                 'executor_node': {'robot_profile': args.robot_profile, 'command_interface': args.command_interface},
+                 'sim_arm_node': {}}
+    names = (['sim_arm_node'] if args.target == 'sim' else []) + ['executor_node', 'policy_node']
+    env = ros_environment(large_messages=True)
+    nodes = [NodeProcess(name, f'asyncvla_ros.nodes.{name}', log_dir,
+                         [config_path(f'{name.removesuffix("_node")}.yaml')], overrides=overrides[name], env=env)
+             for name in names]
+    print(f'bringup: starting {", ".join(names)}; logs in {log_dir.resolve()}/<node>.log; Ctrl-C stops them')
+    for node in nodes:
+        node.start()
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        while not stop:
+            dead = [n.name for n in nodes if not n.running()]
+            if dead:
+                print(f'bringup: {", ".join(dead)} exited; see their logs; stopping the others')
+                break
+            time.sleep(0.5)
+    finally:
+        codes = {n.name: n.stop() for n in nodes}
+        print(f'bringup: stopped {codes}')
+    return 0 if stop else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -110,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument('--checkpoint', type=Path, required=True)
             p.add_argument('--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)')
+    bringup = sub.add_parser('bringup', help=cmd_bringup.__doc__)
+    bringup.add_argument('target', choices=['sim', 'robot'])
+    bringup.add_argument('--checkpoint', type=Path)
+    bringup.add_argument('--robot-profile', default='so101')
+    bringup.add_argument('--command-interface', default='joint_trajectory', choices=['joint_trajectory', 'forward_command'])
+    bringup.add_argument('--log-dir', type=Path, default=Path('runs/bringup'))
+    bringup.set_defaults(func=cmd_bringup)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=int, default=20)
     demo.add_argument('--output', type=Path, default=Path('runs/demo'))
