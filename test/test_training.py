@@ -11,7 +11,7 @@ import torch
 
 from asyncvla_ros.training.demonstrations import CAMERA_KEY, make_dataset
 from asyncvla_ros.training.lerobot_format import EPISODES_PATH, DatasetError, DatasetSpec, LeRobotDataset, load_data_config
-from asyncvla_ros.training.trainer import TrainConfig, build_policy, collate, split_episodes, train_policy
+from asyncvla_ros.training.trainer import TrainConfig, build_policy, collate, split_episodes, train_policy, train_rater
 
 
 @pytest.fixture(scope='module')
@@ -86,6 +86,21 @@ def test_tiny_training_run_lowers_the_loss(dataset_root, tmp_path):
     print(f'fixed-batch loss {before:.4f} -> {after:.4f} in {result["seconds"]} s')
     assert after < 0.85 * before
     assert (tmp_path / 'run/train_log.csv').read_text().count('\n') == 251
+
+
+def test_rater_training_reports_calibration_and_keeps_the_policy(dataset_root, tmp_path):
+    from asyncvla_ros.model import load_checkpoint
+    run = train_policy([spec(dataset_root)], tmp_path / 'run', TrainConfig(preset='tiny', steps=5, batch_size=4, image_size=56,
+                                                                           validate_every=0, save_every=0))
+    result = train_rater(run['output'], [spec(dataset_root)], tmp_path / 'rated', steps=20, batch_size=4, lr=1e-3,
+                         validation_samples=8)
+    assert np.isfinite(result['action_error_ratio']) and -1.0 <= result['rater_spearman'] <= 1.0
+    assert result['last_loss'] < result['first_loss']
+    before, _ = load_checkpoint(run['output'], device='cpu')
+    after, _ = load_checkpoint(tmp_path / 'rated', device='cpu')
+    policy_same = all(torch.equal(v, after.state_dict()[k]) for k, v in before.state_dict().items() if not k.startswith('rater.'))
+    rater_changed = not torch.equal(before.rater.head.weight, after.rater.head.weight)
+    assert policy_same and rater_changed
 
 
 def _copy(root, tmp_path):
