@@ -78,6 +78,18 @@ def cmd_train_rater(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Copy a checkpoint with its weights stored in another dtype (bfloat16 halves the size)."""
+    import torch
+
+    from asyncvla_ros.model import load_checkpoint, save_checkpoint
+    model, processor = load_checkpoint(args.checkpoint, device='cpu', dtype='float32')
+    save_checkpoint(model.to(getattr(torch, args.dtype)), processor, args.output)
+    size = sum(f.stat().st_size for f in Path(args.output).iterdir()) / 2**20
+    print(f'export: wrote {args.output} ({args.dtype} weights, {size:.1f} MB)')
+    return 0
+
+
 def cmd_bringup(args) -> int:
     """Start the nodes of sim.launch.py (sim) or asyncvla.launch.py (robot) as processes with the same
     parameter files, where `ros2 launch` is missing; Ctrl-C stops them all."""
@@ -147,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument('--checkpoint', type=Path, required=True)
             p.add_argument('--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)')
+    export = sub.add_parser('export', help=cmd_export.__doc__)
+    export.add_argument('--checkpoint', type=Path, required=True)
+    export.add_argument('--output', type=Path, required=True)
+    export.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float16', 'float32'])
+    export.set_defaults(func=cmd_export)
     bringup = sub.add_parser('bringup', help=cmd_bringup.__doc__)
     bringup.add_argument('target', choices=['sim', 'robot'])
     bringup.add_argument('--checkpoint', type=Path)
@@ -156,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.set_defaults(func=cmd_bringup)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=int, default=20)
+    demo.add_argument('--episode-seconds', type=float, default=30.0)
+    demo.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
+    demo.add_argument('--seed', type=int, default=1000, help='sim seed (held-out scenes: the demos used seeds 0..99)')
     demo.add_argument('--output', type=Path, default=Path('runs/demo'))
     demo.set_defaults(func=cmd_demo)
     return parser

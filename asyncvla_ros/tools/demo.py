@@ -1,9 +1,9 @@
-"""`asyncvla demo` (`make demo`): the closed loop on the simulated SO-101 arm.
+"""`asyncvla demo` (`make demo`): the closed loop on the simulated SO-101 arm through the real ROS graph.
 
-The trained demo checkpoint is not built yet. Until it is, the demo runs what exists
-through the real ROS graph: sim_arm_node and executor_node as separate processes, a scripted chunk source
-in place of the policy (chunks towards a sequence of poses), enable over the service, and it reports how
-well the arm followed and whether any command had to be limited.
+sim_arm_node, executor_node and policy_node run as separate processes (as `asyncvla bringup sim` starts
+them); this process resets the sim between episodes, enables the executor, and watches
+`sim/task_success`, once with self-correction and once without. It writes a report (markdown and PNG
+plots) and ends with one JSON line. Without a checkpoint it says so and stops.
 """
 from __future__ import annotations
 
@@ -16,74 +16,175 @@ from pathlib import Path
 
 import numpy as np
 
+from asyncvla_ros.model.runner import DEMO_CHECKPOINT
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
 
-POSES = np.array([[0.0, -0.4, 0.5, 0.6, 0.0, 1.0], [0.5, -0.2, 0.3, 0.8, 0.4, 0.2],
-                  [-0.5, 0.1, 0.0, 0.9, -0.4, 0.8], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
-MISSING = ['the trained demo checkpoint (issue "Training"), so policy_node cannot drive the arm yet',
-           'the episode loop with success rates (issue "Policy node, launch files, bringup")']
+
+class DemoProbe:
+    """The demo's own node: services of the sim and executor, policy parameters, and what to measure."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter_client import AsyncParameterClient
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool
+        from std_srvs.srv import SetBool, Trigger
+
+        from asyncvla_ros.msg import ActionChunk, PolicyStatus
+
+        rclpy.init()
+        self.node = rclpy.create_node('demo')
+        self.lock = threading.Lock()
+        self.success = False
+        self.statuses, self.chunks, self.joints = [], [], []
+        self.node.create_subscription(Bool, 'sim/task_success', self._on_success, 10)
+        self.node.create_subscription(PolicyStatus, 'asyncvla/policy_status', lambda m: self._keep(self.statuses, m), 50)
+        self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, m), 10)
+        self.node.create_subscription(JointState, 'joint_states', lambda m: self._keep(self.joints, (time.monotonic(), list(m.position))),
+                                      qos_profile_sensor_data)
+        self.reset_client = self.node.create_client(Trigger, 'sim_arm_node/reset')
+        self.enable_client = self.node.create_client(SetBool, 'executor_node/enable')
+        self.policy_params = AsyncParameterClient(self.node, 'policy_node')
+        self.Trigger, self.SetBool = Trigger, SetBool
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+
+    def _keep(self, store, item):
+        with self.lock:
+            store.append(item)
+
+    def _on_success(self, msg):
+        if msg.data:
+            self.success = True
+
+    def call(self, client, request, timeout=10.0):
+        future = client.call_async(request)
+        if not wait_until(future.done, timeout):
+            raise TimeoutError(f'no answer from {client.srv_name}')
+        return future.result()
+
+    def set_policy(self, **values):
+        from rclpy.parameter import Parameter
+        future = self.policy_params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        wait_until(future.done, 10)
+
+    def ready(self) -> bool:
+        return self.reset_client.service_is_ready() and self.enable_client.service_is_ready() \
+            and self.policy_params.services_are_ready() and 'policy_node' in self.node.get_node_names()
+
+    def shutdown(self):
+        import rclpy
+        self.executor.shutdown()
+        rclpy.try_shutdown()
+
+
+def run_episode(probe: DemoProbe, seconds: float) -> dict:
+    probe.call(probe.enable_client, probe.SetBool.Request(data=False))
+    probe.call(probe.reset_client, probe.Trigger.Request())
+    time.sleep(0.5)
+    with probe.lock:
+        first_status, first_chunk, first_joint = len(probe.statuses), len(probe.chunks), len(probe.joints)
+    probe.success = False
+    probe.call(probe.enable_client, probe.SetBool.Request(data=True))
+    started = time.monotonic()
+    wait_until(lambda: probe.success, seconds, period=0.1)
+    with probe.lock:
+        statuses = [s for s in probe.statuses[first_status:] if s.total_ms > 0]
+        chunks = probe.chunks[first_chunk:]
+        joints = probe.joints[first_joint:]
+    return {'success': probe.success, 'seconds': time.monotonic() - started,
+            'chunk_ms': [s.total_ms for s in statuses], 'refined_fraction': [s.refined_fraction for s in statuses],
+            'confidence': [list(c.confidence) for c in chunks], 'joints': joints}
+
+
+def write_report(output: Path, results: dict, summary: dict) -> Path:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    output.mkdir(parents=True, exist_ok=True)
+    episode = next((e for e in results['self_correction'] if e['joints']), None)
+    if episode:
+        t0 = episode['joints'][0][0]
+        q = np.array([j for _, j in episode['joints']])
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.plot([t - t0 for t, _ in episode['joints']], q)
+        ax.set(xlabel='s', ylabel='rad', title='joint positions, first episode with self-correction')
+        fig.savefig(output / 'joints.png', dpi=100)
+        plt.close(fig)
+    confidences = [c for e in results['self_correction'] for c in e['confidence'] if c]
+    if confidences:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.boxplot(np.array(confidences), positions=range(len(confidences[0])))
+        ax.set(xlabel='step in chunk', ylabel='confidence', title='rater confidence per step')
+        fig.savefig(output / 'confidence.png', dpi=100)
+        plt.close(fig)
+    latencies = [ms for mode in results.values() for e in mode for ms in e['chunk_ms']]
+    if latencies:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.hist(latencies, bins=30)
+        ax.set(xlabel='ms', ylabel='chunks', title='chunk latency (request to publication)')
+        fig.savefig(output / 'latency.png', dpi=100)
+        plt.close(fig)
+    lines = ['# asyncvla demo on the simulated SO-101', '', '| mode | episodes | success rate |', '|---|---|---|']
+    for mode, episodes in results.items():
+        lines.append(f'| {mode} | {len(episodes)} | {np.mean([e["success"] for e in episodes]):.2f} |')
+    lines += ['', f'```json\n{json.dumps(summary, indent=1)}\n```', '', '![joints](joints.png)',
+              '![confidence](confidence.png)', '![latency](latency.png)']
+    (output / 'report.md').write_text('\n'.join(lines) + '\n')
+    return output / 'report.md'
 
 
 def run_demo(args) -> int:
+    checkpoint = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
+    if not checkpoint.is_dir():
+        print(f'demo: no checkpoint at {checkpoint}: train one (README, "Training") and pass --checkpoint, '
+              'or commit the demo checkpoint there')
+        print(json.dumps({'episodes': 0, 'missing': str(checkpoint)}))
+        return 1
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='asyncvla-demo-'))
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import JointState
-    from std_srvs.srv import SetBool
-
-    from asyncvla_ros.control.chunk import Chunk
-    from asyncvla_ros.msg import ActionChunk, ExecutorState
-    from asyncvla_ros.nodes.conversions import chunk_to_msg
-    from asyncvla_ros.sim.so101 import JOINT_NAMES
-
     output = Path(args.output)
-    log_dir = output / 'logs'
-    env = ros_environment()
-    nodes = [NodeProcess('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', log_dir, [config_path('sim_arm.yaml')],
-                         overrides={'camera_rate_hz': 0.0}, env=env),
-             NodeProcess('executor_node', 'asyncvla_ros.nodes.executor_node', log_dir, [config_path('executor.yaml')], env=env)]
-    print(f'demo: starting {", ".join(n.name for n in nodes)} (logs in {log_dir})')
+    env = ros_environment(large_messages=True)
+    nodes = [NodeProcess(name, f'asyncvla_ros.nodes.{name}', output / 'logs', [config_path(f'{name.removesuffix("_node")}.yaml')],
+                         overrides=overrides, env=env)
+             for name, overrides in (('sim_arm_node', {'seed': args.seed}), ('executor_node', {}),
+                                     ('policy_node', {'checkpoint': str(checkpoint)}))]
+    print(f'demo: starting {", ".join(n.name for n in nodes)} (logs in {output / "logs"}), {args.episodes} episodes '
+          'with self-correction, then without')
     for node in nodes:
         node.start()
-    rclpy.init()
-    probe = rclpy.create_node('demo_chunk_source')
-    state = {'q': None, 'executor': None}
-    probe.create_subscription(JointState, 'joint_states', lambda m: state.__setitem__('q', np.array(m.position)), qos_profile_sensor_data)
-    probe.create_subscription(ExecutorState, 'asyncvla/executor_state', lambda m: state.__setitem__('executor', m), 10)
-    chunks = probe.create_publisher(ActionChunk, 'asyncvla/action_chunk', 10)
-    enable = probe.create_client(SetBool, 'executor_node/enable')
-    executor = SingleThreadedExecutor()
-    executor.add_node(probe)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    errors, chunk_id = [], 1
+    probe = DemoProbe()
+    results = {}
     try:
-        if not wait_until(lambda: state['q'] is not None and state['executor'] is not None and enable.service_is_ready(), 60):
+        if not wait_until(probe.ready, 120):
             print('demo: the nodes did not come up; see the logs')
             return 1
-        future = enable.call_async(SetBool.Request(data=True))
-        wait_until(future.done, 10)
-        print(f'demo: {future.result().message}')
-        for pose in POSES:
-            for _ in range(6):  # 3 s per pose: a 1 s chunk every 0.5 s from where the arm is
-                now = probe.get_clock().now().nanoseconds * 1e-9
-                start = state['q']
-                steps = start + np.linspace(0.0, 1.0, 10)[:, None] * (pose - start)
-                chunks.publish(chunk_to_msg(Chunk(chunk_id, now + 0.05, 0.1, list(JOINT_NAMES), steps), now))
-                chunk_id += 1
-                time.sleep(0.5)
-            time.sleep(1.0)  # the last chunk runs out
-            errors.append(float(np.max(np.abs(state['q'] - pose))))
-            print(f'demo: pose {np.round(pose, 2).tolist()} reached within {errors[-1]:.3f} rad')
-        limit_events = int(state['executor'].limit_events)
+        for mode, on in (('self_correction', True), ('sfm', False)):
+            probe.set_policy(self_correction=on)
+            results[mode] = []
+            for episode in range(args.episodes):
+                result = run_episode(probe, args.episode_seconds)
+                results[mode].append(result)
+                print(f'demo: {mode} episode {episode + 1}/{args.episodes}: '
+                      f'{"success" if result["success"] else "failure"} after {result["seconds"]:.1f} s', flush=True)
+        probe.call(probe.enable_client, probe.SetBool.Request(data=False))
     finally:
-        executor.shutdown()
-        rclpy.try_shutdown()
+        probe.shutdown()
         for node in nodes:
             node.stop()
-    print('demo: not built yet, so not part of this demo: ' + '; '.join(MISSING))
-    print(json.dumps({'episodes': 0, 'poses': len(POSES), 'max_pose_error_rad': round(max(errors), 4),
-                      'limit_events': limit_events, 'missing': MISSING}))
+    latencies = [ms for e in results['self_correction'] for ms in e['chunk_ms']]
+    refined = [f for e in results['self_correction'] for f in e['refined_fraction']]
+    summary = {'success_rate_self_correction': float(np.mean([e['success'] for e in results['self_correction']])),
+               'success_rate_sfm': float(np.mean([e['success'] for e in results['sfm']])), 'episodes': args.episodes,
+               'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
+               'refined_fraction': float(np.mean(refined)) if refined else None}
+    report = write_report(output, results, summary)
+    print(f'demo: success {summary["success_rate_self_correction"]:.2f} with self-correction, '
+          f'{summary["success_rate_sfm"]:.2f} without; report in {report}')
+    print(json.dumps(summary))
     return 0
