@@ -9,8 +9,13 @@ import numpy as np
 import torch
 
 from asyncvla_ros.model.checkpoint import CheckpointError, load_checkpoint
+from asyncvla_ros.paths import share_dir
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / 'checkpoints' / 'demo'
+
+
+def demo_checkpoint() -> Path:
+    """The demo checkpoint shipped with the package (checkpoints/demo)."""
+    return share_dir() / 'checkpoints' / 'demo'
 
 
 @dataclass
@@ -36,7 +41,7 @@ class ChunkPrediction:
 class PolicyRunner:
     def __init__(self, checkpoint: str | Path = '', device: str = 'auto', dtype: str = 'auto',
                  attn_implementation: str = 'auto', seed: int = 0):
-        path = Path(checkpoint) if checkpoint else DEMO_CHECKPOINT
+        path = Path(checkpoint) if checkpoint else demo_checkpoint()
         if not checkpoint and not path.is_dir():
             raise CheckpointError(f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`')
         self.model, self.processor = load_checkpoint(path, device, dtype, attn_implementation)

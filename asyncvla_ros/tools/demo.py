@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asyncvla_ros.model.runner import DEMO_CHECKPOINT
+from asyncvla_ros.model.runner import demo_checkpoint
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
 
@@ -140,7 +140,7 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
 
 
 def run_demo(args) -> int:
-    checkpoint = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
+    checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
     if not checkpoint.is_dir():
         print(f'demo: no checkpoint at {checkpoint}: train one (README, "Training") and pass --checkpoint, '
               'or commit the demo checkpoint there')
