@@ -61,3 +61,30 @@ def test_console_scripts_resolve():
         module = ep.value.split(':')[0]
         if (ROOT / (module.replace('.', '/') + '.py')).exists():
             assert callable(ep.load()), ep.name
+
+
+def test_colcon_builds_the_package_as_a_ros_install_would(tmp_path):
+    """`colcon build` of the checkout against the pip ROS wheels: messages, `ros2 run` executables in
+    lib/asyncvla_ros, launch/config/checkpoints in share/, and the built messages import."""
+    import os
+    import shutil
+    import subprocess
+
+    workspace = tmp_path / 'ws'
+    source = workspace / 'src' / 'asyncvla_ros'
+    ignored = shutil.ignore_patterns('.venv', 'build', 'install', 'log', 'runs', '.git', '__pycache__', '*.egg-info')
+    shutil.copytree(ROOT, source, ignore=ignored)
+    env = {**os.environ, 'AMENT_PREFIX_PATH': sys.prefix, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}'}
+    result = subprocess.run(['colcon', 'build', '--event-handlers', 'console_direct-'], cwd=workspace, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    install = workspace / 'install' / 'asyncvla_ros'
+    assert {'policy_node', 'executor_node', 'sim_arm_node', 'asyncvla'} <= {p.name for p in (install / 'lib/asyncvla_ros').iterdir()}
+    for relative in ('launch/sim.launch.py', 'config/executor.yaml', 'config/robots/so101.yaml', 'msg/ActionChunk.msg',
+                     'package.xml'):
+        assert (install / 'share/asyncvla_ros' / relative).is_file(), relative
+    site = next(install.glob('lib/python3*/site-packages'))
+    check = subprocess.run([sys.executable, '-c', 'from asyncvla_ros.msg import ActionChunk; print(ActionChunk().num_steps)'],
+                           cwd=tmp_path, capture_output=True, text=True,
+                           env={**env, 'PYTHONPATH': str(site), 'LD_LIBRARY_PATH': f'{install / "lib"}:{os.environ.get("LD_LIBRARY_PATH", "")}'})
+    assert check.stdout.strip() == '0', check.stderr[-2000:]
