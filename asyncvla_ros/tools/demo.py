@@ -18,6 +18,7 @@ import numpy as np
 
 from asyncvla_ros.model.runner import demo_checkpoint
 from asyncvla_ros.paths import config_path
+from asyncvla_ros.sim.so101 import JOINT_NAMES
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
 
 
@@ -112,8 +113,9 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
         t0 = episode['joints'][0][0]
         q = np.array([j for _, j in episode['joints']])
         fig, ax = plt.subplots(figsize=(8, 4))
-        ax.plot([t - t0 for t, _ in episode['joints']], q)
+        ax.plot([t - t0 for t, _ in episode['joints']], q, label=list(JOINT_NAMES))
         ax.set(xlabel='s', ylabel='rad', title='joint positions, first episode with self-correction')
+        ax.legend(fontsize='small', ncol=3)
         fig.savefig(output / 'joints.png', dpi=100)
         plt.close(fig)
     confidences = [c for e in results['self_correction'] for c in e['confidence'] if c]
