@@ -58,9 +58,7 @@ def test_console_scripts_resolve():
            if ep.value.startswith('asyncvla_ros.')}
     assert {'executor_node', 'sim_arm_node', 'policy_node', 'asyncvla'} <= set(eps)
     for ep in eps.values():
-        module = ep.value.split(':')[0]
-        if (ROOT / (module.replace('.', '/') + '.py')).exists():
-            assert callable(ep.load()), ep.name
+        assert callable(ep.load()), ep.name  # a missing module or main fails here
 
 
 def test_colcon_builds_the_package_as_a_ros_install_would(tmp_path):
