@@ -9,17 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from asyncvla_ros.training.demonstrations import CAMERA_KEY, make_dataset
+from asyncvla_ros.training.demonstrations import CAMERA_KEY
 from asyncvla_ros.training.lerobot_format import EPISODES_PATH, DatasetError, DatasetSpec, LeRobotDataset, load_data_config
 from asyncvla_ros.training.trainer import TrainConfig, build_policy, collate, split_episodes, train_policy, train_rater
-
-
-@pytest.fixture(scope='module')
-def dataset_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data') / 'so101'
-    result = make_dataset(root, episodes=2, seed=3, image_size=64)
-    assert result['episodes'] == 2 and result['failed'] == 0
-    return root
 
 
 def spec(root):

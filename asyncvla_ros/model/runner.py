@@ -35,6 +35,7 @@ class ChunkPrediction:
     positions: np.ndarray             # (L, J) robot units
     confidence: np.ndarray            # (L,), empty when no rater ran
     refined: np.ndarray               # (L,) bool
+    sfm_positions: np.ndarray         # (L, J) the chunk before self-correction (what SFM alone gives)
     timings_ms: dict = field(default_factory=dict)
 
 
@@ -77,7 +78,8 @@ class PolicyRunner:
             confidence_threshold=request.confidence_threshold, num_correction_rounds=request.num_correction_rounds,
             num_steps=request.num_steps, generator=self.generator)
         positions = self.processor.unnormalize_actions(result.actions[0])
+        sfm_positions = self.processor.unnormalize_actions(result.sfm_actions[0])
         if num_committed:  # exactly what was committed, not a normalise/unnormalise round trip
-            positions[:num_committed] = request.committed
+            positions[:num_committed] = sfm_positions[:num_committed] = request.committed
         confidence = np.zeros(0, np.float32) if result.confidence is None else result.confidence[0].float().cpu().numpy()
-        return ChunkPrediction(positions, confidence, result.refined[0].cpu().numpy(), result.timings_ms)
+        return ChunkPrediction(positions, confidence, result.refined[0].cpu().numpy(), sfm_positions, result.timings_ms)

@@ -1,6 +1,8 @@
 """Conversions between ROS messages and the core's types (numpy arrays, seconds, Chunk)."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from std_msgs.msg import Float64MultiArray
@@ -8,6 +10,17 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from asyncvla_ros.control.chunk import Chunk, chunk_from_flat
 from asyncvla_ros.msg import ActionChunk
+
+
+def message_class(msgtype: str):
+    """The Python class of `package/msg/Name` (rosidl_runtime_py is not on PyPI). Raises ImportError with
+    a sentence a user can act on."""
+    package, _, name = msgtype.partition('/msg/')
+    try:
+        return getattr(importlib.import_module(f'{package}.msg'), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ImportError(f'unknown message type {msgtype}: {package}.msg.{name} is not importable here '
+                          f'(source the workspace that builds {package})') from exc
 
 
 def to_seconds(stamp: Time) -> float:

@@ -127,6 +127,67 @@ def cmd_bringup(args) -> int:
     return 0 if stop else 1
 
 
+def cmd_record(args) -> int:
+    """Record topics into a rosbag2 (mcap or sqlite3) through raw subscriptions."""
+    from asyncvla_ros.tools.bags import BagError
+    from asyncvla_ros.tools.record import record
+    try:
+        result = record(args.output, args.topics, args.storage, args.duration, args.ros_args)
+    except BagError as exc:
+        print(f'record: {exc}', file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    """Publish a rosbag2 with its recorded timing (rate, offset, loop, remapping, /clock)."""
+    from asyncvla_ros.tools.bags import BagError
+    from asyncvla_ros.tools.replay import ReplayOptions, replay
+    remap = dict(r.split(':=', 1) for r in args.remap)
+    options = ReplayOptions(args.rate, args.start_offset, args.loop, args.topics, remap, args.clock, args.startup_delay)
+    try:
+        result = replay(args.bag, options, args.ros_args)
+    except BagError as exc:
+        print(f'replay: {exc}', file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Run the policy open loop over a LeRobot dataset or a bag and report errors, calibration, speed."""
+    from asyncvla_ros.model.checkpoint import CheckpointError
+    from asyncvla_ros.model.runner import PolicyRunner
+    from asyncvla_ros.nodes.params import POLICY_NODE
+    from asyncvla_ros.tools.bags import BagError
+    from asyncvla_ros.tools.evaluate import SUMMARY_KEYS, EvalSettings, bag_source, dataset_source, evaluate, write_report
+    from asyncvla_ros.training.lerobot_format import DatasetError
+
+    defaults = POLICY_NODE.defaults()
+    try:
+        runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
+        stride = args.stride or runner.chunk_size
+        if args.dataset:
+            source = dataset_source(args.dataset, runner, stride)
+        else:
+            source = bag_source(args.bag, runner, stride, args.camera_topics or defaults['camera_topics'],
+                                args.joint_names or defaults['joint_names'], args.joint_topic, args.command_topic,
+                                args.instruction_topic, args.instruction or defaults['instruction'])
+        print(f'evaluate: {len(source.queries)} chunks from {source.description}')
+        metrics = evaluate(runner, source, EvalSettings(args.confidence_threshold, args.num_correction_rounds, args.num_denoise_steps))
+    except (BagError, DatasetError, CheckpointError) as exc:
+        print(f'evaluate: {exc}', file=sys.stderr)
+        return 2
+    checkpoint = str(args.checkpoint or 'the demo checkpoint')
+    report = write_report(args.output, metrics, source, checkpoint, args.joint_names or defaults['joint_names'])
+    print(f'evaluate: action_error {metrics["action_error"]:.4f} (SFM only {metrics["action_error_sfm"]:.4f}), '
+          f'rater_spearman {metrics["rater_spearman"]:.3f}, refined_fraction {metrics["refined_fraction"]:.3f}, '
+          f'latency p50 {metrics["latency_ms_p50"]:.1f} ms, realtime_factor {metrics["realtime_factor"]:.1f}; wrote {report}')
+    print(json.dumps({k: metrics[k] for k in SUMMARY_KEYS}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -171,6 +232,45 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument('--command-interface', default='joint_trajectory', choices=['joint_trajectory', 'forward_command'])
     bringup.add_argument('--log-dir', type=Path, default=Path('runs/bringup'))
     bringup.set_defaults(func=cmd_bringup)
+    from asyncvla_ros.tools.record import DEFAULT_TOPICS
+    rec = sub.add_parser('record', help=cmd_record.__doc__)
+    rec.add_argument('--output', '-o', type=Path, required=True, help='the bag directory to create')
+    rec.add_argument('--topics', nargs='+', default=list(DEFAULT_TOPICS),
+                     help='topic names or fnmatch patterns; relative ones are in the namespace (default: %(default)s)')
+    rec.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
+    rec.add_argument('--duration', type=float, default=0.0, help='seconds to record (default: until Ctrl-C)')
+    rec.set_defaults(func=cmd_record)
+    play = sub.add_parser('replay', help=cmd_replay.__doc__)
+    play.add_argument('bag', type=Path)
+    play.add_argument('--rate', type=float, default=1.0)
+    play.add_argument('--start-offset', type=float, default=0.0, help='seconds of the bag to skip')
+    play.add_argument('--loop', action='store_true')
+    play.add_argument('--topics', nargs='+', help='topics to publish (default: all)')
+    play.add_argument('--remap', nargs='+', default=[], metavar='FROM:=TO')
+    play.add_argument('--clock', type=float, default=0.0, metavar='HZ',
+                      help='publish /clock from the bag time at this rate, for nodes with use_sim_time')
+    play.add_argument('--startup-delay', type=float, default=1.0, help='seconds for discovery before playing')
+    play.set_defaults(func=cmd_replay)
+    ev = sub.add_parser('evaluate', help=cmd_evaluate.__doc__)
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument('--dataset', type=Path, help='a LeRobot v3.0 dataset root')
+    source.add_argument('--bag', type=Path, help='a rosbag2 (mcap or sqlite3)')
+    ev.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
+    ev.add_argument('--output', type=Path, required=True)
+    ev.add_argument('--stride', type=int, default=0, help='steps between queries (default: the chunk size)')
+    ev.add_argument('--device', default='auto')
+    ev.add_argument('--seed', type=int, default=0)
+    ev.add_argument('--confidence-threshold', type=float, default=0.5)
+    ev.add_argument('--num-correction-rounds', type=int, default=1)
+    ev.add_argument('--num-denoise-steps', type=int, default=10)
+    ev.add_argument('--camera-topics', nargs='+', help='bag: one per checkpoint camera (default: policy_node\'s)')
+    ev.add_argument('--joint-names', nargs='+', help="default: policy_node's joint_names")
+    ev.add_argument('--joint-topic', default='/joint_states')
+    ev.add_argument('--command-topic', default='/arm_controller/joint_trajectory',
+                    help='bag: the recorded commands to compare with (joint states when absent)')
+    ev.add_argument('--instruction-topic', default='/asyncvla/instruction')
+    ev.add_argument('--instruction', help="bag: when it has no instruction messages (default: policy_node's)")
+    ev.set_defaults(func=cmd_evaluate)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=int, default=20)
     demo.add_argument('--episode-seconds', type=float, default=30.0)
@@ -182,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Arguments after `--ros-args` go to rclpy (record, replay), as with `ros2 run`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index('--ros-args') if '--ros-args' in argv else len(argv)
+    args = build_parser().parse_args(argv[:split])
+    args.ros_args = argv[split:]
     return args.func(args)
 
 

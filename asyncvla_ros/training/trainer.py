@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from scipy.stats import spearmanr
 from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 from transformers import Qwen2VLImageProcessorPil, get_cosine_schedule_with_warmup
@@ -20,6 +19,7 @@ from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
 from asyncvla_ros.model.processing_asyncvla import SYSTEM_PROMPT
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 from asyncvla_ros.training.lerobot_format import DatasetSpec, LeRobotDataset
+from asyncvla_ros.training.metrics import rater_spearman
 
 
 @dataclass
@@ -112,7 +112,7 @@ def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, da
         if result.confidence is not None:
             confidences.extend(result.confidence[0][torch.from_numpy(valid)].cpu().tolist())
             step_errors.extend(np.abs(sfm - truth).mean(-1).tolist())
-    spearman = float(spearmanr(confidences, -np.asarray(step_errors)).statistic) if len(confidences) > 2 else float('nan')
+    spearman = rater_spearman(confidences, step_errors)
     return {'action_error': float(np.mean(errors)), 'action_error_sfm': float(np.mean(sfm_errors)),
             'baseline_error': float(np.mean(baseline)), 'action_error_ratio': float(np.mean(errors) / np.mean(baseline)),
             'rater_spearman': spearman}
