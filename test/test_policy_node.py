@@ -1,5 +1,7 @@
 """policy_node over real DDS with a tiny random checkpoint: the closed loop with the simulated arm and
 the executor, bad input, and run-time parameters."""
+import os
+import signal
 import threading
 import time
 
@@ -28,8 +30,9 @@ class Observer:
     def __init__(self, context):
         self.node = rclpy.create_node('observer', context=context)
         self.lock = threading.Lock()
-        self.chunks, self.statuses, self.trajectories, self.joints = [], [], [], []
+        self.chunks, self.statuses, self.trajectories, self.joints, self.executor = [], [], [], [], []
         for msg_type, topic, store, qos in ((ActionChunk, 'asyncvla/action_chunk', self.chunks, 10),
+                                            (ExecutorState, 'asyncvla/executor_state', self.executor, 10),
                                             (PolicyStatus, 'asyncvla/policy_status', self.statuses, 50),
                                             (JointTrajectory, 'arm_controller/joint_trajectory', self.trajectories, 10),
                                             (JointState, 'joint_states', self.joints, qos_profile_sensor_data)):
@@ -76,6 +79,38 @@ def test_closed_loop_over_dds_moves_the_arm_within_limits(spinner, ros_context, 
     assert all(c.num_steps == 8 and len(c.positions) == 8 * 6 and list(c.joint_names) == JOINTS for c in chunks)
     points = np.array([p.positions for t in trajectories for p in t.points])
     assert len(points) and np.all(points >= PROFILE.position_min - 1e-9) and np.all(points <= PROFILE.position_max + 1e-9)
+
+
+def test_killing_the_policy_holds_the_arm_and_a_restart_resumes(spinner, ros_context, node_process, tiny_checkpoint):
+    observer = Observer(ros_context)
+    spinner.add(observer.node)
+    node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')], large_messages=True)
+    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
+                 overrides={'start_enabled': True, 'watchdog_timeout_s': 0.5}, large_messages=True)
+    policy_args = ('policy_node', 'asyncvla_ros.nodes.policy_node', [config_path('policy.yaml')],
+                   {'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4}, True)
+
+    def mode():
+        with observer.lock:
+            return observer.executor[-1].mode if observer.executor else ''
+
+    first = node_process(*policy_args)
+    assert wait_until(lambda: mode() == 'executing', timeout=60), mode()
+    os.killpg(first.process.pid, signal.SIGKILL)  # mid-episode, no goodbye
+    killed_at = time.monotonic()
+    last_id = max(c.chunk_id for c in list(observer.chunks))
+    assert wait_until(lambda: mode() == 'holding', timeout=5), mode()
+    hold_after = time.monotonic() - killed_at
+    time.sleep(1.5)  # the hold decelerates within the limits and then keeps the arm still
+    with observer.lock:
+        recent = [m for m in observer.executor[-20:]]
+        joints = np.array([j.position for j in observer.joints[-50:]])
+    assert all(m.mode == 'holding' for m in recent)
+    assert np.allclose(recent[0].last_command, recent[-1].last_command), 'the held command moved'
+    assert np.max(np.ptp(joints, axis=0)) < 0.01, 'the arm is not still while holding'
+    node_process(*policy_args)  # restarted: a new process, chunk ids continue from the executor's
+    assert wait_until(lambda: any(c.chunk_id > last_id for c in list(observer.chunks)) and mode() == 'executing', timeout=60), mode()
+    print(f'policy_node killed: executor holding after {hold_after:.2f} s (watchdog 0.5 s); restarted: executing again')
 
 
 @pytest.fixture

@@ -55,6 +55,23 @@ def test_data_yaml_in_the_eo1_schema(dataset_root, tmp_path):
     assert specs[0].repo_id == 'local/so101' and list(specs[0].select_video_keys) == [CAMERA_KEY]
 
 
+@pytest.mark.parametrize('mode', ['absolute', 'delta'])
+def test_action_modes_round_trip_and_delta_statistics(dataset_root, mode):
+    ds = LeRobotDataset(spec(dataset_root), chunk_size=8)
+    _, processor = build_policy(TrainConfig(preset='tiny', image_size=56, action_mode=mode), ds, sorted(ds.tasks.values()))
+    samples = [ds.chunk_at(i) for i in range(len(ds))]
+    states, actions = np.stack([s['state'] for s in samples]), np.stack([s['actions'] for s in samples])
+    normalised = processor.normalize_actions(actions, states)
+    assert normalised.shape == (len(ds), 8, processor.max_action_dim)
+    np.testing.assert_allclose(processor.unnormalize_actions(normalised, states), actions, atol=1e-4)
+    used = normalised[..., :processor.action_dim].reshape(-1, processor.action_dim)
+    if mode == 'delta':  # statistics of action[t+k] - state[t]: the normalised deltas are standardised
+        np.testing.assert_allclose(used.mean(0), 0, atol=1e-3)
+        np.testing.assert_allclose(used.std(0), 1, atol=1e-3)
+        held = processor.unnormalize_actions(processor.normalize_actions(np.repeat(states[:, None], 8, 1), states), states + 1.0)
+        np.testing.assert_allclose(held, np.repeat(states[:, None] + 1.0, 8, 1), atol=1e-4)  # relative to the given state
+
+
 def test_tiny_training_run_lowers_the_loss(dataset_root, tmp_path):
     config = TrainConfig(preset='tiny', steps=250, batch_size=8, lr=1e-3, vision_lr=1e-3, image_size=56, weight_decay=0.0,
                          validate_every=0, save_every=0, seed=0)

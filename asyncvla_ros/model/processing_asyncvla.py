@@ -1,6 +1,10 @@
 """AsyncVLAProcessor: camera images, joint state and instruction -> model inputs; normalised model
 actions -> robot actions. Images go through Qwen2-VL's PIL image processor (no torchvision); state and
-action statistics (mean/std per dimension) travel with the checkpoint as normalization.json."""
+action statistics (mean/std per dimension) travel with the checkpoint as normalization.json.
+
+Actions are `absolute` joint targets or, with `action_mode='delta'`, targets relative to the state the
+chunk starts from (the model then learns motion, not where the arm already is; the statistics are those
+of the deltas)."""
 from __future__ import annotations
 
 import json
@@ -13,12 +17,13 @@ from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil
 
 SYSTEM_PROMPT = 'You are a helpful physical assistant.'
 _EPS = 1e-6
+ACTION_MODES = ('absolute', 'delta')
 
 
 class AsyncVLAProcessor:
     def __init__(self, tokenizer, image_processor: Qwen2VLImageProcessorPil, normalization: dict,
                  camera_keys: Sequence[str], action_chunk_size: int, max_state_dim: int, max_action_dim: int,
-                 system_prompt: str = SYSTEM_PROMPT, action_dt: float = 0.1):
+                 system_prompt: str = SYSTEM_PROMPT, action_dt: float = 0.1, action_mode: str = 'absolute'):
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = 'left'
         self.image_processor = image_processor
@@ -31,6 +36,11 @@ class AsyncVLAProcessor:
                               for k, stats in normalization.items()}
         self.state_dim = len(self.normalization['state']['mean'])
         self.action_dim = len(self.normalization['action']['mean'])
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f'action_mode must be one of {ACTION_MODES}, got {action_mode!r}')
+        if action_mode == 'delta' and self.state_dim != self.action_dim:
+            raise ValueError(f'delta actions need state dim == action dim, got {self.state_dim} and {self.action_dim}')
+        self.action_mode = action_mode
         if self.state_dim > max_state_dim or self.action_dim > max_action_dim:
             raise ValueError(f'state/action dims {self.state_dim}/{self.action_dim} exceed the model maximum '
                              f'{max_state_dim}/{max_action_dim}')
@@ -81,11 +91,22 @@ class AsyncVLAProcessor:
         width = self.max_state_dim if key == 'state' else self.max_action_dim
         return np.concatenate([normalised, np.zeros((*values.shape[:-1], width - values.shape[-1]), np.float32)], -1)
 
-    def unnormalize_actions(self, actions) -> np.ndarray:
-        """Model actions (..., max_action_dim) -> robot units (..., action_dim)."""
+    def normalize_actions(self, actions: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """Robot actions (..., L, A) and the states (..., S) their chunks start from -> model actions
+        (..., L, max_action_dim)."""
+        actions = np.asarray(actions, dtype=np.float32)
+        if self.action_mode == 'delta':
+            actions = actions - np.expand_dims(np.asarray(states, dtype=np.float32), -2)
+        return self.normalize('action', actions)
+
+    def unnormalize_actions(self, actions, states: np.ndarray) -> np.ndarray:
+        """Model actions (..., L, max_action_dim) and the states (..., S) -> robot units (..., L, action_dim)."""
         actions = actions.detach().float().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
         stats = self.normalization['action']
-        return actions[..., :self.action_dim] * (stats['std'] + _EPS) + stats['mean']
+        robot = actions[..., :self.action_dim] * (stats['std'] + _EPS) + stats['mean']
+        if self.action_mode == 'delta':
+            robot = robot + np.expand_dims(np.asarray(states, dtype=np.float32), -2)
+        return robot
 
     # --------------------------------------------------------------- persistence (local directories only)
     def save_pretrained(self, directory) -> None:
@@ -98,7 +119,7 @@ class AsyncVLAProcessor:
         (directory / 'asyncvla_processor.json').write_text(json.dumps(
             {'camera_keys': self.camera_keys, 'action_chunk_size': self.action_chunk_size,
              'max_state_dim': self.max_state_dim, 'max_action_dim': self.max_action_dim,
-             'system_prompt': self.system_prompt, 'action_dt': self.action_dt}, indent=1))
+             'system_prompt': self.system_prompt, 'action_dt': self.action_dt, 'action_mode': self.action_mode}, indent=1))
 
     @classmethod
     def from_pretrained(cls, directory) -> 'AsyncVLAProcessor':

@@ -72,13 +72,13 @@ class PolicyRunner:
         committed = None
         num_committed = 0 if request.committed is None else len(request.committed)
         if num_committed:
-            committed = torch.from_numpy(self.processor.normalize('action', request.committed))[None].to(self.device)
+            committed = torch.from_numpy(self.processor.normalize_actions(request.committed, request.state))[None].to(self.device)
         result = self.model.generate_chunk(
             **inputs, committed=committed, num_committed=num_committed, self_correction=request.self_correction,
             confidence_threshold=request.confidence_threshold, num_correction_rounds=request.num_correction_rounds,
             num_steps=request.num_steps, generator=self.generator)
-        positions = self.processor.unnormalize_actions(result.actions[0])
-        sfm_positions = self.processor.unnormalize_actions(result.sfm_actions[0])
+        positions = self.processor.unnormalize_actions(result.actions[0], request.state)
+        sfm_positions = self.processor.unnormalize_actions(result.sfm_actions[0], request.state)
         if num_committed:  # exactly what was committed, not a normalise/unnormalise round trip
             positions[:num_committed] = sfm_positions[:num_committed] = request.committed
         confidence = np.zeros(0, np.float32) if result.confidence is None else result.confidence[0].float().cpu().numpy()

@@ -3,6 +3,7 @@ ROS context shuts down under them; and the nodes' common `main`."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Callable
 
@@ -13,6 +14,9 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 from asyncvla_ros.control.pacing import run_paced
+
+
+GIL_SWITCH_INTERVAL_S = 0.0002
 
 
 class NodeLoop:
@@ -46,6 +50,9 @@ class NodeLoop:
 
     def _run(self) -> None:
         if self._priority > 0:
+            # A real-time thread in Python also needs the GIL promptly: another thread may keep it for
+            # the interpreter's switch interval (5 ms by default) before it has to let go.
+            sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
             try:
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._priority))
                 self._node.get_logger().info(f'{self._thread.name}: real-time priority {self._priority} (SCHED_FIFO)')

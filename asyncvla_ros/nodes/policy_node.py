@@ -212,7 +212,7 @@ class PolicyNode(LifecycleNode):
                                p['num_denoise_steps'])
         meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time,
                 'executor_step': executor_step, 'started': time.perf_counter(),
-                'chunk_id': (self.last_chunk.chunk_id if self.last_chunk else 0) + 1}
+                'chunk_id': max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1}
         return request, meta
 
     def _infer(self, request: ChunkRequest, meta: dict) -> None:

@@ -59,7 +59,8 @@ def cmd_train(args) -> int:
     from asyncvla_ros.training.trainer import TrainConfig, train_policy
     config = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          vision_lr=args.vision_lr, image_size=args.image_size, seed=args.seed, save_every=args.save_every,
-                         validate_every=args.validate_every, gradient_checkpointing=args.gradient_checkpointing)
+                         validate_every=args.validate_every, gradient_checkpointing=args.gradient_checkpointing,
+                         action_mode=args.action_mode)
     result = train_policy(_specs(args), args.output, config, resume=args.resume)
     print(f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '
           f'{result["last_loss"]:.4f}; checkpoint and train_log.csv in {result["output"]}')
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == 'train':
             p.add_argument('--output', type=Path, required=True)
             p.add_argument('--preset', default='small', choices=['tiny', 'small', 'qwen2.5-vl-3b'])
+            p.add_argument('--action-mode', default='delta', choices=['delta', 'absolute'],
+                           help='delta: actions relative to the state each chunk starts from')
             p.add_argument('--vision-lr', type=float, default=2e-5)
             p.add_argument('--image-size', type=int, default=112)
             p.add_argument('--save-every', type=int, default=500)

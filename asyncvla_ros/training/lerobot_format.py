@@ -239,14 +239,16 @@ class LeRobotDataset:
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict:
+    def chunk_at(self, i: int) -> dict:
+        """Sample `i` without its images: state, actions (L, A) and their padding mask."""
         row, episode = self.index[i]
         end = episode['dataset_to_index']
         steps = np.arange(row, row + self.chunk_size)
-        is_pad = steps >= end
-        steps = np.minimum(steps, end - 1)
+        return {'state': self.state[row], 'actions': self.action[np.minimum(steps, end - 1)], 'action_is_pad': steps >= end,
+                'task': self.tasks[int(self.task_index[row])], 'episode_index': int(self.episode_of[row])}
+
+    def __getitem__(self, i: int) -> dict:
+        row, episode = self.index[i]
         t = row - episode['dataset_from_index']
         return {'images': [self.frames[k][episode['episode_index']][t] for k in self.spec.select_video_keys],
-                'state': self.state[row],
-                'actions': self.action[steps], 'action_is_pad': is_pad, 'task': self.tasks[int(self.task_index[row])],
-                'episode_index': int(self.episode_of[row])}
+                **self.chunk_at(i)}

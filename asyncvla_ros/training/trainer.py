@@ -38,6 +38,7 @@ class TrainConfig:
     validation_samples: int = 32
     gradient_checkpointing: bool = False
     held_out_fraction: float = 0.1
+    action_mode: str = 'delta'
 
 
 def split_episodes(spec: DatasetSpec, fraction: float) -> tuple[list[int], list[int]]:
@@ -61,15 +62,25 @@ def build_policy(config: TrainConfig, dataset: LeRobotDataset, texts: list[str])
     torch.manual_seed(config.seed)
     model = AsyncVLAPolicy(AsyncVLAConfig.from_preset(config.preset, **ids))
     pixels = config.image_size * config.image_size
-    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels), dataset.stats,
+    stats = dataset.stats if config.action_mode == 'absolute' else {**dataset.stats, 'action': delta_action_stats(dataset)}
+    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels), stats,
                                   list(dataset.spec.select_video_keys), model.config.action_chunk_size,
-                                  model.config.max_state_dim, model.config.max_action_dim, action_dt=1.0 / dataset.fps)
+                                  model.config.max_state_dim, model.config.max_action_dim, action_dt=1.0 / dataset.fps,
+                                  action_mode=config.action_mode)
     return model, processor
+
+
+def delta_action_stats(dataset: LeRobotDataset) -> dict:
+    """Mean/std of action[t + k] - state[t] over every frame t and chunk step k (padding repeats the
+    episode's last action, as the samples do)."""
+    deltas = np.concatenate([s['actions'] - s['state'] for s in (dataset.chunk_at(i) for i in range(len(dataset)))])
+    return {'mean': deltas.mean(0).tolist(), 'std': deltas.std(0).tolist()}
 
 
 def collate(samples: list[dict], processor: AsyncVLAProcessor) -> dict:
     batch = processor([s['images'] for s in samples], np.stack([s['state'] for s in samples]), [s['task'] for s in samples])
-    batch['actions'] = torch.from_numpy(processor.normalize('action', np.stack([s['actions'] for s in samples])))
+    batch['actions'] = torch.from_numpy(processor.normalize_actions(np.stack([s['actions'] for s in samples]),
+                                                                    np.stack([s['state'] for s in samples])))
     batch['action_is_pad'] = torch.from_numpy(np.stack([s['action_is_pad'] for s in samples]))
     return batch
 
@@ -95,7 +106,7 @@ def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, da
     model.eval()
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(dataset), size=min(samples, len(dataset)), replace=False)
-    mean_action = np.asarray(processor.normalization['action']['mean'])
+    mean_action = np.asarray(dataset.stats['action']['mean'])  # stats.json: the whole dataset's
     errors, sfm_errors, baseline, confidences, step_errors = [], [], [], [], []
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     for i in picks:
@@ -103,8 +114,8 @@ def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, da
         inputs = {k: v.to(next(model.parameters()).device) for k, v in processor([sample['images']], sample['state'][None], [sample['task']]).items()}
         result = model.generate_chunk(**inputs, generator=generator)
         valid = ~sample['action_is_pad']
-        predicted = processor.unnormalize_actions(result.actions[0])[valid]
-        sfm = processor.unnormalize_actions(result.sfm_actions[0])[valid]
+        predicted = processor.unnormalize_actions(result.actions[0], sample['state'])[valid]
+        sfm = processor.unnormalize_actions(result.sfm_actions[0], sample['state'])[valid]
         truth = sample['actions'][valid]
         errors.append(np.abs(predicted - truth).mean())
         sfm_errors.append(np.abs(sfm - truth).mean())
