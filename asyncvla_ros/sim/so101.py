@@ -5,6 +5,8 @@ Used by sim_arm_node, the demonstration generator and the tests. Rendering uses 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 JOINT_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
@@ -13,6 +15,7 @@ _CARRY_RISE = 0.03  # block lifted this far above its reset height counts as car
 
 class SO101Plant:
     def __init__(self, seed: int = 0, image_width: int = 224, image_height: int = 224, render: bool = True):
+        os.environ.setdefault('MUJOCO_GL', 'egl')  # headless unless the user chose a backend (before mujoco loads)
         from lerobot_env_so101 import GymRenderingSpec, SO101PickPlaceGymEnv
         from lerobot_env_so101.policy import DEFAULT_ACTION_SCALE
 

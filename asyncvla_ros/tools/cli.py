@@ -128,32 +128,29 @@ def cmd_bringup(args) -> int:
     return 0 if stop else 1
 
 
-def cmd_record(args) -> int:
-    """Record topics into a rosbag2 (mcap or sqlite3) through raw subscriptions."""
+def _bag_command(name: str, run) -> int:
+    """Runs a bag command: its result as the last JSON line, or its BagError on stderr with exit code 2."""
     from asyncvla_ros.tools.bags import BagError
-    from asyncvla_ros.tools.record import record
     try:
-        result = record(args.output, args.topics, args.storage, args.duration, args.ros_args)
+        result = run()
     except BagError as exc:
-        print(f'record: {exc}', file=sys.stderr)
+        print(f'{name}: {exc}', file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0
+
+
+def cmd_record(args) -> int:
+    """Record topics into a rosbag2 (mcap or sqlite3) through raw subscriptions."""
+    from asyncvla_ros.tools.record import record
+    return _bag_command('record', lambda: record(args.output, args.topics, args.storage, args.duration, args.ros_args))
 
 
 def cmd_replay(args) -> int:
     """Publish a rosbag2 with its recorded timing (rate, offset, loop, remapping, /clock)."""
-    from asyncvla_ros.tools.bags import BagError
     from asyncvla_ros.tools.replay import ReplayOptions, replay
-    remap = dict(r.split(':=', 1) for r in args.remap)
-    options = ReplayOptions(args.rate, args.start_offset, args.loop, args.topics, remap, args.clock, args.startup_delay)
-    try:
-        result = replay(args.bag, options, args.ros_args)
-    except BagError as exc:
-        print(f'replay: {exc}', file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+    options = ReplayOptions(args.rate, args.start_offset, args.loop, args.topics, dict(args.remap), args.clock, args.startup_delay)
+    return _bag_command('replay', lambda: replay(args.bag, options, args.ros_args))
 
 
 def cmd_evaluate(args) -> int:
@@ -187,6 +184,13 @@ def cmd_evaluate(args) -> int:
           f'latency p50 {metrics["latency_ms_p50"]:.1f} ms, realtime_factor {metrics["realtime_factor"]:.1f}; wrote {report}')
     print(json.dumps({k: metrics[k] for k in SUMMARY_KEYS}))
     return 0
+
+
+def _remapping(text: str) -> tuple[str, str]:
+    source, sep, target = text.partition(':=')
+    if not sep or not source or not target:
+        raise argparse.ArgumentTypeError(f'{text!r} is not FROM:=TO')
+    return source, target
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument('--start-offset', type=float, default=0.0, help='seconds of the bag to skip')
     play.add_argument('--loop', action='store_true')
     play.add_argument('--topics', nargs='+', help='topics to publish (default: all)')
-    play.add_argument('--remap', nargs='+', default=[], metavar='FROM:=TO')
+    play.add_argument('--remap', nargs='+', default=[], metavar='FROM:=TO', type=_remapping)
     play.add_argument('--clock', type=float, default=0.0, metavar='HZ',
                       help='publish /clock from the bag time at this rate, for nodes with use_sim_time')
     play.add_argument('--startup-delay', type=float, default=1.0, help='seconds for discovery before playing')
