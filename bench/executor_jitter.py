@@ -26,6 +26,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from asyncvla_ros.control.chunk import Chunk  # noqa: E402
 from asyncvla_ros.nodes.conversions import chunk_to_msg  # noqa: E402
 from asyncvla_ros.nodes.executor_node import ExecutorNode  # noqa: E402
+from asyncvla_ros.nodes.loops import make_realtime  # noqa: E402
 from asyncvla_ros.sim.so101 import JOINT_NAMES  # noqa: E402
 
 
@@ -53,9 +54,14 @@ def measure(rate_hz: float, seconds: float, load: bool) -> dict:
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(source)
-    threading.Thread(target=executor.spin, daemon=True).start()
     node.trigger_configure()
     node.trigger_activate()
+
+    def spin():  # as run_node does for executor_node
+        make_realtime(node.spin_realtime_priority, node.get_logger(), 'callbacks')
+        executor.spin()
+
+    threading.Thread(target=spin, daemon=True).start()
     q = np.zeros(6)
     source.create_timer(0.005, lambda: pub.publish(JointState(name=list(JOINT_NAMES), position=q.tolist())))
     time.sleep(0.5)

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -29,6 +30,10 @@ def asyncvla(*args, timeout=120):
     """The command line as a user runs it, in its own process on this test's ROS domain."""
     return subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=SOURCE_ROOT, env=ros_environment(large_messages=True))
+
+
+def stamp_seconds(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
 def last_json(output: str) -> dict:
@@ -123,8 +128,7 @@ class Observer:
             store.append(msg)
 
     def _on_joint_state(self, msg):
-        import time
-        self._keep(self.joint_arrivals, (time.monotonic(), msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+        self._keep(self.joint_arrivals, (time.monotonic(), stamp_seconds(msg)))
 
 
 def test_replay_drives_policy_and_executor_on_the_bags_clock(session_bags, tiny_checkpoint, tmp_path, spinner, ros_context):
@@ -151,6 +155,36 @@ def test_replay_drives_policy_and_executor_on_the_bags_clock(session_bags, tiny_
     points = np.array([p.positions for t in commands for p in t.points])
     assert len(points) > 10, 'the executor never commanded on the replayed clock'
     assert np.all(points >= PROFILE.position_min - 1e-9) and np.all(points <= PROFILE.position_max + 1e-9)
+
+
+def test_replay_rate_offset_remap_and_loop(session_bags, spinner, ros_context):
+
+    from asyncvla_ros.tools.replay import Player, ReplayOptions
+    received = []
+    listener = rclpy.create_node('replay_listener', context=ros_context)
+    listener.create_subscription(JointState, '/replayed/joint_states', received.append, 1000)
+    spinner.add(listener)
+    player_node = rclpy.create_node('player', context=ros_context)
+    with open_bag(session_bags['mcap']) as reader:
+        duration = (reader.end_time - reader.start_time) * 1e-9
+        first_stamp = min(stamp_seconds(reader.deserialize(raw, c.msgtype)) for c, _, raw in
+                          reader.messages([c for c in reader.connections if c.topic == '/joint_states']))
+        options = ReplayOptions(rate=4.0, start_offset=2.0, topics=['/joint_states'],
+                                remap={'/joint_states': '/replayed/joint_states'})
+        player = Player(player_node, reader, session_bags['mcap'], options)
+        assert wait_until(lambda: player_node.count_subscribers('/replayed/joint_states') > 0, timeout=10)
+        began = time.monotonic()
+        player.play()
+        elapsed = time.monotonic() - began
+        assert abs(elapsed - (duration - 2.0) / 4.0) < 0.25, (elapsed, duration)
+        assert wait_until(lambda: len(received) >= 0.95 * player.counts['/joint_states'], timeout=5)
+        skipped = stamp_seconds(received[0]) - first_stamp
+        assert skipped > 1.5, 'the first 2 s of the bag were not skipped'
+        looping = Player(player_node, reader, session_bags['mcap'], ReplayOptions(rate=50.0, loop=True, topics=['/joint_states']))
+        in_bag = reader.topics['/joint_states'].msgcount
+        looping.play(stop=lambda: looping.counts['/joint_states'] > 2.5 * in_bag)
+        assert looping.counts['/joint_states'] > 2.5 * in_bag
+    player_node.destroy_node()
 
 
 @pytest.mark.parametrize('source', ['bag', 'dataset'])

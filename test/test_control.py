@@ -29,6 +29,42 @@ def test_so101_profile_matches_the_simulated_arm():
     assert profile.command_topics['joint_trajectory'] == 'arm_controller/joint_trajectory'
 
 
+def _execute(plant, actions, profile) -> bool:
+    """The recorded 10 Hz targets as one chunk through ExecutorCore at 100 Hz on the plant; success?"""
+    core = ExecutorCore(profile, ExecutorSettings(ramp_in_s=0.0, watchdog_timeout_s=100.0))
+    core.on_joint_state(profile.joint_names, plant.joint_positions, 0.0)
+    core.enable(0.0)
+    assert core.on_chunk(Chunk(1, 0.1, 0.1, list(profile.joint_names), actions), 0.0) is None
+    success = False
+    for k in range(int((len(actions) * 0.1 + 2.0) / 0.01)):
+        core.on_joint_state(profile.joint_names, plant.joint_positions, k * 0.01)
+        plant.set_targets(core.tick(k * 0.01).command)
+        plant.advance(0.01)
+        success = success or plant.success()
+    return success
+
+
+def test_so101_limits_let_the_expert_complete_the_task_through_the_executor():
+    """The profile's limits must allow the motions the demo policy learned from: the expert's recorded
+    actions, executed through interpolation and the safety filter, still pick and place; the earlier,
+    slower limits (3 rad/s, 20 rad/s^2) do not (so this test can fail)."""
+    from asyncvla_ros.sim.so101 import SO101Plant
+    from asyncvla_ros.training.demonstrations import record_episode
+
+    profile = load_profile('so101')
+    plant = SO101Plant(render=True, image_width=32, image_height=32)
+    try:
+        record = record_episode(plant, seed=1)
+        assert record['success']
+        plant.reset(1)
+        assert _execute(plant, record['action'], profile)
+        plant.reset(1)
+        slow = profile.with_overrides(velocity_max=np.full(6, 3.0), acceleration_max=np.full(6, 20.0))
+        assert not _execute(plant, record['action'], slow)
+    finally:
+        plant.close()
+
+
 @pytest.mark.parametrize('bad', [dict(position_min=[1.0, 0.0]), dict(velocity_max=[0.0, 1.0]),
                                  dict(acceleration_max=[1.0]), dict(joint_names=('a', 'a'))])
 def test_profile_rejects_bad_limits(bad):

@@ -71,6 +71,12 @@ class ExecutorNode(LifecycleNode):
                                f'{p["control_rate_hz"]:.0f} Hz, {p["interpolation"]} interpolation')
         return TransitionCallbackReturn.SUCCESS
 
+    @property
+    def spin_realtime_priority(self) -> int:
+        """For the thread spinning this node's callbacks: just below the control loop, so that it is not
+        preempted by other work while it holds the GIL that the control loop needs next."""
+        return max(self.p['realtime_priority'] - 1, 0)
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True
         self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period,

@@ -50,15 +50,23 @@ class NodeLoop:
 
     def _run(self) -> None:
         if self._priority > 0:
-            # A real-time thread in Python also needs the GIL promptly: another thread may keep it for
-            # the interpreter's switch interval (5 ms by default) before it has to let go.
-            sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._priority))
-                self._node.get_logger().info(f'{self._thread.name}: real-time priority {self._priority} (SCHED_FIFO)')
-            except (PermissionError, OSError) as exc:
-                self._node.get_logger().warning(f'{self._thread.name}: no real-time priority ({exc}); timing may jitter under load')
+            make_realtime(self._priority, self._node.get_logger(), self._thread.name)
         run_paced(self._guarded_step, self._period, lambda: self._stop.is_set() or not self._node.context.ok())
+
+
+def make_realtime(priority: int, logger, what: str) -> bool:
+    """SCHED_FIFO at `priority` for the calling thread. In Python a real-time thread also needs the GIL
+    promptly, so the interpreter's switch interval (how long another thread may keep the GIL, 5 ms by
+    default) is shortened too; the threads it waits for should be real-time as well (below it), or a
+    preempted GIL holder stalls it."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError) as exc:
+        logger.warning(f'{what}: no real-time priority ({exc}); timing may jitter under load')
+        return False
+    logger.info(f'{what}: real-time priority {priority} (SCHED_FIFO)')
+    return True
 
 
 def run_node(node_class, args=None) -> None:
@@ -73,6 +81,8 @@ def run_node(node_class, args=None) -> None:
     try:
         if isinstance(node, LifecycleNode) and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()
+        if getattr(node, 'spin_realtime_priority', 0) > 0:
+            make_realtime(node.spin_realtime_priority, node.get_logger(), 'callbacks')
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         print(f'{node.get_name()}: shutting down', flush=True)  # the rosout publisher is gone with the context

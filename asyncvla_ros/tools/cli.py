@@ -51,7 +51,7 @@ def _specs(args):
     from asyncvla_ros.training.lerobot_format import DatasetSpec, load_data_config
     if args.data:
         return load_data_config(args.data)
-    return [DatasetSpec(root=args.dataset, select_video_keys=['observation.images.front'])]
+    return [DatasetSpec(root=root, select_video_keys=['observation.images.front']) for root in args.dataset]
 
 
 def cmd_train(args) -> int:
@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=func.__doc__)
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument('--data', type=Path, help='data YAML with lerobot_datasets entries')
-        source.add_argument('--dataset', type=Path, help='one LeRobot v3.0 dataset root (front camera, state, action)')
+        source.add_argument('--dataset', type=Path, nargs='+',
+                            help='LeRobot v3.0 dataset roots (front camera, state, action), equal shares of the samples')
         p.add_argument('--steps', type=int, default=2000 if name == 'train' else 500)
         p.add_argument('--batch-size', type=int, default=8)
         p.add_argument('--lr', type=float, default=1e-4)
