@@ -2,6 +2,7 @@
 ROS context shuts down under them; and the nodes' common `main`."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -57,9 +58,10 @@ class NodeLoop:
 def make_realtime(priority: int, logger, what: str) -> bool:
     """SCHED_FIFO at `priority` for the calling thread. In Python a real-time thread also needs the GIL
     promptly, so the interpreter's switch interval (how long another thread may keep the GIL, 5 ms by
-    default) is shortened too; the threads it waits for should be real-time as well (below it), or a
+    default) is shortened too, and the garbage collector leaves the objects made so far alone; the threads it waits for should be real-time as well (below it), or a
     preempted GIL holder stalls it."""
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+    gc.freeze()  # what exists now (modules, the node) is never scanned again: full collections stay short
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except (PermissionError, OSError) as exc:
