@@ -77,6 +77,7 @@ setup(
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
         (f'share/{PACKAGE}/config/robots', glob('config/robots/*.yaml')),
+        (f'share/{PACKAGE}/config/data', glob('config/data/*.yaml')),
         (f'share/{PACKAGE}/checkpoints/demo', glob('checkpoints/demo/*')),
     ],
     install_requires=requirements(),
