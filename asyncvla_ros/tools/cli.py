@@ -159,7 +159,7 @@ def cmd_evaluate(args) -> int:
     from asyncvla_ros.model.runner import PolicyRunner
     from asyncvla_ros.nodes.params import POLICY_NODE
     from asyncvla_ros.tools.bags import BagError
-    from asyncvla_ros.tools.evaluate import SUMMARY_KEYS, EvalSettings, bag_source, dataset_source, evaluate, write_report
+    from asyncvla_ros.tools.evaluate import EvalSettings, bag_source, dataset_source, evaluate, summary_keys, write_report
     from asyncvla_ros.training.lerobot_format import DatasetError
 
     defaults = POLICY_NODE.defaults()
@@ -182,7 +182,7 @@ def cmd_evaluate(args) -> int:
     print(f'evaluate: action_error {metrics["action_error"]:.4f} (SFM only {metrics["action_error_sfm"]:.4f}), '
           f'rater_spearman {metrics["rater_spearman"]:.3f}, refined_fraction {metrics["refined_fraction"]:.3f}, '
           f'latency p50 {metrics["latency_ms_p50"]:.1f} ms, realtime_factor {metrics["realtime_factor"]:.1f}; wrote {report}')
-    print(json.dumps({k: metrics[k] for k in SUMMARY_KEYS}))
+    print(json.dumps({k: metrics[k] for k in summary_keys(metrics)}))
     return 0
 
 

@@ -37,6 +37,7 @@ class Source:
     description: str
     queries: list[Query]
     seconds: float            # recorded time the queries cover
+    mean_action: np.ndarray | None = None   # (J,) the dataset's mean action: the baseline of action_error_ratio
 
 
 def dataset_source(root: Path, runner: PolicyRunner, stride: int) -> Source:
@@ -49,7 +50,8 @@ def dataset_source(root: Path, runner: PolicyRunner, stride: int) -> Source:
         if (row - episode['dataset_from_index']) % stride == 0:
             sample = dataset[i]
             queries.append(Query(sample['images'], sample['state'], sample['task'], sample['actions'], ~sample['action_is_pad']))
-    return Source(f'LeRobot dataset {root} ({len(dataset.episodes)} episodes, {len(dataset)} frames)', queries, len(dataset) / dataset.fps)
+    return Source(f'LeRobot dataset {root} ({len(dataset.episodes)} episodes, {len(dataset)} frames)', queries,
+                  len(dataset) / dataset.fps, np.asarray(dataset.stats['action']['mean']))
 
 
 class _Series:
@@ -166,7 +168,7 @@ def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> di
         raise BagError(f'{source.description}: nothing to evaluate (no query has recorded steps after it)')
     L, J = runner.chunk_size, runner.num_joints
     error_sum, sfm_sum, count = np.zeros((L, J)), np.zeros((L, J)), np.zeros((L, 1))
-    confidences, step_errors, refined, latency = [], [], [], []
+    confidences, step_errors, refined, latency, baseline_sum = [], [], [], [], 0.0
     started = time.perf_counter()
     for query in tqdm(source.queries, desc='evaluate', unit='chunk'):
         began = time.perf_counter()
@@ -179,6 +181,8 @@ def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> di
         sfm_error = np.abs(prediction.sfm_positions - query.truth)
         sfm_sum += sfm_error * valid
         count += valid
+        if source.mean_action is not None:
+            baseline_sum += float((np.abs(source.mean_action - query.truth) * valid).sum())
         refined.extend(prediction.refined[query.valid].tolist())
         if prediction.confidence.size:
             confidences.extend(prediction.confidence[query.valid].tolist())
@@ -187,8 +191,11 @@ def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> di
     horizon = error_sum / np.maximum(count, 1)
     horizon_sfm = sfm_sum / np.maximum(count, 1)
     weights = count[:, 0] / count.sum()
+    action_error = float((horizon.mean(axis=1) * weights).sum())
+    ratio = {} if source.mean_action is None else {'action_error_ratio': action_error / (baseline_sum / (count.sum() * J))}
     return {
-        'action_error': float((horizon.mean(axis=1) * weights).sum()),
+        **ratio,
+        'action_error': action_error,
         'action_error_sfm': float((horizon_sfm.mean(axis=1) * weights).sum()),
         'rater_spearman': rater_spearman(confidences, step_errors),
         'refined_fraction': float(np.mean(refined)) if refined else 0.0,
@@ -200,6 +207,11 @@ def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> di
 
 
 SUMMARY_KEYS = ('action_error', 'action_error_sfm', 'rater_spearman', 'realtime_factor')
+
+
+def summary_keys(metrics: dict) -> tuple:
+    """The last JSON line's keys: with a dataset, also the error relative to always predicting its mean action."""
+    return SUMMARY_KEYS + (('action_error_ratio',) if 'action_error_ratio' in metrics else ())
 
 
 def write_report(output: Path, metrics: dict, source: Source, checkpoint: str, joint_names: list[str]) -> Path:
@@ -230,7 +242,7 @@ def write_report(output: Path, metrics: dict, source: Source, checkpoint: str, j
     fig.tight_layout()
     fig.savefig(output / 'reliability.png', dpi=100)
     plt.close(fig)
-    summary = {k: metrics[k] for k in (*SUMMARY_KEYS, 'refined_fraction', 'latency_ms_p50', 'latency_ms_p95', 'queries', 'recorded_seconds')}
+    summary = {k: metrics[k] for k in (*summary_keys(metrics), 'refined_fraction', 'latency_ms_p50', 'latency_ms_p95', 'queries', 'recorded_seconds')}
     (output / 'metrics.json').write_text(json.dumps({**summary, 'horizon_error': metrics['horizon_error'],
                                                       'horizon_error_sfm': metrics['horizon_error_sfm']}, indent=1))
     rows = '\n'.join(f'| {k} | {v:.4g} |' if isinstance(v, float) else f'| {k} | {v} |' for k, v in summary.items())
