@@ -63,7 +63,8 @@ def timed(fn, repeats: int, device) -> np.ndarray:
 
 
 @torch.no_grad()
-def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, size: int, steps: int) -> dict:
+def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, size: int, steps: int,
+            afm_steps: int) -> dict:
     model, inputs, torch_device, attention = build(preset, device, dtype, cameras, size)
     cfg = model.config
     length = cfg.action_chunk_size
@@ -86,7 +87,7 @@ def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, si
         'prefix_ms': lambda: model.encode_prefix(**inputs),
         'step_ms': lambda: model.velocity(prefix, noise, tau),
         'sfm_only_ms': lambda: model.generate_chunk(**inputs, noise=noise, num_steps=steps, self_correction=False),
-        'full_ms': lambda: stages.append(model.generate_chunk(**inputs, noise=noise, num_steps=steps,
+        'full_ms': lambda: stages.append(model.generate_chunk(**inputs, noise=noise, num_steps=steps, num_afm_steps=afm_steps,
                                                                 confidence_threshold=threshold, generator=generator)),
         'uncached_sfm_ms': uncached_sfm,
     }
@@ -119,18 +120,20 @@ def main():
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--cameras', type=int, default=2)
     parser.add_argument('--image-size', type=int, default=224)
-    parser.add_argument('--steps', type=int, default=10, help='denoising steps for SFM and for AFM')
+    parser.add_argument('--steps', type=int, default=10, help='denoising steps for SFM')
+    parser.add_argument('--afm-steps', type=int, default=10, help='denoising steps for AFM (num_denoise_steps_afm)')
     args = parser.parse_args()
     presets = args.preset or ['tiny', 'small']
     summary = {}
     for preset in presets:
-        r = measure(preset, args.device, args.dtype, args.repeats, args.cameras, args.image_size, args.steps)
+        r = measure(preset, args.device, args.dtype, args.repeats, args.cameras, args.image_size, args.steps, args.afm_steps)
         print(f'{preset}: prefix {r["prefix_ms"]:.1f} ms, step {r["step_ms"]:.2f} ms, SFM-only chunk {r["sfm_only_ms"]:.1f} ms '
               f'(p95 {r["sfm_only_p95_ms"]:.1f}), full self-correction chunk {r["full_ms"]:.1f} ms (p95 {r["full_p95_ms"]:.1f}; '
               f'prefix {r["full_prefix_ms"]:.1f} / SFM {r["full_sfm_ms"]:.1f} / rater {r["full_rater_ms"]:.1f} / '
               f'AFM {r["full_afm_ms"]:.1f}), refined {100 * r["refined_fraction"]:.0f} %, uncached SFM {r["uncached_sfm_ms"]:.1f} ms; '
               f'cache_speedup {r["cache_speedup"]:.2f}, self_correction_overhead {r["self_correction_overhead"]:.2f}', flush=True)
-        summary[preset] = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
+        summary[preset] = {'steps': args.steps, 'afm_steps': args.afm_steps,
+                           **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}}
     if len(presets) == 1:
         r = summary[presets[0]]
         summary = {'preset': presets[0], 'device': args.device, 'total_ms_p50': r['full_ms'], 'sfm_only_ms_p50': r['sfm_only_ms'],

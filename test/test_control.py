@@ -65,6 +65,28 @@ def test_so101_limits_let_the_expert_complete_the_task_through_the_executor():
         plant.close()
 
 
+def test_the_camera_shows_the_goal_where_it_was_drawn():
+    """An image policy can only place the block if it sees the goal: the green disc appears in the
+    camera image and moves with the goal (the env itself draws nothing there)."""
+    from asyncvla_ros.sim.so101 import SO101Plant
+
+    def green_centroid(image):
+        r, g, b = (image[..., c].astype(int) for c in range(3))
+        rows, cols = np.nonzero((g > 150) & (r < 100) & (b < 120))
+        assert len(rows) > 10, 'no goal marker in the image'
+        return np.array([rows.mean(), cols.mean()])
+
+    plant = SO101Plant(seed=3, image_width=96, image_height=96)
+    try:
+        plant.env._goal_pos[:2] = (0.28, -0.08)
+        first = green_centroid(plant.render())
+        plant.env._goal_pos[:2] = (0.18, 0.09)
+        second = green_centroid(plant.render())
+    finally:
+        plant.close()
+    assert np.linalg.norm(first - second) > 15, (first, second)
+
+
 @pytest.mark.parametrize('bad', [dict(position_min=[1.0, 0.0]), dict(velocity_max=[0.0, 1.0]),
                                  dict(acceleration_max=[1.0]), dict(joint_names=('a', 'a'))])
 def test_profile_rejects_bad_limits(bad):

@@ -87,6 +87,22 @@ def test_threshold_zero_is_sfm_and_one_regenerates_everything(tiny):
     assert torch.equal(everything.sfm_actions, sfm)
 
 
+def test_afm_runs_its_own_number_of_steps(tiny):
+    """num_afm_steps sets AFM's Euler steps independently of SFM's: the regenerated chunk is exactly a
+    one-step denoise of the fresh noise, and the SFM chunk does not change."""
+    model, _, inputs = tiny
+    noise = torch.randn(2, L, A, generator=torch.Generator().manual_seed(3))
+    one = model.generate_chunk(**inputs, noise=noise, confidence_threshold=1.0, num_afm_steps=1,
+                               generator=torch.Generator().manual_seed(5))
+    ten = model.generate_chunk(**inputs, noise=noise, confidence_threshold=1.0, num_afm_steps=10,
+                               generator=torch.Generator().manual_seed(5))
+    fresh = torch.randn(2, L, A, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model.denoise(model.encode_prefix(**inputs), fresh, torch.ones(2, L, dtype=torch.bool), 1)
+    assert torch.allclose(one.actions, expected, atol=1e-6)
+    assert torch.equal(one.sfm_actions, ten.sfm_actions) and not torch.allclose(one.actions, ten.actions)
+
+
 @pytest.mark.parametrize('attention, first_token_changes', [('bidirectional', True), ('causal', False)])
 def test_action_attention(attention, first_token_changes):
     model, processor = tiny_policy(action_attention=attention)

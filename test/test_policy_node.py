@@ -262,6 +262,10 @@ def test_run_time_parameters_apply_to_the_next_chunk(policy):
         _, slow = set_and_take(num_denoise_steps=8)
         _, fast = set_and_take(num_denoise_steps=1)
         assert slow.sfm_ms > 2 * fast.sfm_ms, (slow.sfm_ms, fast.sfm_ms)
+        set_and_take(self_correction=True, confidence_threshold=1.0)
+        _, slow = set_and_take(num_denoise_steps_afm=8)
+        _, fast = set_and_take(num_denoise_steps_afm=1)
+        assert slow.afm_ms > 2 * fast.afm_ms, (slow.afm_ms, fast.afm_ms)
         # delay compensation: with the executor running our chunk, steps are committed; off, none
         observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.last_chunk.chunk_id, step=2, steps_remaining=3))
         future = client.set_parameters([Parameter('delay_compensation', value=False)])

@@ -165,7 +165,8 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
     def generate_chunk(self, input_ids, attention_mask, pixel_values, image_grid_thw, state, *,
                        committed: torch.Tensor | None = None, num_committed: int = 0, self_correction: bool = True,
                        confidence_threshold: float | None = None, num_correction_rounds: int | None = None,
-                       num_steps: int | None = None, noise: torch.Tensor | None = None,
+                       num_steps: int | None = None, num_afm_steps: int | None = None,
+                       noise: torch.Tensor | None = None,
                        generator: torch.Generator | None = None) -> ChunkResult:
         """SFM -> rater -> AFM for one chunk per batch row, all in normalised action space.
 
@@ -176,6 +177,7 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         threshold = cfg.confidence_threshold if confidence_threshold is None else confidence_threshold
         rounds = cfg.num_correction_rounds if num_correction_rounds is None else num_correction_rounds
         steps = cfg.num_denoise_steps if num_steps is None else num_steps
+        afm_steps = cfg.num_denoise_steps_afm if num_afm_steps is None else num_afm_steps
         batch, length, dims = input_ids.shape[0], cfg.action_chunk_size, cfg.max_action_dim
         device = input_ids.device
         clock = _StageClock(device)
@@ -203,7 +205,7 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
                 if not bool(regenerate.any()):
                     break
                 fresh = torch.randn(batch, length, dims, generator=generator, device=device)
-                x = self.denoise(prefix, torch.where(regenerate[..., None], fresh, x), regenerate, steps)
+                x = self.denoise(prefix, torch.where(regenerate[..., None], fresh, x), regenerate, afm_steps)
                 refined |= regenerate
                 clock.lap('afm_ms', accumulate=True)
         return ChunkResult(x, sfm, confidence, refined, clock.timings)

@@ -28,6 +28,7 @@ class ChunkRequest:
     confidence_threshold: float = 0.5
     num_correction_rounds: int = 1
     num_steps: int = 10
+    num_afm_steps: int = 10
 
 
 @dataclass
@@ -76,7 +77,7 @@ class PolicyRunner:
         result = self.model.generate_chunk(
             **inputs, committed=committed, num_committed=num_committed, self_correction=request.self_correction,
             confidence_threshold=request.confidence_threshold, num_correction_rounds=request.num_correction_rounds,
-            num_steps=request.num_steps, generator=self.generator)
+            num_steps=request.num_steps, num_afm_steps=request.num_afm_steps, generator=self.generator)
         positions = self.processor.unnormalize_actions(result.actions[0], request.state)
         sfm_positions = self.processor.unnormalize_actions(result.sfm_actions[0], request.state)
         if num_committed:  # exactly what was committed, not a normalise/unnormalise round trip

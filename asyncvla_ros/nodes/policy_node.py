@@ -117,7 +117,8 @@ class PolicyNode(LifecycleNode):
         joints = self.runner.num_joints
         images = [np.zeros((224, 224, 3), np.uint8) for _ in self.runner.processor.camera_keys]
         prediction = self.runner.predict(ChunkRequest(images, np.zeros(joints), self.instruction,
-                                                      num_steps=self.p['num_denoise_steps']))
+                                                      num_steps=self.p['num_denoise_steps'],
+                                                      num_afm_steps=self.p['num_denoise_steps_afm']))
         self.delay = DelayEstimator(initial_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1)
 
     # --- inputs (fast: store and return)
@@ -209,7 +210,7 @@ class PolicyNode(LifecycleNode):
         request = ChunkRequest([self.images[t][1] for t in p['camera_topics']], self.joints[1].copy(), self.instruction,
                                committed if committed is not None and len(committed) else None,
                                p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
-                               p['num_denoise_steps'])
+                               p['num_denoise_steps'], p['num_denoise_steps_afm'])
         meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time,
                 'executor_step': executor_step, 'started': time.perf_counter(),
                 'chunk_id': max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1}

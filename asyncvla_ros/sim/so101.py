@@ -2,6 +2,11 @@
 
 Used by sim_arm_node, the demonstration generator and the tests. Rendering uses fast settings
 (no shadows, no multisampling), about 10x faster than the package's defaults.
+
+The camera is ours, not the scene's `front` one: that camera sits 0.8 m away, where the block is three pixels
+wide at 112 px, and the env draws nothing at its randomised goal, so no image-based policy could know where
+to place. The workspace camera looks at the sampling area obliquely from 0.6 m, and a green disc the size of
+the success radius marks the goal on the table (drawn into the render scene only; physics never sees it).
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import numpy as np
 
 JOINT_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
 _CARRY_RISE = 0.03  # block lifted this far above its reset height counts as carried (the env's rule)
+WORKSPACE_CAMERA = {'lookat': (0.22, 0.0, 0.06), 'distance': 0.6, 'azimuth': 145.0, 'elevation': -45.0}
+GOAL_MARKER_RGBA = (0.1, 0.8, 0.2, 1.0)
 
 
 class SO101Plant:
@@ -98,10 +105,28 @@ class SO101Plant:
 
             spec = self.env._render_specs
             self._renderer = mujoco.Renderer(self.model, height=spec.height, width=spec.width)
-        self._renderer.update_scene(self.data, camera='front')
+            self._camera = mujoco.MjvCamera()
+            self._camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+            self._camera.lookat[:] = WORKSPACE_CAMERA['lookat']
+            for name in ('distance', 'azimuth', 'elevation'):
+                setattr(self._camera, name, WORKSPACE_CAMERA[name])
+        self._renderer.update_scene(self.data, camera=self._camera)
+        self._add_goal_marker(self._renderer.scene)
+
+    def _add_goal_marker(self, scene) -> None:
+        import mujoco
+        from lerobot_env_so101.pick_place_env import PLACE_SUCCESS_DISTANCE
+
+        if scene.ngeom >= scene.maxgeom:
+            return
+        goal = self.goal_position
+        mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_CYLINDER,
+                            np.array([PLACE_SUCCESS_DISTANCE, 0.0005, 0.0]), np.array([goal[0], goal[1], 0.0005]),
+                            np.eye(3).ravel(), np.array(GOAL_MARKER_RGBA, dtype=np.float32))
+        scene.ngeom += 1
 
     def draw(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB of the last captured scene, front camera."""
+        """(H, W, 3) uint8 RGB of the last captured scene, workspace camera with the goal marker."""
         return self._renderer.render()
 
     def render(self) -> np.ndarray:

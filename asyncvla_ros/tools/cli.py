@@ -173,7 +173,8 @@ def cmd_evaluate(args) -> int:
                                 args.joint_names or defaults['joint_names'], args.joint_topic, args.command_topic,
                                 args.instruction_topic, args.instruction or defaults['instruction'])
         print(f'evaluate: {len(source.queries)} chunks from {source.description}')
-        metrics = evaluate(runner, source, EvalSettings(args.confidence_threshold, args.num_correction_rounds, args.num_denoise_steps))
+        metrics = evaluate(runner, source, EvalSettings(args.confidence_threshold, args.num_correction_rounds,
+                                                          args.num_denoise_steps, args.num_denoise_steps_afm))
     except (BagError, DatasetError, CheckpointError) as exc:
         print(f'evaluate: {exc}', file=sys.stderr)
         return 2
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument('--confidence-threshold', type=float, default=0.5)
     ev.add_argument('--num-correction-rounds', type=int, default=1)
     ev.add_argument('--num-denoise-steps', type=int, default=10)
+    ev.add_argument('--num-denoise-steps-afm', type=int, default=10)
     ev.add_argument('--camera-topics', nargs='+', help='bag: one per checkpoint camera (default: policy_node\'s)')
     ev.add_argument('--joint-names', nargs='+', help="default: policy_node's joint_names")
     ev.add_argument('--joint-topic', default='/joint_states')

@@ -160,6 +160,7 @@ class EvalSettings:
     confidence_threshold: float = 0.5
     num_correction_rounds: int = 1
     num_denoise_steps: int = 10
+    num_denoise_steps_afm: int = 10
 
 
 def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> dict:
@@ -174,7 +175,7 @@ def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> di
         began = time.perf_counter()
         prediction = runner.predict(ChunkRequest(query.images, query.state, query.instruction, None, True,
                                                  settings.confidence_threshold, settings.num_correction_rounds,
-                                                 settings.num_denoise_steps))
+                                                 settings.num_denoise_steps, settings.num_denoise_steps_afm))
         latency.append((time.perf_counter() - began) * 1e3)
         valid = query.valid[:, None]
         error_sum += np.abs(prediction.positions - query.truth) * valid
