@@ -98,7 +98,8 @@ def test_killing_the_policy_holds_the_arm_and_a_restart_resumes(spinner, ros_con
     assert wait_until(lambda: mode() == 'executing', timeout=60), mode()
     os.killpg(first.process.pid, signal.SIGKILL)  # mid-episode, no goodbye
     killed_at = time.monotonic()
-    last_id = max(c.chunk_id for c in list(observer.chunks))
+    with observer.lock:  # the chunk the executor runs (the observer may not have seen its message)
+        last_id = observer.executor[-1].chunk_id
     assert wait_until(lambda: mode() == 'holding', timeout=5), mode()
     hold_after = time.monotonic() - killed_at
     time.sleep(1.5)  # the hold decelerates within the limits and then keeps the arm still
