@@ -97,6 +97,16 @@ def test_tiny_training_run_lowers_the_loss(dataset_root, tmp_path):
     assert (tmp_path / 'run/train_log.csv').read_text().count('\n') == 251
 
 
+def test_resumed_training_continues_the_step_count_and_the_schedule(dataset_root, tmp_path):
+    config = TrainConfig(preset='tiny', steps=6, batch_size=2, image_size=56, validate_every=0, save_every=3, warmup_ratio=0.0)
+    train_policy([spec(dataset_root)], tmp_path / 'run', config)
+    resumed = train_policy([spec(dataset_root)], tmp_path / 'resumed', config, resume=tmp_path / 'run/checkpoint-3')
+    rows = (tmp_path / 'resumed/train_log.csv').read_text().splitlines()[1:]
+    first = (tmp_path / 'run/train_log.csv').read_text().splitlines()[1:]
+    assert [r.split(',')[0] for r in rows] == ['4', '5', '6'] and resumed['steps'] == 6
+    assert [r.split(',')[2] for r in rows] == [r.split(',')[2] for r in first[3:]]  # same learning rates
+
+
 def test_rater_training_reports_calibration_and_keeps_the_policy(dataset_root, tmp_path):
     from asyncvla_ros.model import load_checkpoint
     run = train_policy([spec(dataset_root)], tmp_path / 'run', TrainConfig(preset='tiny', steps=5, batch_size=4, image_size=56,
@@ -143,3 +153,13 @@ def test_bad_data_fails_with_the_file_name(dataset_root, tmp_path, damage, file)
         pq.write_table(pq.read_table(data).drop(['action']), data)
     with pytest.raises(DatasetError, match=file.replace('.', r'\.')):
         LeRobotDataset(selected, 8)
+
+
+def test_training_commands_report_a_bad_checkpoint_without_a_traceback(dataset_root, tmp_path, capsys):
+    from asyncvla_ros.tools.cli import main
+    missing = tmp_path / 'no_checkpoint'
+    assert main(['train', '--dataset', str(dataset_root), '--preset', 'tiny', '--steps', '1', '--output',
+                 str(tmp_path / 'run'), '--resume', str(missing)]) == 2
+    assert main(['export', '--checkpoint', str(missing), '--output', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(missing)) == 2 and 'Traceback' not in err

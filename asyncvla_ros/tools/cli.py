@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -47,6 +48,20 @@ def cmd_make_dataset(args) -> int:
     return 0
 
 
+def _reports_bad_input(command):
+    """A training command's bad dataset or checkpoint is a one-line error and exit code 2, not a traceback."""
+    @functools.wraps(command)
+    def run(args) -> int:
+        from asyncvla_ros.model.checkpoint import CheckpointError
+        from asyncvla_ros.training.lerobot_format import DatasetError
+        try:
+            return command(args)
+        except (DatasetError, CheckpointError) as exc:
+            print(f'{args.command}: {exc}', file=sys.stderr)
+            return 2
+    return run
+
+
 def _specs(args):
     from asyncvla_ros.training.lerobot_format import DatasetSpec, load_data_config
     if args.data:
@@ -54,6 +69,7 @@ def _specs(args):
     return [DatasetSpec(root=root, select_video_keys=['observation.images.front']) for root in args.dataset]
 
 
+@_reports_bad_input
 def cmd_train(args) -> int:
     """Unified SFM/AFM training of the policy (the rater is trained separately)."""
     from asyncvla_ros.training.trainer import TrainConfig, train_policy
@@ -68,6 +84,7 @@ def cmd_train(args) -> int:
     return 0
 
 
+@_reports_bad_input
 def cmd_train_rater(args) -> int:
     """Train the confidence rater with the policy frozen; report its calibration on held-out episodes."""
     from asyncvla_ros.training.trainer import train_rater
@@ -79,6 +96,7 @@ def cmd_train_rater(args) -> int:
     return 0
 
 
+@_reports_bad_input
 def cmd_export(args) -> int:
     """Copy a checkpoint with its weights stored in another dtype (bfloat16 halves the size)."""
     import torch

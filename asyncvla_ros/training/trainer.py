@@ -163,6 +163,8 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
         model.gradient_checkpointing_enable()
     model.rater.requires_grad_(False)
     optimizer = torch.optim.AdamW(_param_groups(model, config), weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:  # a resumed schedule starts mid-way and needs each group's peak rate
+        group.setdefault('initial_lr', group['lr'])
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(config.warmup_ratio * config.steps)), config.steps,
                                                 last_epoch=start_step - 1 if start_step else -1)
     loader = _loader(train_sets, processor, config.batch_size, config.seed)
