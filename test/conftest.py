@@ -48,6 +48,14 @@ class Spinner:
     def shutdown(self):
         self.executor.shutdown(timeout_sec=2.0)
 
+    def destroy(self, nodes):
+        """Stops spinning, then destroys the nodes: destroying one while the spin thread builds its wait
+        set raises InvalidHandle in that thread."""
+        self.shutdown()
+        self._thread.join(timeout=5.0)
+        for node in nodes:
+            node.destroy_node()
+
 
 @pytest.fixture
 def ros_context():

@@ -128,7 +128,7 @@ def executor_in_process(spinner, ros_context):
     yield start
     for node in nodes:
         node.trigger_deactivate()
-        node.destroy_node()
+    spinner.destroy(nodes)
 
 
 @pytest.mark.parametrize('interface, streaming', [('joint_trajectory', False), ('joint_trajectory', True),

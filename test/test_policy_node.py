@@ -132,8 +132,7 @@ def policy(spinner, ros_context, tiny_checkpoint):
         return node, configured
 
     yield observer, start
-    for node in nodes:
-        node.destroy_node()
+    spinner.destroy(nodes)
 
 
 def _image(encoding='rgb8', width=64, height=48, channels=3, data=None, step=None):
