@@ -158,7 +158,6 @@ def test_replay_drives_policy_and_executor_on_the_bags_clock(session_bags, tiny_
 
 
 def test_replay_rate_offset_remap_and_loop(session_bags, spinner, ros_context):
-
     from asyncvla_ros.tools.replay import Player, ReplayOptions
     received = []
     listener = rclpy.create_node('replay_listener', context=ros_context)

@@ -55,20 +55,19 @@ class NodeLoop:
         run_paced(self._guarded_step, self._period, lambda: self._stop.is_set() or not self._node.context.ok())
 
 
-def make_realtime(priority: int, logger, what: str) -> bool:
+def make_realtime(priority: int, logger, what: str) -> None:
     """SCHED_FIFO at `priority` for the calling thread. In Python a real-time thread also needs the GIL
     promptly, so the interpreter's switch interval (how long another thread may keep the GIL, 5 ms by
-    default) is shortened too, and the garbage collector leaves the objects made so far alone; the threads it waits for should be real-time as well (below it), or a
-    preempted GIL holder stalls it."""
+    default) is shortened too, and the garbage collector leaves the objects made so far alone. The threads
+    it waits for should be real-time as well (below it), or a preempted GIL holder stalls it."""
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
     gc.freeze()  # what exists now (modules, the node) is never scanned again: full collections stay short
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except (PermissionError, OSError) as exc:
         logger.warning(f'{what}: no real-time priority ({exc}); timing may jitter under load')
-        return False
+        return
     logger.info(f'{what}: real-time priority {priority} (SCHED_FIFO)')
-    return True
 
 
 def run_node(node_class, args=None) -> None:

@@ -213,6 +213,8 @@ def _remapping(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from asyncvla_ros.nodes.params import POLICY_NODE
+
     parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('docs', help=cmd_docs.__doc__).set_defaults(func=cmd_docs)
@@ -287,10 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument('--stride', type=int, default=0, help='steps between queries (default: the chunk size)')
     ev.add_argument('--device', default='auto')
     ev.add_argument('--seed', type=int, default=0)
-    ev.add_argument('--confidence-threshold', type=float, default=0.5)
-    ev.add_argument('--num-correction-rounds', type=int, default=1)
-    ev.add_argument('--num-denoise-steps', type=int, default=10)
-    ev.add_argument('--num-denoise-steps-afm', type=int, default=10)
+    for name in ('confidence_threshold', 'num_correction_rounds', 'num_denoise_steps', 'num_denoise_steps_afm'):
+        value = POLICY_NODE.defaults()[name]  # as policy_node runs by default
+        ev.add_argument(f'--{name.replace("_", "-")}', type=type(value), default=value)
     ev.add_argument('--camera-topics', nargs='+', help='bag: one per checkpoint camera (default: policy_node\'s)')
     ev.add_argument('--joint-names', nargs='+', help="default: policy_node's joint_names")
     ev.add_argument('--joint-topic', default='/joint_states')
