@@ -62,7 +62,7 @@ def timed(fn, repeats: int, device) -> np.ndarray:
     return np.array(out)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, size: int, steps: int,
             afm_steps: int) -> dict:
     model, inputs, torch_device, attention = build(preset, device, dtype, cameras, size)
@@ -121,7 +121,7 @@ def main():
     parser.add_argument('--cameras', type=int, default=2)
     parser.add_argument('--image-size', type=int, default=224)
     parser.add_argument('--steps', type=int, default=10, help='denoising steps for SFM')
-    parser.add_argument('--afm-steps', type=int, default=10, help='denoising steps for AFM (num_denoise_steps_afm)')
+    parser.add_argument('--afm-steps', type=int, default=4, help='denoising steps for AFM (num_denoise_steps_afm)')
     args = parser.parse_args()
     presets = args.preset or ['tiny', 'small']
     summary = {}

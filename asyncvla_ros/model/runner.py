@@ -28,7 +28,7 @@ class ChunkRequest:
     confidence_threshold: float = 0.5
     num_correction_rounds: int = 1
     num_steps: int = 10
-    num_afm_steps: int = 10
+    num_afm_steps: int = 4
 
 
 @dataclass

@@ -147,7 +147,7 @@ POLICY_NODE = ParamSchema('policy_node', [
     Param('instruction', 'string', 'pick up the red block and place it on the green target',
           'Task instruction used until one arrives on /asyncvla/instruction.', runtime=True),
     Param('num_denoise_steps', 'int', 10, 'Euler steps for SFM.', range=(1, 100), runtime=True),
-    Param('num_denoise_steps_afm', 'int', 10, 'Euler steps for the AFM regeneration of low-confidence steps.', range=(1, 100), runtime=True),
+    Param('num_denoise_steps_afm', 'int', 4, 'Euler steps for the AFM regeneration of low-confidence steps (fewer than SFM: they regenerate between clean neighbours).', range=(1, 100), runtime=True),
     Param('self_correction', 'bool', True, 'Rate the SFM chunk and regenerate low-confidence steps with AFM.', runtime=True),
     Param('confidence_threshold', 'double', 0.5, 'Steps whose confidence is below this are regenerated.', range=(0.0, 1.0), runtime=True),
     Param('num_correction_rounds', 'int', 1, 'Rate-and-regenerate rounds per chunk.', range=(1, 5), runtime=True),

@@ -160,7 +160,7 @@ class EvalSettings:
     confidence_threshold: float = 0.5
     num_correction_rounds: int = 1
     num_denoise_steps: int = 10
-    num_denoise_steps_afm: int = 10
+    num_denoise_steps_afm: int = 4
 
 
 def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> dict:
