@@ -46,13 +46,13 @@ class Spinner:
         return nodes[0] if len(nodes) == 1 else nodes
 
     def shutdown(self):
-        self.executor.shutdown(timeout_sec=2.0)
+        self.executor.shutdown(timeout_sec=10.0)  # a loaded machine can take seconds to finish a callback
 
     def destroy(self, nodes):
         """Stops spinning, then destroys the nodes: destroying one while the spin thread builds its wait
         set raises InvalidHandle in that thread."""
         self.shutdown()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=10.0)
         for node in nodes:
             node.destroy_node()
 
