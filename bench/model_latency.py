@@ -121,7 +121,8 @@ def main():
     parser.add_argument('--cameras', type=int, default=2)
     parser.add_argument('--image-size', type=int, default=224)
     parser.add_argument('--steps', type=int, default=10, help='denoising steps for SFM')
-    parser.add_argument('--afm-steps', type=int, default=4, help='denoising steps for AFM (num_denoise_steps_afm)')
+    parser.add_argument('--afm-steps', type=int, default=AsyncVLAConfig.num_denoise_steps_afm,
+                        help='denoising steps for AFM (default: the config\'s num_denoise_steps_afm)')
     args = parser.parse_args()
     presets = args.preset or ['tiny', 'small']
     summary = {}

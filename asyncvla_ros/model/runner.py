@@ -25,10 +25,11 @@ class ChunkRequest:
     instruction: str
     committed: np.ndarray | None = None   # (d, J) steps kept unchanged (delay compensation), robot units
     self_correction: bool = True
-    confidence_threshold: float = 0.5
-    num_correction_rounds: int = 1
-    num_steps: int = 10
-    num_afm_steps: int = 4
+    # Sampling settings; None: the checkpoint's own configuration.
+    confidence_threshold: float | None = None
+    num_correction_rounds: int | None = None
+    num_steps: int | None = None
+    num_afm_steps: int | None = None
 
 
 @dataclass

@@ -157,10 +157,11 @@ def bag_source(path: Path, runner: PolicyRunner, stride: int, camera_topics: lis
 
 @dataclass
 class EvalSettings:
-    confidence_threshold: float = 0.5
-    num_correction_rounds: int = 1
-    num_denoise_steps: int = 10
-    num_denoise_steps_afm: int = 4
+    """Sampling settings (the command line defaults them to policy_node's)."""
+    confidence_threshold: float
+    num_correction_rounds: int
+    num_denoise_steps: int
+    num_denoise_steps_afm: int
 
 
 def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> dict:
