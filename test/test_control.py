@@ -213,6 +213,32 @@ def test_filter_stops_at_a_position_limit_without_exceeding_it():
     assert out[0] == pytest.approx(1.0, abs=1e-3) and abs(f.velocity[0]) < 1e-6
 
 
+@settings(max_examples=300, deadline=None)
+@given(outside=st.lists(st.floats(-0.5, 0.5), min_size=2, max_size=2))
+def test_holding_from_a_reading_past_the_limits_returns_inside_without_a_jump(outside):
+    """Enabled at a measured position up to 0.5 rad past a limit (a closed jaw reads a little past its
+    range), the hold never moves further out, stays within the velocity and acceleration limits, and is
+    inside the position limits within 0.8 s, then stays there."""
+    start = np.where(np.array(outside) < 0, PROFILE.position_min + np.array(outside), PROFILE.position_max + np.array(outside))
+    period = 0.01
+    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period))
+    core.on_joint_state(JOINTS, start, 0.0)
+    assert core.enable(0.0)[0]
+    previous_q, previous_v = start.copy(), np.zeros(2)
+    for k in range(1, 120):
+        core.on_joint_state(JOINTS, previous_q, k * period)
+        q = core.tick(k * period).command
+        v = (q - previous_q) / period
+        excess = np.maximum(PROFILE.position_min - q, 0) + np.maximum(q - PROFILE.position_max, 0)
+        previous_excess = np.maximum(PROFILE.position_min - previous_q, 0) + np.maximum(previous_q - PROFILE.position_max, 0)
+        assert np.all(excess <= previous_excess + 1e-12)  # never further out
+        assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
+        assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
+        if k * period >= 0.8:
+            assert np.all(excess <= 1e-9), (k, q)
+        previous_q, previous_v = q, v
+
+
 # --- property test: whatever arrives, every command stays inside all limits
 @st.composite
 def chunk_streams(draw):

@@ -62,7 +62,9 @@ class SafetyFilter:
         return low, high
 
     def step(self, desired: np.ndarray | None, desired_velocity: np.ndarray | None = None) -> np.ndarray:
-        """The next command. `desired` None (no valid plan) means: decelerate within limits and hold.
+        """The next command. `desired` None (no valid plan) means: decelerate within limits and hold, at
+        the nearest position inside the position limits (a joint enabled from a reading just past its range,
+        such as a closed jaw, returns inside without a jump).
 
         Tracking uses the plan's velocity as feedforward and closes the remaining error no faster
         than it could still stop at the target (the braking bound): after a late tick the command
@@ -72,7 +74,8 @@ class SafetyFilter:
             raise RuntimeError('SafetyFilter.step before reset(): the starting position is unknown')
         low, high = self.velocity_bounds()
         if desired is None:
-            wanted_velocity = np.zeros_like(self.velocity)
+            inside = np.clip(self.position, self.position_min, self.position_max) - self.position
+            wanted_velocity = np.sign(inside) * braking_velocity(np.abs(inside), self.acceleration_max, self.period)
         else:
             desired = np.asarray(desired, dtype=float)
             feedforward = np.zeros_like(desired) if desired_velocity is None else np.asarray(desired_velocity, dtype=float)
