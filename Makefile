@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export AMENT_PREFIX_PATH := $(abspath $(VENV))
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench clean
 setup: $(STAMPS)/package
 
 $(VENV)/bin/activate:
@@ -36,6 +36,10 @@ test: setup
 
 demo: setup
 	$(PY) -m asyncvla_ros.tools.cli demo
+
+bench: setup
+	$(PY) bench/model_latency.py
+	$(PY) bench/executor_jitter.py
 
 clean:
 	rm -rf build $(STAMPS) *.egg-info
