@@ -25,7 +25,7 @@ from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
 from asyncvla_ros.model.checkpoint import resolve_device
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 
-INSTRUCTION = 'pick up the red block and place it on the green target'
+INSTRUCTION = 'pick up the purple block and place it on the green target'
 
 
 def build(preset: str, device: str, dtype: str, cameras: int, size: int):

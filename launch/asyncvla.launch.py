@@ -14,7 +14,8 @@ from launch_ros.substitutions import FindPackageShare
 ARGUMENTS = {
     'robot_profile': ('so101', 'Robot profile: a name in config/robots or a path to a profile YAML.'),
     'checkpoint': ('', 'Policy checkpoint directory; empty: the demo checkpoint shipped with the package.'),
-    'camera_topics': ("['camera/front/image_raw']", 'Image topics for the policy, as a YAML list.'),
+    'camera_topics': ("['camera/front/image_raw', 'camera/wrist/image_raw']",
+                      "Image topics for the policy, as a YAML list, one per checkpoint camera in the checkpoint's order."),
     'namespace': ('', 'Namespace for all nodes and (relative) topics, e.g. one per robot.'),
     'use_sim_time': ('false', 'Use /clock (bag replay, simulation).'),
     'command_interface': ('joint_trajectory', 'joint_trajectory (ros2_control JTC) or forward_command.'),

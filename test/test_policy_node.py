@@ -227,6 +227,7 @@ def test_bad_input_matrix(policy):
     ({'checkpoint': '/nonexistent/checkpoint'}, 'does not exist'),
     ({'joint_names': JOINTS[:5]}, 'joint_names but the checkpoint has 6'),
     ({'camera_keys': ['observation.images.wrist']}, 'do not match'),
+    ({'camera_topics': ['camera/front/image_raw', 'camera/wrist/image_raw']}, '2 camera_topics for a checkpoint with 1 camera'),
     ({'device': 'cuda'}, 'no CUDA'),
 ])
 def test_configure_fails_clearly(policy, overrides, reason):

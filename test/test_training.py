@@ -9,9 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from asyncvla_ros.training.demonstrations import CAMERA_KEY
+from asyncvla_ros.training.demonstrations import CAMERA_KEYS
 from asyncvla_ros.training.lerobot_format import EPISODES_PATH, DatasetError, DatasetSpec, LeRobotDataset, load_data_config
 from asyncvla_ros.training.trainer import TrainConfig, build_policy, collate, split_episodes, train_policy, train_rater
+
+
+CAMERA_KEY = CAMERA_KEYS['front']
 
 
 def spec(root):
@@ -36,6 +39,14 @@ def test_reader_matches_the_raw_parquet_and_pads_at_episode_ends(dataset_root):
         assert list(sample['action_is_pad']) == [j >= end for j in range(i, i + 8)]
         assert sample['images'][0].shape == (64, 64, 3) and sample['episode_index'] == raw['episode_index'][i]
     assert ds[first['length'] - 3]['action_is_pad'].sum() == 5 and not ds[0]['action_is_pad'].any()
+
+
+def test_a_spec_without_video_keys_takes_every_camera(dataset_root):
+    """make-dataset records the front and wrist cameras; a spec naming none (`--dataset`) reads both, in order."""
+    ds = LeRobotDataset(DatasetSpec(root=dataset_root), chunk_size=8)
+    assert list(ds.spec.select_video_keys) == ['observation.images.front', 'observation.images.wrist']
+    front, wrist = ds[10]['images']
+    assert front.shape == wrist.shape == (64, 64, 3) and np.abs(front.astype(int) - wrist).mean() > 10
 
 
 def test_video_frames_follow_the_episodes(dataset_root):
@@ -136,7 +147,7 @@ def test_bad_data_fails_with_the_file_name(dataset_root, tmp_path, damage, file)
     root = _copy(dataset_root, tmp_path)
     selected = spec(root)
     if damage == 'missing_key':
-        selected = DatasetSpec(root=root, select_video_keys=['observation.images.wrist'])
+        selected = DatasetSpec(root=root, select_video_keys=['observation.images.side'])
     elif damage == 'wrong_dims':
         stats = json.loads((root / 'meta/stats.json').read_text())
         del stats['action']

@@ -133,6 +133,11 @@ class ParamSchema:
         return '\n'.join(rows)
 
 
+def camera_topics_for(camera_keys) -> list[str]:
+    """The conventional image topic of each checkpoint camera: observation.images.<name> -> camera/<name>/image_raw."""
+    return [f'camera/{key.rsplit(".", 1)[-1]}/image_raw' for key in camera_keys]
+
+
 SO101_JOINTS = ['shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper']
 
 POLICY_NODE = ParamSchema('policy_node', [
@@ -141,10 +146,11 @@ POLICY_NODE = ParamSchema('policy_node', [
     Param('dtype', 'string', 'auto', 'Model weights dtype; auto is bfloat16 on CUDA, float32 on CPU.', choices=('auto', 'bfloat16', 'float32')),
     Param('attn_implementation', 'string', 'auto', 'Attention kernel; auto is flash_attention_2 when importable on CUDA, else sdpa.',
           choices=('auto', 'flash_attention_2', 'sdpa', 'eager')),
-    Param('camera_topics', 'string_array', ['camera/front/image_raw'], 'Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed).'),
-    Param('camera_keys', 'string_array', ['observation.images.front'], "The checkpoint's camera keys, one per camera topic, same order."),
+    Param('camera_topics', 'string_array', None,
+          "Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed), one per checkpoint camera, in the checkpoint's order; unset: camera/<name>/image_raw for each checkpoint camera observation.images.<name>."),
+    Param('camera_keys', 'string_array', None, "The checkpoint's camera keys, one per camera topic, same order: a check that the topics are wired as trained; unset skips it."),
     Param('joint_names', 'string_array', SO101_JOINTS, 'Joints forming the state and action vector, in model order; matched by name in /joint_states.'),
-    Param('instruction', 'string', 'pick up the red block and place it on the green target',
+    Param('instruction', 'string', 'pick up the purple block and place it on the green target',
           'Task instruction used until one arrives on /asyncvla/instruction.', runtime=True),
     Param('num_denoise_steps', 'int', 10, 'Euler steps for SFM.', range=(1, 100), runtime=True),
     Param('num_denoise_steps_afm', 'int', 4, 'Euler steps for the AFM regeneration of low-confidence steps (fewer than SFM: they regenerate between clean neighbours).', range=(1, 100), runtime=True),
@@ -183,7 +189,7 @@ EXECUTOR_NODE = ParamSchema('executor_node', [
 
 SIM_ARM_NODE = ParamSchema('sim_arm_node', [
     Param('seed', 'int', 0, 'Seed of the block and goal placement; each ~/reset draws the next episode.', range=(0, 2**31 - 1)),
-    Param('camera_name', 'string', 'front', 'Camera published on /camera/<name>/image_raw.'),
+    Param('camera_names', 'string_array', ['front', 'wrist'], 'Cameras published, each on /camera/<name>/image_raw: front (the workspace) and wrist (rides on the gripper).'),
     Param('image_width', 'int', 224, 'Camera image width (pixels).', range=(16, 1920)),
     Param('image_height', 'int', 224, 'Camera image height (pixels).', range=(16, 1080)),
     Param('camera_rate_hz', 'double', 10.0, 'Camera frame rate; 0 disables the camera.', range=(0.0, 60.0)),

@@ -25,7 +25,7 @@ from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 from asyncvla_ros.nodes.conversions import chunk_to_msg, image_to_rgb, to_time
 from asyncvla_ros.nodes.loops import run_node
-from asyncvla_ros.nodes.params import POLICY_NODE
+from asyncvla_ros.nodes.params import POLICY_NODE, camera_topics_for
 from asyncvla_ros.nodes.ros_params import BoundParams
 
 MAX_INSTRUCTION_CHARS = 1000
@@ -40,6 +40,7 @@ class PolicyNode(LifecycleNode):
         self.p = self.params.values()
         self.active = False
         self.runner: PolicyRunner | None = None
+        self.camera_topics: list[str] = []  # resolved at configure (the checkpoint's cameras)
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
         self.busy = False
@@ -62,7 +63,10 @@ class PolicyNode(LifecycleNode):
         try:
             self.runner = PolicyRunner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'])
             keys = self.runner.processor.camera_keys
-            if list(p['camera_keys']) != keys:
+            self.camera_topics = list(p['camera_topics'] or camera_topics_for(keys))
+            if len(self.camera_topics) != len(keys):
+                raise CheckpointError(f'{len(self.camera_topics)} camera_topics for a checkpoint with {len(keys)} camera(s) {keys}')
+            if p['camera_keys'] and list(p['camera_keys']) != keys:
                 raise CheckpointError(f'camera_keys {p["camera_keys"]} do not match the checkpoint\'s {keys}')
             if len(p['joint_names']) != self.runner.num_joints:
                 raise CheckpointError(f'{len(p["joint_names"])} joint_names but the checkpoint has {self.runner.num_joints} joints')
@@ -71,7 +75,8 @@ class PolicyNode(LifecycleNode):
             self.runner = None
             self._set_state('error', f'configure failed: {exc}', error=True)
             return TransitionCallbackReturn.FAILURE
-        for topic in p['camera_topics']:
+        self.get_logger().info(f'cameras: {dict(zip(keys, self.camera_topics))}')
+        for topic in self.camera_topics:
             compressed = topic.rstrip('/').endswith('compressed')
             self.create_subscription(CompressedImage if compressed else Image, topic,
                                      lambda msg, t=topic: self._on_image(t, msg), qos_profile_sensor_data)
@@ -109,7 +114,7 @@ class PolicyNode(LifecycleNode):
     def _check_param(self, name, value) -> str | None:
         if name in ('camera_topics', 'camera_keys'):
             other = self.p['camera_keys' if name == 'camera_topics' else 'camera_topics']
-            if len(value) != len(other):
+            if value and other and len(value) != len(other):
                 return f'camera_topics and camera_keys need the same length ({len(value)} vs {len(other)})'
         return None
 
@@ -190,7 +195,7 @@ class PolicyNode(LifecycleNode):
         max_age = self.p['max_observation_age_s']
         if self.joints is None or now - self.joints[0] > max_age:
             return 'no joint state' if self.joints is None else f'joint state is {now - self.joints[0]:.2f} s old'
-        for topic in self.p['camera_topics']:
+        for topic in self.camera_topics:
             if topic not in self.images:
                 return f'no image on {topic}'
             if now - self.images[topic][0] > max_age:
@@ -199,7 +204,7 @@ class PolicyNode(LifecycleNode):
 
     def _build_request(self, now: float):
         p = self.p
-        oldest = min([self.joints[0]] + [self.images[t][0] for t in p['camera_topics']])
+        oldest = min([self.joints[0]] + [self.images[t][0] for t in self.camera_topics])
         committed, start_time, executor_step = None, now, None
         chunk, executor = self.last_chunk, self.executor_state
         if p['delay_compensation'] and chunk is not None and executor is not None \
@@ -207,7 +212,7 @@ class PolicyNode(LifecycleNode):
             executor_step = executor.step
             committed = committed_steps(chunk.positions, executor.step, self.delay.delay, self.runner.chunk_size)
             start_time = chunk.start_time + executor.step * chunk.dt
-        request = ChunkRequest([self.images[t][1] for t in p['camera_topics']], self.joints[1].copy(), self.instruction,
+        request = ChunkRequest([self.images[t][1] for t in self.camera_topics], self.joints[1].copy(), self.instruction,
                                committed if committed is not None and len(committed) else None,
                                p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
                                p['num_denoise_steps'], p['num_denoise_steps_afm'])

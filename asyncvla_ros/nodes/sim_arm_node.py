@@ -1,6 +1,6 @@
 """sim_arm_node: the MuJoCo SO-101 (asyncvla_ros/sim) as a ROS robot with ros2_control-like topics.
 
-Publishes /joint_states at the sim rate and /camera/<name>/image_raw (rgb8); takes
+Publishes /joint_states at the sim rate and /camera/<name>/image_raw (rgb8) per camera; takes
 /arm_controller/joint_trajectory (followed like a joint_trajectory_controller) and
 /forward_position_controller/commands; ~/reset (std_srvs/Trigger) starts a new episode,
 /sim/task_success reports the pick-and-place result, /clock is published on request.
@@ -23,7 +23,7 @@ from asyncvla_ros.nodes.conversions import to_seconds, to_time
 from asyncvla_ros.nodes.loops import NodeLoop, run_node
 from asyncvla_ros.nodes.params import SIM_ARM_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
-from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
+from asyncvla_ros.sim.so101 import CAMERAS, JOINT_NAMES, SO101Plant
 from asyncvla_ros.sim.trajectory import TrajectoryFollower
 
 
@@ -38,7 +38,10 @@ class SimArmNode(Node):
         self.episode = 0
         self.sim_time = 0.0  # monotonic across resets, for /clock
         self.joint_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
-        self.image_pub = self.create_publisher(Image, f'camera/{self.p["camera_name"]}/image_raw', 5)
+        unknown = set(self.p['camera_names']) - set(CAMERAS)
+        if unknown:
+            raise ValueError(f'camera_names: no camera {sorted(unknown)} in the sim (it has {list(CAMERAS)})')
+        self.image_pubs = {name: self.create_publisher(Image, f'camera/{name}/image_raw', 5) for name in self.p['camera_names']}
         self.success_pub = self.create_publisher(Bool, 'sim/task_success', 10)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.p['publish_clock'] else None
         self.create_subscription(JointTrajectory, 'arm_controller/joint_trajectory', self._on_trajectory, 10)
@@ -52,7 +55,7 @@ class SimArmNode(Node):
             camera_period = 1.0 / self.p['camera_rate_hz']
             self._loops.append(NodeLoop(self, 'camera', self._camera_step, lambda: camera_period / factor if factor else 0.0).start())
         self.get_logger().info(f'SO-101 sim: episode seed {self.p["seed"]}, joint states at {self.p["joint_state_rate_hz"]:.0f} Hz, '
-                               f'camera {self.p["image_width"]}x{self.p["image_height"]} at {self.p["camera_rate_hz"]:.0f} Hz, '
+                               f'cameras {list(self.p["camera_names"])} {self.p["image_width"]}x{self.p["image_height"]} at {self.p["camera_rate_hz"]:.0f} Hz, '
                                f'real-time factor {self.p["real_time_factor"]}')
 
     # --- clocks: sim time when /clock is published, else the node's clock
@@ -80,14 +83,15 @@ class SimArmNode(Node):
 
     def _camera_step(self) -> None:
         with self.lock:
-            self.plant.capture()
+            self.plant.capture(self.image_pubs)
             stamp = self._stamp()
-        frame = self.plant.draw()
-        msg = Image(height=frame.shape[0], width=frame.shape[1], encoding='rgb8', step=frame.shape[1] * 3,
-                    data=frame.tobytes())
-        msg.header.stamp = to_time(stamp)
-        msg.header.frame_id = f'{self.p["camera_name"]}_camera'
-        self.image_pub.publish(msg)
+        for name, publisher in self.image_pubs.items():
+            frame = self.plant.draw(name)
+            msg = Image(height=frame.shape[0], width=frame.shape[1], encoding='rgb8', step=frame.shape[1] * 3,
+                        data=frame.tobytes())
+            msg.header.stamp = to_time(stamp)
+            msg.header.frame_id = f'{name}_camera'
+            publisher.publish(msg)
 
     # --- commands
     def _on_forward(self, msg: Float64MultiArray) -> None:

@@ -3,10 +3,13 @@
 Used by sim_arm_node, the demonstration generator and the tests. Rendering uses fast settings
 (no shadows, no multisampling), about 10x faster than the package's defaults.
 
-The camera is ours, not the scene's `front` one: that camera sits 0.8 m away, where the block is three pixels
+The cameras are ours, not the scene's `front` one: that camera sits 0.8 m away, where the block is three pixels
 wide at 112 px, and the env draws nothing at its randomised goal, so no image-based policy could know where
-to place. The workspace camera looks at the sampling area obliquely from 0.6 m, and a green disc the size of
-the success radius marks the goal on the table (drawn into the render scene only; physics never sees it).
+to place. `front` looks at the sampling area obliquely from 0.6 m, and a green disc the size of the success
+radius marks the goal on the table (drawn into the render scene only; physics never sees it). `wrist` rides on
+the gripper like the SO-101's usual wrist camera: beside and behind the jaws, looking past their tips, so the
+last centimetres of a grasp fill the image (a MuJoCo free camera placed from the gripper's pose each frame:
+it follows position and heading, not roll).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import numpy as np
 JOINT_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
 _CARRY_RISE = 0.03  # block lifted this far above its reset height counts as carried (the env's rule)
 WORKSPACE_CAMERA = {'lookat': (0.22, 0.0, 0.06), 'distance': 0.6, 'azimuth': 145.0, 'elevation': -45.0}
+WRIST_CAMERA = {'back': 0.12, 'side': 0.07, 'beyond': 0.03}  # m along the jaws, across them, past the tips
+CAMERAS = ('front', 'wrist')
 GOAL_MARKER_RGBA = (0.1, 0.8, 0.2, 1.0)
 
 
@@ -32,7 +37,8 @@ class SO101Plant:
         self.model.vis.quality.offsamples = 0
         self.model.vis.quality.shadowsize = 0
         self._render_enabled = render
-        self._renderer = None
+        self._renderers = {}
+        self._gripper_site = self.model.site('gripperframe').id
         self.actuator_ids = np.array([self.model.actuator(n).id for n in JOINT_NAMES])
         self.qpos_adr = np.array([self.model.joint(n).qposadr[0] for n in JOINT_NAMES])
         self.qvel_adr = np.array([self.model.joint(n).dofadr[0] for n in JOINT_NAMES])
@@ -95,23 +101,45 @@ class SO101Plant:
     def success(self) -> bool:
         return bool(self.env._is_success())
 
-    def capture(self) -> None:
-        """Copies the current state into the render scene: fast; call it where the physics is not
-        stepping (sim_arm_node holds its lock), then `draw()` anywhere."""
-        if self._renderer is None:
-            if not self._render_enabled:
-                raise RuntimeError('this plant was created with render=False')
-            import mujoco
+    def capture(self, cameras=CAMERAS) -> None:
+        """Copies the current state into the render scenes of `cameras`: fast; call it where the physics
+        is not stepping (sim_arm_node holds its lock), then `draw()` anywhere."""
+        for name in cameras:
+            renderer, camera = self._renderers.get(name) or self._make_renderer(name)
+            if name == 'wrist':
+                self._place_wrist_camera(camera)
+            renderer.update_scene(self.data, camera=camera)
+            self._add_goal_marker(renderer.scene)
 
-            spec = self.env._render_specs
-            self._renderer = mujoco.Renderer(self.model, height=spec.height, width=spec.width)
-            self._camera = mujoco.MjvCamera()
-            self._camera.type = mujoco.mjtCamera.mjCAMERA_FREE
-            self._camera.lookat[:] = WORKSPACE_CAMERA['lookat']
-            for name in ('distance', 'azimuth', 'elevation'):
-                setattr(self._camera, name, WORKSPACE_CAMERA[name])
-        self._renderer.update_scene(self.data, camera=self._camera)
-        self._add_goal_marker(self._renderer.scene)
+    def _make_renderer(self, name: str):
+        import mujoco
+
+        if not self._render_enabled:
+            raise RuntimeError('this plant was created with render=False')
+        if name not in CAMERAS:
+            raise ValueError(f'no camera {name!r} (the sim has {list(CAMERAS)})')
+        spec = self.env._render_specs
+        camera = mujoco.MjvCamera()
+        camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        if name == 'front':
+            camera.lookat[:] = WORKSPACE_CAMERA['lookat']
+            for key in ('distance', 'azimuth', 'elevation'):
+                setattr(camera, key, WORKSPACE_CAMERA[key])
+        self._renderers[name] = (mujoco.Renderer(self.model, height=spec.height, width=spec.width), camera)
+        return self._renderers[name]
+
+    def _place_wrist_camera(self, camera) -> None:
+        """Looks along the jaws (the gripper frame's x axis) from behind and beside them."""
+        tip = self.data.site_xpos[self._gripper_site]
+        frame = self.data.site_xmat[self._gripper_site].reshape(3, 3)
+        along, across = frame[:, 0], -frame[:, 1]
+        target = tip + WRIST_CAMERA['beyond'] * along
+        view = target - (tip - WRIST_CAMERA['back'] * along + WRIST_CAMERA['side'] * across)
+        camera.lookat[:] = target
+        camera.distance = float(np.linalg.norm(view))
+        view = view / camera.distance
+        camera.azimuth = float(np.degrees(np.arctan2(view[1], view[0])))
+        camera.elevation = float(np.degrees(np.arcsin(np.clip(view[2], -1.0, 1.0))))
 
     def _add_goal_marker(self, scene) -> None:
         import mujoco
@@ -125,16 +153,16 @@ class SO101Plant:
                             np.eye(3).ravel(), np.array(GOAL_MARKER_RGBA, dtype=np.float32))
         scene.ngeom += 1
 
-    def draw(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB of the last captured scene, workspace camera with the goal marker."""
-        return self._renderer.render()
+    def draw(self, camera: str = 'front') -> np.ndarray:
+        """(H, W, 3) uint8 RGB of the last captured scene seen by `camera` (one of CAMERAS)."""
+        return self._renderers[camera][0].render()
 
-    def render(self) -> np.ndarray:
-        self.capture()
-        return self.draw()
+    def render(self, camera: str = 'front') -> np.ndarray:
+        self.capture([camera])
+        return self.draw(camera)
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer, _ in self._renderers.values():
+            renderer.close()
+        self._renderers = {}
         self.env.close()

@@ -66,7 +66,7 @@ def _specs(args):
     from asyncvla_ros.training.lerobot_format import DatasetSpec, load_data_config
     if args.data:
         return load_data_config(args.data)
-    return [DatasetSpec(root=root, select_video_keys=['observation.images.front']) for root in args.dataset]
+    return [DatasetSpec(root=root) for root in args.dataset]  # every camera of each dataset
 
 
 @_reports_bad_input
@@ -175,7 +175,7 @@ def cmd_evaluate(args) -> int:
     """Run the policy open loop over a LeRobot dataset or a bag and report errors, calibration, speed."""
     from asyncvla_ros.model.checkpoint import CheckpointError
     from asyncvla_ros.model.runner import PolicyRunner
-    from asyncvla_ros.nodes.params import POLICY_NODE
+    from asyncvla_ros.nodes.params import POLICY_NODE, camera_topics_for
     from asyncvla_ros.tools.bags import BagError
     from asyncvla_ros.tools.evaluate import EvalSettings, bag_source, dataset_source, evaluate, summary_keys, write_report
     from asyncvla_ros.training.lerobot_format import DatasetError
@@ -187,7 +187,7 @@ def cmd_evaluate(args) -> int:
         if args.dataset:
             source = dataset_source(args.dataset, runner, stride)
         else:
-            source = bag_source(args.bag, runner, stride, args.camera_topics or defaults['camera_topics'],
+            source = bag_source(args.bag, runner, stride, args.camera_topics or camera_topics_for(runner.processor.camera_keys),
                                 args.joint_names or defaults['joint_names'], args.joint_topic, args.command_topic,
                                 args.instruction_topic, args.instruction or defaults['instruction'])
         print(f'evaluate: {len(source.queries)} chunks from {source.description}')
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument('--data', type=Path, help='data YAML with lerobot_datasets entries')
         source.add_argument('--dataset', type=Path, nargs='+',
-                            help='LeRobot v3.0 dataset roots (front camera, state, action), equal shares of the samples')
+                            help='LeRobot v3.0 dataset roots (all cameras, state, action), equal shares of the samples')
         p.add_argument('--steps', type=int, default=2000 if name == 'train' else 500)
         p.add_argument('--batch-size', type=int, default=8)
         p.add_argument('--lr', type=float, default=1e-4)

@@ -1,5 +1,5 @@
 """SO-101 pick-and-place demonstrations from the scripted expert of lerobot-env-so101, written as a
-LeRobot v3.0 dataset: front camera, observation.state = joint positions, action = the 6 absolute joint
+LeRobot v3.0 dataset: front and wrist cameras, observation.state = joint positions, action = the 6 absolute joint
 targets the expert's IK produced (what executor_node commands)."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
+from asyncvla_ros.sim.so101 import CAMERAS, JOINT_NAMES, SO101Plant
 from asyncvla_ros.training.lerobot_format import LeRobotWriter
 
-CAMERA_KEY = 'observation.images.front'
+CAMERA_KEYS = {name: f'observation.images.{name}' for name in CAMERAS}
 INSTRUCTIONS = (
-    'pick up the red block and place it on the green target',
+    'pick up the purple block and place it on the green target',
     'put the block on the green goal',
     'move the cube onto the target',
-    'place the red block at the green marker',
+    'place the purple block at the green marker',
 )
 FPS = 10  # the env's control period (0.1 s)
 
@@ -27,10 +27,12 @@ def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200) -> dict:
 
     plant.reset(seed)
     expert = PickPlaceController()
-    frames, states, actions = [], [], []
+    frames, states, actions = {key: [] for key in CAMERA_KEYS.values()}, [], []
     success = False
     for _ in range(max_steps):
-        frames.append(plant.render())
+        plant.capture()
+        for name, key in CAMERA_KEYS.items():
+            frames[key].append(plant.draw(name))
         states.append(plant.joint_positions)
         command = expert.act(plant.env.ik_point_pos, plant.block_position, plant.goal_position)
         _, _, terminated, _, info = plant.env.step(command)
@@ -38,7 +40,8 @@ def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200) -> dict:
         success = success or bool(info.get('succeed'))
         if expert.done or terminated:
             break
-    return {'images': np.stack(frames), 'state': np.stack(states), 'action': np.stack(actions), 'success': success}
+    return {'images': {key: np.stack(f) for key, f in frames.items()}, 'state': np.stack(states),
+            'action': np.stack(actions), 'success': success}
 
 
 def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 224) -> dict:
@@ -54,7 +57,7 @@ def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 2
             if not record['success']:
                 failed += 1
                 continue
-            writer.add_episode({CAMERA_KEY: record['images']}, record['state'], record['action'],
+            writer.add_episode(record['images'], record['state'], record['action'],
                                INSTRUCTIONS[int(rng.integers(len(INSTRUCTIONS)))])
     finally:
         plant.close()

@@ -8,6 +8,7 @@ Samples follow asyncvla_method.md §6: images, state and task at frame t, action
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,7 @@ def read_video(path: Path) -> np.ndarray:
 # ----------------------------------------------------------------------------- reading
 @dataclass
 class DatasetSpec:
-    """One `lerobot_datasets` entry of a data YAML (the EO-1 schema)."""
+    """One `lerobot_datasets` entry of a data YAML (the EO-1 schema); no video keys: every camera."""
 
     root: Path
     repo_id: str = ''
@@ -159,11 +160,13 @@ class LeRobotDataset:
     """Frames of a v3.0 dataset as training samples; videos are decoded once into memory."""
 
     def __init__(self, spec: DatasetSpec, chunk_size: int, episodes: Sequence[int] | None = None):
-        self.spec, self.chunk_size = spec, chunk_size
         root = Path(spec.root)
         self.info = self._json(root / 'meta' / 'info.json')
         self.fps = self.info.get('fps', 10)
         features = self.info.get('features', {})
+        if not spec.select_video_keys:  # every camera of the dataset, in its order
+            spec = dataclasses.replace(spec, select_video_keys=[k for k, f in features.items() if f.get('dtype') == 'video'])
+        self.spec, self.chunk_size = spec, chunk_size
         for key in (*spec.select_video_keys, *spec.select_state_keys, *spec.select_action_keys):
             if key not in features:
                 raise DatasetError(f'{root / "meta/info.json"}: feature {key!r} not in the dataset ({sorted(features)})')
