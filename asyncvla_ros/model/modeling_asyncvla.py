@@ -29,9 +29,8 @@ class Prefix:
     cache: DynamicCache
     hidden: torch.Tensor            # (B, P, H) last hidden states, for the rater
     mask: torch.Tensor              # (B, P) True for real (non-padding) tokens
-    action_positions: torch.Tensor  # (3, B, L) M-RoPE position ids of the action tokens
     suffix_mask: torch.Tensor       # (B, 1, L, P + L) additive attention mask of the action tokens
-    action_rotary: tuple[torch.Tensor, torch.Tensor]  # (cos, sin) of the action positions, each (B, L, head_dim)
+    action_rotary: tuple[torch.Tensor, torch.Tensor]  # (cos, sin) at the action tokens' positions, (B, L, D) each
 
     @property
     def length(self) -> int:
@@ -142,7 +141,7 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         hidden = self._backbone(embeds, prefix_mask, positions, cache)
         action_positions = self._action_positions(positions, attention_mask, self.config.action_chunk_size)
         rotary = self.vlm.language_model.rotary_emb(hidden, action_positions)
-        return Prefix(cache, hidden, attention_mask.bool(), action_positions, suffix_mask, rotary)
+        return Prefix(cache, hidden, attention_mask.bool(), suffix_mask, rotary)
 
     def velocity(self, prefix: Prefix, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """v(x, tau) for all L action tokens (B, L, A) on the cached prefix; the cache is left as it was.
