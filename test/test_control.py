@@ -65,6 +65,31 @@ def test_so101_limits_let_the_expert_complete_the_task_through_the_executor():
         plant.close()
 
 
+def test_recovery_episodes_start_beside_the_block_and_still_succeed(monkeypatch):
+    """Recovery demonstrations exist to show the way back from a misplaced gripper: their first frame must be
+    off the block (a plain episode starts at home, far above it) and the expert must still complete the task."""
+    from asyncvla_ros.sim.so101 import SO101Plant
+    from asyncvla_ros.training import demonstrations
+
+    plant = SO101Plant(render=True, image_width=32, image_height=32)
+    starts = []
+    original = demonstrations._detour
+
+    def detour_then_measure(*args):
+        original(*args)
+        starts.append((plant.env.ik_point_pos - plant.block_position, plant.joint_positions))
+
+    monkeypatch.setattr(demonstrations, '_detour', detour_then_measure)
+    try:
+        records = [demonstrations.record_episode(plant, seed, recovery=True) for seed in (1, 2)]
+    finally:
+        plant.close()
+    for record, (offset, joints) in zip(records, starts):
+        assert record['success']
+        assert np.linalg.norm(offset[:2]) > 0.015 and offset[2] < 0.12, offset
+        np.testing.assert_allclose(record['state'][0], joints)
+
+
 def test_the_camera_shows_the_goal_where_it_was_drawn():
     """An image policy can only place the block if it sees the goal: the green disc appears in the
     camera image and moves with the goal (the env itself draws nothing there)."""

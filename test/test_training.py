@@ -1,5 +1,6 @@
 """Training on LeRobot v3.0 data: the reader against the raw parquet values, a tiny run that lowers
 the loss, and bad data failing with the file's name."""
+import dataclasses
 import json
 import shutil
 
@@ -118,6 +119,20 @@ def test_resumed_training_continues_the_step_count_and_the_schedule(dataset_root
     assert [r.split(',')[2] for r in rows] == [r.split(',')[2] for r in first[3:]]  # same learning rates
 
 
+def test_fine_tuning_starts_from_the_checkpoint_with_a_fresh_schedule(dataset_root, tmp_path):
+    from safetensors.torch import load_file
+    config = TrainConfig(preset='tiny', steps=3, batch_size=2, image_size=56, validate_every=0, save_every=0)
+    train_policy([spec(dataset_root)], tmp_path / 'run', config)
+    frozen = dataclasses.replace(config, lr=0.0, vision_lr=0.0)  # no update: the weights must be the checkpoint's
+    tuned = train_policy([spec(dataset_root)], tmp_path / 'tuned', frozen, init_from=tmp_path / 'run')
+    rows = (tmp_path / 'tuned/train_log.csv').read_text().splitlines()[1:]
+    assert [r.split(',')[0] for r in rows] == ['1', '2', '3'] and tuned['steps'] == 3
+    source, result = load_file(tmp_path / 'run/model.safetensors'), load_file(tmp_path / 'tuned/model.safetensors')
+    assert source.keys() == result.keys()
+    assert all(torch.equal(source[k], result[k]) for k in source)
+    assert (tmp_path / 'run/normalization.json').read_text() == (tmp_path / 'tuned/normalization.json').read_text()
+
+
 def test_rater_training_reports_calibration_and_keeps_the_policy(dataset_root, tmp_path):
     from asyncvla_ros.model import load_checkpoint
     run = train_policy([spec(dataset_root)], tmp_path / 'run', TrainConfig(preset='tiny', steps=5, batch_size=4, image_size=56,
@@ -171,6 +186,8 @@ def test_training_commands_report_a_bad_checkpoint_without_a_traceback(dataset_r
     missing = tmp_path / 'no_checkpoint'
     assert main(['train', '--dataset', str(dataset_root), '--preset', 'tiny', '--steps', '1', '--output',
                  str(tmp_path / 'run'), '--resume', str(missing)]) == 2
+    assert main(['train', '--dataset', str(dataset_root), '--preset', 'tiny', '--steps', '1', '--output',
+                 str(tmp_path / 'run'), '--init-from', str(missing)]) == 2
     assert main(['export', '--checkpoint', str(missing), '--output', str(tmp_path / 'out')]) == 2
     err = capsys.readouterr().err
-    assert err.count(str(missing)) == 2 and 'Traceback' not in err
+    assert err.count(str(missing)) == 3 and 'Traceback' not in err

@@ -41,7 +41,7 @@ def cmd_demo(args) -> int:
 def cmd_make_dataset(args) -> int:
     """Write SO-101 expert demonstrations as a LeRobot v3.0 dataset."""
     from asyncvla_ros.training.demonstrations import make_dataset
-    result = make_dataset(args.output, args.episodes, args.seed, args.image_size)
+    result = make_dataset(args.output, args.episodes, args.seed, args.image_size, args.recovery)
     print(f'make-dataset: wrote {result["episodes"]} episodes ({result["frames"]} frames, {result["failed"]} failed '
           f'expert runs skipped) to {result["output"]}')
     print(json.dumps(result))
@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
                          vision_lr=args.vision_lr, image_size=args.image_size, seed=args.seed, save_every=args.save_every,
                          validate_every=args.validate_every, gradient_checkpointing=args.gradient_checkpointing,
                          action_mode=args.action_mode)
-    result = train_policy(_specs(args), args.output, config, resume=args.resume)
+    result = train_policy(_specs(args), args.output, config, resume=args.resume, init_from=args.init_from)
     print(f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '
           f'{result["last_loss"]:.4f}; checkpoint and train_log.csv in {result["output"]}')
     print(json.dumps(result))
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument('--seed', type=int, default=0)
     make.add_argument('--image-size', type=int, default=224)
     make.add_argument('--output', type=Path, required=True)
+    make.add_argument('--recovery', action='store_true',
+                      help='episodes start where the expert turns back from a decoy beside the block')
     make.set_defaults(func=cmd_make_dataset)
     for name, func in (('train', cmd_train), ('train-rater', cmd_train_rater)):
         p = sub.add_parser(name, help=func.__doc__)
@@ -245,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--save-every', type=int, default=500)
             p.add_argument('--validate-every', type=int, default=500)
             p.add_argument('--gradient-checkpointing', action='store_true')
-            p.add_argument('--resume', type=Path, help='a checkpoint-<step> directory of an earlier run')
+            start = p.add_mutually_exclusive_group()
+            start.add_argument('--resume', type=Path, help='a checkpoint-<step> directory of an earlier run')
+            start.add_argument('--init-from', type=Path,
+                               help='fine-tune this checkpoint (weights, processor, statistics) with a fresh schedule')
         else:
             p.add_argument('--checkpoint', type=Path, required=True)
             p.add_argument('--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)')

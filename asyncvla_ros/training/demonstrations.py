@@ -21,12 +21,23 @@ INSTRUCTIONS = (
 FPS = 10  # the env's control period (0.1 s)
 
 
-def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200) -> dict:
-    """One expert episode: frames, joint positions and joint targets at 10 Hz, and whether it succeeded."""
+RECOVERY_OFFSET_M = (0.02, 0.06)  # how far beside the block a recovery episode's detour aims
+RECOVERY_MAX_DETOUR_STEPS = 30
+
+
+def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200, recovery: bool = False) -> dict:
+    """One expert episode: frames, joint positions and joint targets at 10 Hz, and whether it succeeded.
+
+    With `recovery`, the expert first heads for a decoy 2-6 cm beside the block (unrecorded, for a random number
+    of steps, sometimes into the descent) and the recording starts where it turns back: the data then shows the
+    way from a misplaced gripper to the block, which a policy whose first chunks aimed wrong needs (DART-style
+    corrective data; plain demonstrations never leave the expert's own path)."""
     from lerobot_env_so101.scripted import PickPlaceController
 
     plant.reset(seed)
     expert = PickPlaceController()
+    if recovery:
+        _detour(plant, expert, np.random.default_rng(seed))
     frames, states, actions = {key: [] for key in CAMERA_KEYS.values()}, [], []
     success = False
     for _ in range(max_steps):
@@ -44,16 +55,34 @@ def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200) -> dict:
             'action': np.stack(actions), 'success': success}
 
 
-def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 224) -> dict:
+def _detour(plant: SO101Plant, expert, rng: np.random.Generator) -> None:
+    """Runs `expert` towards a decoy block beside the real one, then resets it to start over from where it is."""
+    from lerobot_env_so101.scripted.pick_place import Phase
+
+    angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(*RECOVERY_OFFSET_M)
+    decoy = plant.block_position + distance * np.array([np.cos(angle), np.sin(angle), 0.0])
+    descend_steps = int(rng.integers(0, 8))  # steps of descent towards the decoy before turning back
+    for _ in range(int(rng.integers(5, RECOVERY_MAX_DETOUR_STEPS))):
+        if expert.phase not in (Phase.HOVER, Phase.DESCEND):
+            break
+        if expert.phase is Phase.DESCEND:
+            if descend_steps == 0:
+                break
+            descend_steps -= 1
+        plant.env.step(expert.act(plant.env.ik_point_pos, decoy, plant.goal_position))
+    expert.reset()
+
+
+def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 224, recovery: bool = False) -> dict:
     """Runs the expert on `episodes` seeded scenes (block and goal drawn from the seed, one of several
-    phrasings of the instruction each) and writes the successful ones."""
+    phrasings of the instruction each) and writes the successful ones; `recovery`: see `record_episode`."""
     rng = np.random.default_rng(seed)
     plant = SO101Plant(seed, image_size, image_size)
     writer = LeRobotWriter(Path(output), FPS, joint_names=JOINT_NAMES)
     failed = 0
     try:
         for episode in tqdm(range(episodes), desc='make-dataset: expert episodes', unit='episode'):
-            record = record_episode(plant, seed * 100_000 + episode)
+            record = record_episode(plant, seed * 100_000 + episode, recovery=recovery)
             if not record['success']:
                 failed += 1
                 continue

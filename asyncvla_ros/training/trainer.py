@@ -143,8 +143,11 @@ class _Log:
         self.file.flush()
 
 
-def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, resume: Path | None = None) -> dict:
-    """Trains the unified SFM/AFM policy; writes checkpoints, train_log.csv and the final checkpoint to `output`."""
+def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, resume: Path | None = None,
+                 init_from: Path | None = None) -> dict:
+    """Trains the unified SFM/AFM policy; writes checkpoints, train_log.csv and the final checkpoint to `output`.
+    `resume` continues a run (its step and schedule); `init_from` fine-tunes a checkpoint's weights, processor
+    and normalisation with a fresh schedule of `config.steps`."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='bf16' if torch.cuda.is_available() else 'no')
@@ -156,6 +159,9 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
     if resume is not None:
         model, processor = load_checkpoint(resume, device='cpu')
         start_step = json.loads((Path(resume) / 'trainer_state.json').read_text())['step']
+    elif init_from is not None:
+        model, processor = load_checkpoint(init_from, device='cpu', dtype='float32')
+        start_step = 0
     else:
         model, processor = build_policy(config, train_sets[0], texts)
         start_step = 0
