@@ -90,6 +90,35 @@ def test_recovery_episodes_start_beside_the_block_and_still_succeed(monkeypatch)
         np.testing.assert_allclose(record['state'][0], joints)
 
 
+def test_policy_driven_recovery_episodes_start_where_the_policy_left_the_arm(tiny_checkpoint, monkeypatch):
+    """DAgger-style recovery data: the policy drives first and the recording starts where it left the arm (off
+    home), with the expert taking over from there rather than from a stale Cartesian target."""
+    from asyncvla_ros.model.runner import PolicyRunner
+    from asyncvla_ros.sim.so101 import SO101Plant
+    from asyncvla_ros.training import demonstrations
+
+    plant = SO101Plant(render=True, image_width=32, image_height=32)
+    home = plant.joint_positions
+    handovers = []
+    original = demonstrations._policy_detour
+
+    def detour_then_measure(*args):
+        original(*args)
+        handovers.append(plant.joint_positions)
+
+    monkeypatch.setattr(demonstrations, '_policy_detour', detour_then_measure)
+    policy = PolicyRunner(tiny_checkpoint, device='cpu', seed=0)
+    try:
+        record = demonstrations.record_episode(plant, 3, recovery=True, policy=policy)
+    finally:
+        plant.close()
+    (handover,) = handovers
+    assert np.abs(handover - home).max() > 0.02
+    np.testing.assert_allclose(record['state'][0], handover)
+    assert np.abs(np.diff(record['action'][:3, :5], axis=0)).max() < 0.2  # no jump back towards the reset target
+    assert record['success']
+
+
 def test_the_camera_shows_the_goal_where_it_was_drawn():
     """An image policy can only place the block if it sees the goal: the green disc appears in the
     camera image and moves with the goal (the env itself draws nothing there)."""
@@ -199,6 +228,21 @@ def test_splice_keeps_committed_steps_and_drops_the_past():
     assert np.allclose(timeline.sample(0.3)[0], old[3])           # old waypoint before the splice
     assert np.allclose(timeline.sample(0.5)[0], new[5])           # new chunk after it
     assert timeline.interpolant.times[0] == 0.25 and timeline.progress(0.5).step == 5
+
+
+def test_a_new_chunk_is_due_one_period_after_its_observation_or_at_the_step_the_arm_heads_for():
+    """The demonstrations reach the target set at frame t by frame t + 1; a chunk whose step 0 is due at the
+    observation's own time asks the arm to be there already (the demo checkpoint then failed every episode
+    through the executor while it succeeded without it)."""
+    from asyncvla_ros.control.delay import request_timing
+
+    assert request_timing(5.0, 0.1, 3, 8) == (5.1, None)
+    running = chunk(1, 10.0, np.arange(16.0).reshape(8, 2))
+    start, committed = request_timing(10.25, 0.1, 3, 8, running, executor_step=2)
+    assert start == pytest.approx(10.3) and np.array_equal(committed, running.positions[3:6])
+    assert request_timing(10.25, 0.1, 3, 8, running, executor_step=None)[1] is None  # compensation off
+    start, committed = request_timing(10.75, 0.1, 3, 8, running, executor_step=7)  # nothing left to keep
+    assert start == pytest.approx(10.85) and committed is None
 
 
 @pytest.mark.parametrize('kind, continuous_derivatives', [('linear', 0), ('cubic', 1), ('quintic', 2)])

@@ -189,5 +189,7 @@ def test_training_commands_report_a_bad_checkpoint_without_a_traceback(dataset_r
     assert main(['train', '--dataset', str(dataset_root), '--preset', 'tiny', '--steps', '1', '--output',
                  str(tmp_path / 'run'), '--init-from', str(missing)]) == 2
     assert main(['export', '--checkpoint', str(missing), '--output', str(tmp_path / 'out')]) == 2
+    assert main(['make-dataset', '--episodes', '1', '--output', str(tmp_path / 'data'),
+                 '--recovery-policy', str(missing)]) == 2
     err = capsys.readouterr().err
-    assert err.count(str(missing)) == 3 and 'Traceback' not in err
+    assert err.count(str(missing)) == 4 and 'Traceback' not in err

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from asyncvla_ros.control.chunk import Chunk
+
 
 class DelayEstimator:
     """Steps consumed while a request ran, measured from ExecutorState (the step index the executor
@@ -35,3 +37,20 @@ def committed_steps(positions: np.ndarray, executing_step: int, delay: int, chun
     k = int(np.clip(executing_step, 0, len(positions)))
     d = int(np.clip(delay, 0, chunk_size - 1))
     return positions[k:k + d]
+
+
+
+def request_timing(now: float, dt: float, delay: int, chunk_size: int, running: Chunk | None = None,
+                   executor_step: int | None = None) -> tuple[float, np.ndarray | None]:
+    """When a new chunk's step 0 is due, and the steps of the `running` chunk it keeps: (start, committed or None).
+
+    Step i of a chunk is the target the arm reaches i + 1 periods after the observation, as the demonstrations
+    record it (the target set at frame t is reached by frame t + 1), so without kept steps step 0 is due at
+    now + dt (due at `now`, the arm would have to be there already). With delay compensation (`executor_step`,
+    the running chunk's step due last, is known) the kept steps start at the one the arm is heading for."""
+    if running is not None and executor_step is not None:
+        heading = executor_step + 1
+        committed = committed_steps(running.positions, heading, delay, chunk_size)
+        if len(committed):
+            return running.start_time + heading * running.dt, committed
+    return now + dt, None

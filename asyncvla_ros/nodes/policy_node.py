@@ -19,7 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from asyncvla_ros.control.chunk import Chunk
-from asyncvla_ros.control.delay import DelayEstimator, committed_steps
+from asyncvla_ros.control.delay import DelayEstimator, request_timing
 from asyncvla_ros.model.checkpoint import CheckpointError
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
@@ -205,16 +205,15 @@ class PolicyNode(LifecycleNode):
     def _build_request(self, now: float):
         p = self.p
         oldest = min([self.joints[0]] + [self.images[t][0] for t in self.camera_topics])
-        committed, start_time, executor_step = None, now, None
         chunk, executor = self.last_chunk, self.executor_state
+        executor_step = None
         if p['delay_compensation'] and chunk is not None and executor is not None \
                 and executor.chunk_id == chunk.chunk_id and executor.mode in ('executing', 'dry_run'):
             executor_step = executor.step
-            committed = committed_steps(chunk.positions, executor.step, self.delay.delay, self.runner.chunk_size)
-            start_time = chunk.start_time + executor.step * chunk.dt
+        start_time, committed = request_timing(now, self.runner.dt, self.delay.delay, self.runner.chunk_size,
+                                               chunk, executor_step)
         request = ChunkRequest([self.images[t][1] for t in self.camera_topics], self.joints[1].copy(), self.instruction,
-                               committed if committed is not None and len(committed) else None,
-                               p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
+                               committed, p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
                                p['num_denoise_steps'], p['num_denoise_steps_afm'])
         meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time,
                 'executor_step': executor_step, 'started': time.perf_counter(),

@@ -98,6 +98,12 @@ class SO101Plant:
         rise = self.block_position[2] - self.env._z_init
         self.env._was_carried = self.env._was_carried or bool(rise > _CARRY_RISE)
 
+    def resume_cartesian_control(self) -> None:
+        """After joint-target control (`set_targets`, `advance`), the env's Cartesian IK target starts again from
+        where the gripper is: it accumulates across `env.step` calls, so it would pull the arm back otherwise."""
+        self.env._target_ee_pos = self.env.ik_point_pos
+        self.env._last_action_was_zero = False
+
     def success(self) -> bool:
         return bool(self.env._is_success())
 

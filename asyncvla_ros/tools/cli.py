@@ -38,16 +38,6 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
-def cmd_make_dataset(args) -> int:
-    """Write SO-101 expert demonstrations as a LeRobot v3.0 dataset."""
-    from asyncvla_ros.training.demonstrations import make_dataset
-    result = make_dataset(args.output, args.episodes, args.seed, args.image_size, args.recovery)
-    print(f'make-dataset: wrote {result["episodes"]} episodes ({result["frames"]} frames, {result["failed"]} failed '
-          f'expert runs skipped) to {result["output"]}')
-    print(json.dumps(result))
-    return 0
-
-
 def _reports_bad_input(command):
     """A training command's bad dataset or checkpoint is a one-line error and exit code 2, not a traceback."""
     @functools.wraps(command)
@@ -67,6 +57,18 @@ def _specs(args):
     if args.data:
         return load_data_config(args.data)
     return [DatasetSpec(root=root) for root in args.dataset]  # every camera of each dataset
+
+
+@_reports_bad_input
+def cmd_make_dataset(args) -> int:
+    """Write SO-101 expert demonstrations as a LeRobot v3.0 dataset."""
+    from asyncvla_ros.training.demonstrations import make_dataset
+    result = make_dataset(args.output, args.episodes, args.seed, args.image_size, args.recovery,
+                          args.recovery_policy)
+    print(f'make-dataset: wrote {result["episodes"]} episodes ({result["frames"]} frames, {result["failed"]} failed '
+          f'expert runs skipped) to {result["output"]}')
+    print(json.dumps(result))
+    return 0
 
 
 @_reports_bad_input
@@ -225,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument('--output', type=Path, required=True)
     make.add_argument('--recovery', action='store_true',
                       help='episodes start where the expert turns back from a decoy beside the block')
+    make.add_argument('--recovery-policy', type=Path, metavar='CHECKPOINT',
+                      help='recovery episodes start where this policy, run from home for 4-40 steps, left the arm')
     make.set_defaults(func=cmd_make_dataset)
     for name, func in (('train', cmd_train), ('train-rater', cmd_train_rater)):
         p = sub.add_parser(name, help=func.__doc__)

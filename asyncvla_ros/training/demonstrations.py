@@ -23,20 +23,27 @@ FPS = 10  # the env's control period (0.1 s)
 
 RECOVERY_OFFSET_M = (0.02, 0.06)  # how far beside the block a recovery episode's detour aims
 RECOVERY_MAX_DETOUR_STEPS = 30
+POLICY_DETOUR_STEPS = (4, 40)  # control steps a policy drives before the expert takes over (inclusive)
+REPLAN_STEPS = 4  # a new chunk every 4 steps, as executor_node's refill threshold asks for one
 
 
-def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200, recovery: bool = False) -> dict:
+def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200, recovery: bool = False,
+                   policy=None) -> dict:
     """One expert episode: frames, joint positions and joint targets at 10 Hz, and whether it succeeded.
 
     With `recovery`, the expert first heads for a decoy 2-6 cm beside the block (unrecorded, for a random number
     of steps, sometimes into the descent) and the recording starts where it turns back: the data then shows the
     way from a misplaced gripper to the block, which a policy whose first chunks aimed wrong needs (DART-style
-    corrective data; plain demonstrations never leave the expert's own path)."""
+    corrective data; plain demonstrations never leave the expert's own path). With a `policy` (a PolicyRunner)
+    as well, that policy drives the detour instead of the decoy (DAgger-style: the corrections then start from
+    the states the policy itself reaches)."""
     from lerobot_env_so101.scripted import PickPlaceController
 
     plant.reset(seed)
     expert = PickPlaceController()
-    if recovery:
+    if recovery and policy is not None:
+        _policy_detour(plant, policy, np.random.default_rng(seed))
+    elif recovery:
         _detour(plant, expert, np.random.default_rng(seed))
     frames, states, actions = {key: [] for key in CAMERA_KEYS.values()}, [], []
     success = False
@@ -73,16 +80,43 @@ def _detour(plant: SO101Plant, expert, rng: np.random.Generator) -> None:
     expert.reset()
 
 
-def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 224, recovery: bool = False) -> dict:
+def _policy_detour(plant: SO101Plant, policy, rng: np.random.Generator) -> None:
+    """Lets `policy` drive the arm from home for a random number of control steps (a new chunk every
+    REPLAN_STEPS, as in closed loop), then hands the arm over to the expert where the policy left it."""
+    from asyncvla_ros.model.checkpoint import CheckpointError
+    from asyncvla_ros.model.runner import ChunkRequest
+
+    cameras = [key.removeprefix('observation.images.') for key in policy.processor.camera_keys]
+    if not set(cameras) <= set(CAMERAS):
+        raise CheckpointError(f'the recovery policy reads cameras {policy.processor.camera_keys}; the sim has '
+                         f'{sorted(CAMERA_KEYS.values())}')
+    positions = None
+    for step in range(int(rng.integers(*POLICY_DETOUR_STEPS, endpoint=True))):
+        if step % REPLAN_STEPS == 0:
+            plant.capture(cameras)
+            request = ChunkRequest([plant.draw(name) for name in cameras], plant.joint_positions, INSTRUCTIONS[0])
+            positions = policy.predict(request).positions
+        plant.set_targets(positions[step % REPLAN_STEPS])
+        plant.advance(1.0 / FPS)
+    plant.resume_cartesian_control()
+
+
+def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 224, recovery: bool = False,
+                 recovery_policy: Path | None = None) -> dict:
     """Runs the expert on `episodes` seeded scenes (block and goal drawn from the seed, one of several
-    phrasings of the instruction each) and writes the successful ones; `recovery`: see `record_episode`."""
+    phrasings of the instruction each) and writes the successful ones; `recovery` and `recovery_policy` (a
+    checkpoint that drives the detours, implies `recovery`): see `record_episode`."""
+    policy = None
+    if recovery_policy is not None:
+        from asyncvla_ros.model.runner import PolicyRunner
+        policy, recovery = PolicyRunner(recovery_policy, seed=seed), True
     rng = np.random.default_rng(seed)
     plant = SO101Plant(seed, image_size, image_size)
     writer = LeRobotWriter(Path(output), FPS, joint_names=JOINT_NAMES)
     failed = 0
     try:
         for episode in tqdm(range(episodes), desc='make-dataset: expert episodes', unit='episode'):
-            record = record_episode(plant, seed * 100_000 + episode, recovery=recovery)
+            record = record_episode(plant, seed * 100_000 + episode, recovery=recovery, policy=policy)
             if not record['success']:
                 failed += 1
                 continue
