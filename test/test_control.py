@@ -92,19 +92,25 @@ def test_recovery_episodes_start_beside_the_block_and_still_succeed(monkeypatch)
 
 def test_policy_driven_recovery_episodes_start_where_the_policy_left_the_arm(tiny_checkpoint, monkeypatch):
     """DAgger-style recovery data: the policy drives first and the recording starts where it left the arm (off
-    home), with the expert taking over from there rather than from a stale Cartesian target."""
+    home); the expert's first step moves the gripper from there, not back towards the env's stale IK target."""
     from asyncvla_ros.model.runner import PolicyRunner
     from asyncvla_ros.sim.so101 import SO101Plant
     from asyncvla_ros.training import demonstrations
 
     plant = SO101Plant(render=True, image_width=32, image_height=32)
-    home = plant.joint_positions
-    handovers = []
-    original = demonstrations._policy_detour
+    home, home_grasp_point = plant.joint_positions, plant.env.ik_point_pos
+    handovers, targets = [], []
+    original_detour, original_step = demonstrations._policy_detour, plant.env.step
+
+    def step_then_measure(action):
+        result = original_step(action)
+        targets.append(plant.env._target_ee_pos)
+        return result
 
     def detour_then_measure(*args):
-        original(*args)
-        handovers.append(plant.joint_positions)
+        original_detour(*args)
+        handovers.append((plant.joint_positions, plant.env.ik_point_pos))
+        plant.env.step = step_then_measure
 
     monkeypatch.setattr(demonstrations, '_policy_detour', detour_then_measure)
     policy = PolicyRunner(tiny_checkpoint, device='cpu', seed=0)
@@ -112,10 +118,11 @@ def test_policy_driven_recovery_episodes_start_where_the_policy_left_the_arm(tin
         record = demonstrations.record_episode(plant, 3, recovery=True, policy=policy)
     finally:
         plant.close()
-    (handover,) = handovers
-    assert np.abs(handover - home).max() > 0.02
-    np.testing.assert_allclose(record['state'][0], handover)
-    assert np.abs(np.diff(record['action'][:3, :5], axis=0)).max() < 0.2  # no jump back towards the reset target
+    ((joints, grasp_point),) = handovers
+    assert np.abs(joints - home).max() > 0.05 and np.linalg.norm(grasp_point - home_grasp_point) > 0.05
+    np.testing.assert_allclose(record['state'][0], joints)
+    from lerobot_env_so101.policy import DEFAULT_ACTION_SCALE
+    assert np.linalg.norm(targets[0] - grasp_point) <= np.sqrt(3) * DEFAULT_ACTION_SCALE + 1e-9
     assert record['success']
 
 
