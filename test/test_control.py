@@ -93,6 +93,8 @@ def test_recovery_episodes_start_beside_the_block_and_still_succeed(monkeypatch)
 def test_policy_driven_recovery_episodes_start_where_the_policy_left_the_arm(tiny_checkpoint, monkeypatch):
     """DAgger-style recovery data: the policy drives first and the recording starts where it left the arm (off
     home); the expert's first step moves the gripper from there, not back towards the env's stale IK target."""
+    from lerobot_env_so101.policy import DEFAULT_ACTION_SCALE
+
     from asyncvla_ros.model.runner import PolicyRunner
     from asyncvla_ros.sim.so101 import SO101Plant
     from asyncvla_ros.training import demonstrations
@@ -121,7 +123,6 @@ def test_policy_driven_recovery_episodes_start_where_the_policy_left_the_arm(tin
     ((joints, grasp_point),) = handovers
     assert np.abs(joints - home).max() > 0.05 and np.linalg.norm(grasp_point - home_grasp_point) > 0.05
     np.testing.assert_allclose(record['state'][0], joints)
-    from lerobot_env_so101.policy import DEFAULT_ACTION_SCALE
     assert np.linalg.norm(targets[0] - grasp_point) <= np.sqrt(3) * DEFAULT_ACTION_SCALE + 1e-9
     assert record['success']
 

@@ -1,5 +1,6 @@
 """Delay compensation (architecture.md §5): how many executed steps an inference request costs,
-measured from the executor's progress, and which steps of the running chunk are committed."""
+measured from the executor's progress, which steps of the running chunk are committed, and when a new
+chunk's steps are due."""
 from __future__ import annotations
 
 import math
@@ -37,7 +38,6 @@ def committed_steps(positions: np.ndarray, executing_step: int, delay: int, chun
     k = int(np.clip(executing_step, 0, len(positions)))
     d = int(np.clip(delay, 0, chunk_size - 1))
     return positions[k:k + d]
-
 
 
 def request_timing(now: float, dt: float, delay: int, chunk_size: int, running: Chunk | None = None,

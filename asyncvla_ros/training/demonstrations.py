@@ -89,7 +89,7 @@ def _policy_detour(plant: SO101Plant, policy, rng: np.random.Generator) -> None:
     cameras = [key.removeprefix('observation.images.') for key in policy.processor.camera_keys]
     if not set(cameras) <= set(CAMERAS):
         raise CheckpointError(f'the recovery policy reads cameras {policy.processor.camera_keys}; the sim has '
-                         f'{sorted(CAMERA_KEYS.values())}')
+                              f'{sorted(CAMERA_KEYS.values())}')
     positions = None
     for step in range(int(rng.integers(*POLICY_DETOUR_STEPS, endpoint=True))):
         if step % REPLAN_STEPS == 0:
