@@ -44,13 +44,16 @@ def request_timing(now: float, dt: float, delay: int, chunk_size: int, running: 
                    executor_step: int | None = None) -> tuple[float, np.ndarray | None]:
     """When a new chunk's step 0 is due, and the steps of the `running` chunk it keeps: (start, committed or None).
 
-    Step i of a chunk is the target the arm reaches i + 1 periods after the observation, as the demonstrations
-    record it (the target set at frame t is reached by frame t + 1), so without kept steps step 0 is due at
-    now + dt (due at `now`, the arm would have to be there already). With delay compensation (`executor_step`,
-    the running chunk's step due last, is known) the kept steps start at the one the arm is heading for."""
+    In the demonstrations the target recorded at frame t is the one the servos are given over the whole period
+    from frame t to t + 1 (the env holds it). The executor interpolates through the targets instead, so it meets
+    that hold best by passing through step i at the middle of its period: without kept steps step 0 is due at
+    now + dt / 2 (at `now`, the arm would lead the demonstrations by half a period; at now + dt, lag them by
+    half a period, which the expert's own plan already fails with: test_closed_loop). With delay compensation
+    (`executor_step`, the running chunk's step due last, is known) the kept steps start at the one the arm is
+    heading for."""
     if running is not None and executor_step is not None:
         heading = executor_step + 1
         committed = committed_steps(running.positions, heading, delay, chunk_size)
         if len(committed):
             return running.start_time + heading * running.dt, committed
-    return now + dt, None
+    return now + 0.5 * dt, None

@@ -107,6 +107,15 @@ class SO101Plant:
     def success(self) -> bool:
         return bool(self.env._is_success())
 
+    @property
+    def carried(self) -> bool:
+        """The block has been lifted clear of the table this episode (what success needs before the place)."""
+        return bool(self.env._was_carried)
+
+    def gripper_block_distance(self) -> float:
+        """Metres from the gripper's end-effector point to the block's centre."""
+        return float(np.linalg.norm(self.block_position - self.data.sensor('so101/ee_pos').data))
+
     def capture(self, cameras=CAMERAS) -> None:
         """Copies the current state into the render scenes of `cameras`: fast; call it where the physics
         is not stepping (sim_arm_node holds its lock), then `draw()` anywhere."""

@@ -183,6 +183,8 @@ def cmd_evaluate(args) -> int:
     from asyncvla_ros.training.lerobot_format import DatasetError
 
     defaults = POLICY_NODE.defaults()
+    if args.closed_loop:
+        return _evaluate_closed_loop(args, defaults)
     try:
         runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
         stride = args.stride or runner.chunk_size
@@ -204,6 +206,36 @@ def cmd_evaluate(args) -> int:
           f'rater_spearman {metrics["rater_spearman"]:.3f}, refined_fraction {metrics["refined_fraction"]:.3f}, '
           f'latency p50 {metrics["latency_ms_p50"]:.1f} ms, realtime_factor {metrics["realtime_factor"]:.1f}; wrote {report}')
     print(json.dumps({k: metrics[k] for k in summary_keys(metrics)}))
+    return 0
+
+
+def _evaluate_closed_loop(args, defaults: dict) -> int:
+    from asyncvla_ros.model.checkpoint import CheckpointError
+    from asyncvla_ros.model.runner import PolicyRunner
+    from asyncvla_ros.tools.closed_loop import LoopSettings, evaluate_closed_loop, summarize, write_results
+
+    modes = {'on': {'self_correction': True}, 'off': {'sfm': False}, 'both': {'self_correction': True, 'sfm': False}}
+    settings = LoopSettings(args.instruction or defaults['instruction'], args.episode_seconds,
+                            None if args.latency_ms is None else args.latency_ms / 1e3, args.refill_threshold,
+                            args.delay_compensation == 'on', args.confidence_threshold, args.num_correction_rounds,
+                            args.num_denoise_steps, args.num_denoise_steps_afm)
+    try:
+        runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
+    except CheckpointError as exc:
+        print(f'evaluate: {exc}', file=sys.stderr)
+        return 2
+    latency = 'each inference\'s wall time' if settings.latency_s is None else f'{args.latency_ms:g} ms'
+    print(f'evaluate: {args.closed_loop} simulated SO-101 episodes (scene seeds from {args.scene_seed}) per mode, '
+          f'ROS-free, latency {latency}')
+    results = evaluate_closed_loop(runner, settings, args.closed_loop, args.scene_seed, modes[args.self_correction])
+    summary = summarize(results)
+    path = write_results(args.output, results, summary, {'checkpoint': str(args.checkpoint or 'the demo checkpoint'),
+                                                         'settings': vars(settings)})
+    for mode in results:
+        print(f'evaluate: {mode}: success {summary[f"success_rate_{mode}"]:.2f}, how far episodes got '
+              f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms')
+    print(f'evaluate: wrote {path}')
+    print(json.dumps({k: v for k, v in summary.items() if not k.startswith('phases_')}))
     return 0
 
 
@@ -293,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument('--dataset', type=Path, help='a LeRobot v3.0 dataset root')
     source.add_argument('--bag', type=Path, help='a rosbag2 (mcap or sqlite3)')
+    source.add_argument('--closed-loop', type=int, metavar='EPISODES',
+                        help='drive the simulated SO-101 through the executor core for this many episodes, without ROS')
     ev.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
     ev.add_argument('--output', type=Path, required=True)
     ev.add_argument('--stride', type=int, default=0, help='steps between queries (default: the chunk size)')
@@ -308,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help='bag: the recorded commands to compare with (joint states when absent)')
     ev.add_argument('--instruction-topic', default='/asyncvla/instruction')
     ev.add_argument('--instruction', help="bag: when it has no instruction messages (default: policy_node's)")
+    loop = ev.add_argument_group('closed loop')
+    loop.add_argument('--scene-seed', type=int, default=1000, help='first scene seed (one per episode)')
+    loop.add_argument('--episode-seconds', type=float, default=30.0)
+    loop.add_argument('--latency-ms', type=float, help='fixed inference latency (default: each inference\'s wall time)')
+    loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'])
+    loop.add_argument('--refill-threshold', type=int, default=POLICY_NODE.defaults()['refill_threshold'])
+    loop.add_argument('--delay-compensation', default='on', choices=['on', 'off'])
     ev.set_defaults(func=cmd_evaluate)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=int, default=20)
