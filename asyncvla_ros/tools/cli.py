@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
     demo.add_argument('--seed', type=int, default=1000, help='sim seed (held-out scenes: the demos used seeds 0..99)')
     demo.add_argument('--output', type=Path, default=Path('runs/demo'))
+    demo.add_argument('--real-time-factor', type=float, default=1.0,
+                      help='sim seconds per wall second; below 1 the nodes run on the sim\'s /clock')
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -4,6 +4,11 @@ sim_arm_node, executor_node and policy_node run as separate processes (as `async
 them); this process resets the sim between episodes, enables the executor, and watches
 `sim/task_success`, once with self-correction and once without. It writes a report (markdown and PNG
 plots) and ends with one JSON line. Without a checkpoint it says so and stops.
+
+With `real_time_factor` below 1 the sim runs slower than real time and publishes /clock, and the executor and
+the policy run on it (`use_sim_time`): inference then costs the arm that fraction of its wall time, as on a
+machine that much faster (0.25: about what a GPU gives against these 2 shared cores, which also carry the
+sim). The default is 1, the real-time loop; the factor is printed and is in the JSON line.
 """
 from __future__ import annotations
 
@@ -40,12 +45,12 @@ class DemoProbe:
         self.node = rclpy.create_node('demo')
         self.lock = threading.Lock()
         self.success = False
+        self.sim_time = 0.0  # stamp of the last joint state: sim time under /clock, else wall time
         self.statuses, self.chunks, self.joints = [], [], []
         self.node.create_subscription(Bool, 'sim/task_success', self._on_success, 10)
         self.node.create_subscription(PolicyStatus, 'asyncvla/policy_status', lambda m: self._keep(self.statuses, m), 50)
         self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, m), 10)
-        self.node.create_subscription(JointState, 'joint_states', lambda m: self._keep(self.joints, (time.monotonic(), list(m.position))),
-                                      qos_profile_sensor_data)
+        self.node.create_subscription(JointState, 'joint_states', self._on_joints, qos_profile_sensor_data)
         self.reset_client = self.node.create_client(Trigger, 'sim_arm_node/reset')
         self.enable_client = self.node.create_client(SetBool, 'executor_node/enable')
         self.policy_params = AsyncParameterClient(self.node, 'policy_node')
@@ -53,6 +58,10 @@ class DemoProbe:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, daemon=True).start()
+
+    def _on_joints(self, msg):
+        self.sim_time = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self._keep(self.joints, (self.sim_time, list(msg.position)))
 
     def _keep(self, store, item):
         with self.lock:
@@ -83,7 +92,8 @@ class DemoProbe:
         rclpy.try_shutdown()
 
 
-def run_episode(probe: DemoProbe, seconds: float) -> dict:
+def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> dict:
+    """One episode of `seconds` sim seconds (read from the joint states' stamps)."""
     probe.call(probe.enable_client, probe.SetBool.Request(data=False))
     probe.call(probe.reset_client, probe.Trigger.Request())
     time.sleep(0.5)
@@ -91,13 +101,13 @@ def run_episode(probe: DemoProbe, seconds: float) -> dict:
         first_status, first_chunk, first_joint = len(probe.statuses), len(probe.chunks), len(probe.joints)
     probe.success = False
     probe.call(probe.enable_client, probe.SetBool.Request(data=True))
-    started = time.monotonic()
-    wait_until(lambda: probe.success, seconds, period=0.1)
+    started = probe.sim_time
+    wait_until(lambda: probe.success or probe.sim_time - started >= seconds, 3 * seconds / real_time_factor + 10, period=0.1)
     with probe.lock:
         statuses = [s for s in probe.statuses[first_status:] if s.total_ms > 0]
         chunks = probe.chunks[first_chunk:]
         joints = probe.joints[first_joint:]
-    return {'success': probe.success, 'seconds': time.monotonic() - started,
+    return {'success': probe.success, 'seconds': probe.sim_time - started,
             'chunk_ms': [s.total_ms for s in statuses], 'refined_fraction': [s.refined_fraction for s in statuses],
             'confidence': [list(c.confidence) for c in chunks], 'joints': joints}
 
@@ -152,12 +162,18 @@ def run_demo(args) -> int:
     os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='asyncvla-demo-'))
     output = Path(args.output)
     env = ros_environment(large_messages=True)
+    factor = args.real_time_factor
+    if not 0.0 < factor <= 100.0:
+        print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
+        return 2
+    sim_clock = {'use_sim_time': True} if factor != 1.0 else {}
     nodes = [NodeProcess(name, f'asyncvla_ros.nodes.{name}', output / 'logs', [config_path(f'{name.removesuffix("_node")}.yaml')],
                          overrides=overrides, env=env)
-             for name, overrides in (('sim_arm_node', {'seed': args.seed}), ('executor_node', {}),
-                                     ('policy_node', {'checkpoint': str(checkpoint)}))]
+             for name, overrides in (('sim_arm_node', {'seed': args.seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
+                                     ('executor_node', sim_clock), ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}))]
     print(f'demo: starting {", ".join(n.name for n in nodes)} (logs in {output / "logs"}), {args.episodes} episodes '
-          'with self-correction, then without')
+          f'with self-correction, then without; the sim at {factor:g}x real time'
+          + (' (/clock, use_sim_time: inference costs the arm that fraction of its wall time)' if sim_clock else ''))
     for node in nodes:
         node.start()
     probe = DemoProbe()
@@ -170,7 +186,7 @@ def run_demo(args) -> int:
             probe.set_policy(self_correction=on)
             results[mode] = []
             for episode in range(args.episodes):
-                result = run_episode(probe, args.episode_seconds)
+                result = run_episode(probe, args.episode_seconds, factor)
                 results[mode].append(result)
                 print(f'demo: {mode} episode {episode + 1}/{args.episodes}: '
                       f'{"success" if result["success"] else "failure"} after {result["seconds"]:.1f} s', flush=True)
@@ -184,7 +200,7 @@ def run_demo(args) -> int:
     summary = {'success_rate_self_correction': float(np.mean([e['success'] for e in results['self_correction']])),
                'success_rate_sfm': float(np.mean([e['success'] for e in results['sfm']])), 'episodes': args.episodes,
                'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
-               'refined_fraction': float(np.mean(refined)) if refined else None}
+               'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': factor}
     report = write_report(output, results, summary)
     print(f'demo: success {summary["success_rate_self_correction"]:.2f} with self-correction, '
           f'{summary["success_rate_sfm"]:.2f} without; report in {report}')
