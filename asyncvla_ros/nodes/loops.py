@@ -87,6 +87,11 @@ def run_node(node_class, args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         print(f'{node.get_name()}: shutting down', flush=True)  # the rosout publisher is gone with the context
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C shut the context down while the executor was building its wait set (RCLError): a shutdown too
+        print(f'{node.get_name()}: shutting down', flush=True)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
