@@ -64,6 +64,14 @@ def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_pat
     assert all(e['seconds'] == pytest.approx(1.49, abs=0.011) for e in episodes)
 
 
+@pytest.mark.parametrize('bad', [['--closed-loop', '0'], ['--closed-loop', '1', '--latency-ms', '-5'],
+                                 ['--closed-loop', '1', '--refill-threshold', '-1']])
+def test_closed_loop_refuses_bad_arguments(bad, tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', *bad, '--output', str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, cwd=SOURCE_ROOT)
+    assert result.returncode == 2 and 'is below' in result.stderr and 'Traceback' not in result.stderr
+
+
 def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '1',
                              '--checkpoint', str(tmp_path / 'none'), '--output', str(tmp_path / 'loop')],

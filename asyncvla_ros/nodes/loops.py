@@ -87,11 +87,11 @@ def run_node(node_class, args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         print(f'{node.get_name()}: shutting down', flush=True)  # the rosout publisher is gone with the context
-    except Exception:
+    except RuntimeError as exc:  # rclpy's RCLError
         if rclpy.ok():
             raise
-        # Ctrl-C shut the context down while the executor was building its wait set (RCLError): a shutdown too
-        print(f'{node.get_name()}: shutting down', flush=True)
+        # Ctrl-C shut the context down while the executor was building its wait set: a shutdown too
+        print(f'{node.get_name()}: shutting down (the context went down mid-spin: {exc})', flush=True)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

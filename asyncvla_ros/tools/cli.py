@@ -239,6 +239,16 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
     return 0
 
 
+def _at_least(minimum, kind):
+    """An argparse type: `kind` values no smaller than `minimum` (a usage error otherwise)."""
+    def parse(text: str):
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'{text} is below {minimum}')
+        return value
+    return parse
+
+
 def _remapping(text: str) -> tuple[str, str]:
     source, sep, target = text.partition(':=')
     if not sep or not source or not target:
@@ -325,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument('--dataset', type=Path, help='a LeRobot v3.0 dataset root')
     source.add_argument('--bag', type=Path, help='a rosbag2 (mcap or sqlite3)')
-    source.add_argument('--closed-loop', type=int, metavar='EPISODES',
+    source.add_argument('--closed-loop', type=_at_least(1, int), metavar='EPISODES',
                         help='drive the simulated SO-101 through the executor core for this many episodes, without ROS')
     ev.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
     ev.add_argument('--output', type=Path, required=True)
@@ -345,9 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     loop = ev.add_argument_group('closed loop')
     loop.add_argument('--scene-seed', type=int, default=1000, help='first scene seed (one per episode)')
     loop.add_argument('--episode-seconds', type=float, default=30.0)
-    loop.add_argument('--latency-ms', type=float, help='fixed inference latency (default: each inference\'s wall time)')
+    loop.add_argument('--latency-ms', type=_at_least(0.0, float), help='fixed inference latency (default: each inference\'s wall time)')
     loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'])
-    loop.add_argument('--refill-threshold', type=int, default=POLICY_NODE.defaults()['refill_threshold'])
+    loop.add_argument('--refill-threshold', type=_at_least(0, int), default=POLICY_NODE.defaults()['refill_threshold'])
     loop.add_argument('--delay-compensation', default='on', choices=['on', 'off'])
     ev.set_defaults(func=cmd_evaluate)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
