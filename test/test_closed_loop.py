@@ -53,19 +53,20 @@ def test_the_experts_plan_through_the_executor_places_the_block():
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
     result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '2',
                              '--checkpoint', str(tiny_checkpoint), '--episode-seconds', '1.5', '--latency-ms', '150',
-                             '--self-correction', 'on', '--output', str(tmp_path / 'loop')],
+                             '--camera-rate-hz', '10', '--self-correction', 'on', '--output', str(tmp_path / 'loop')],
                             capture_output=True, text=True, timeout=300, cwd=SOURCE_ROOT)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary['episodes'] == 2 and summary['success_rate_self_correction'] == 0.0  # a random policy
     report = json.loads((tmp_path / 'loop' / 'closed_loop.json').read_text())
     episodes = report['episodes_by_mode']['self_correction']
+    assert report['settings']['camera_rate_hz'] == 10 and 'camera at 10 Hz' in result.stdout
     assert [e['seed'] for e in episodes] == [1000, 1001] and sum(report['phases_self_correction'].values()) == 2
     assert all(e['seconds'] == pytest.approx(1.49, abs=0.011) for e in episodes)
 
 
 @pytest.mark.parametrize('bad', [['--closed-loop', '0'], ['--closed-loop', '1', '--latency-ms', '-5'],
-                                 ['--closed-loop', '1', '--refill-threshold', '-1']])
+                                 ['--closed-loop', '1', '--refill-threshold', '-1'], ['--closed-loop', '1', '--camera-rate-hz', '0']])
 def test_closed_loop_refuses_bad_arguments(bad, tmp_path):
     result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', *bad, '--output', str(tmp_path)],
                             capture_output=True, text=True, timeout=60, cwd=SOURCE_ROOT)

@@ -253,6 +253,21 @@ def test_a_new_chunk_is_due_half_a_period_after_its_observation_or_at_the_step_t
     assert start == pytest.approx(10.8) and committed is None
 
 
+def test_joint_history_gives_the_joints_of_an_images_moment():
+    """A camera frame is paired with the joints of its stamp (interpolated), not with the newest joint state."""
+    from asyncvla_ros.control.observation import JointHistory
+
+    history = JointHistory(horizon_s=1.0)
+    assert history.at(0.0) is None and history.latest is None
+    for k in range(200):                                  # 100 Hz for 2 s: q = t
+        history.add(k * 0.01, np.array([k * 0.01, -k * 0.01]))
+    assert np.allclose(history.at(1.5), [1.5, -1.5]) and np.allclose(history.at(1.505), [1.505, -1.505])
+    assert np.allclose(history.at(5.0), [1.99, -1.99])     # newer than the newest: the newest
+    assert history.at(0.5) is None                        # beyond the horizon
+    history.add(0.0, np.array([7.0, 7.0]))                # the clock went back (sim reset, bag loop): a new history
+    assert np.allclose(history.at(1.5), [7.0, 7.0]) and history.at(-0.01) is None
+
+
 @pytest.mark.parametrize('kind, continuous_derivatives', [('linear', 0), ('cubic', 1), ('quintic', 2)])
 def test_interpolants_pass_through_waypoints_with_the_promised_continuity(kind, continuous_derivatives):
     rng = np.random.default_rng(0)

@@ -20,10 +20,11 @@ from std_msgs.msg import String
 
 from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.delay import DelayEstimator, request_timing
+from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.model.checkpoint import CheckpointError
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
-from asyncvla_ros.nodes.conversions import chunk_to_msg, image_to_rgb, to_time
+from asyncvla_ros.nodes.conversions import chunk_to_msg, image_to_rgb, to_seconds, to_time
 from asyncvla_ros.nodes.loops import run_node
 from asyncvla_ros.nodes.params import POLICY_NODE, camera_topics_for
 from asyncvla_ros.nodes.ros_params import BoundParams
@@ -44,8 +45,9 @@ class PolicyNode(LifecycleNode):
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
         self.busy = False
-        self.images: dict[str, tuple[float, np.ndarray]] = {}
-        self.joints: tuple[float, np.ndarray] | None = None
+        self.images: dict[str, tuple[float, float, np.ndarray]] = {}  # topic -> (received, stamp, rgb)
+        self.joints = JointHistory()  # by header stamp, to pair each image with the joints of its moment
+        self.joints_received: float | None = None
         self.instruction = self.p['instruction']
         self.executor_state: ExecutorState | None = None
         self.last_chunk: Chunk | None = None
@@ -136,8 +138,9 @@ class PolicyNode(LifecycleNode):
         except ValueError as exc:
             self._report(f'image on {topic} refused: {exc}')
             return
+        now = self._now()
         with self.lock:
-            self.images[topic] = (self._now(), rgb)
+            self.images[topic] = (now, to_seconds(msg.header.stamp) or now, rgb)
 
     def _on_joint_state(self, msg: JointState) -> None:
         index = {n: i for i, n in enumerate(msg.name)}
@@ -150,8 +153,10 @@ class PolicyNode(LifecycleNode):
         if not np.all(np.isfinite(q)):
             self._report('joint state refused: NaN or inf positions')
             return
+        now = self._now()
         with self.lock:
-            self.joints = (self._now(), q)
+            self.joints.add(to_seconds(msg.header.stamp) or now, q)
+            self.joints_received = now
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
@@ -193,8 +198,8 @@ class PolicyNode(LifecycleNode):
 
     def _missing_input(self, now: float) -> str:
         max_age = self.p['max_observation_age_s']
-        if self.joints is None or now - self.joints[0] > max_age:
-            return 'no joint state' if self.joints is None else f'joint state is {now - self.joints[0]:.2f} s old'
+        if self.joints_received is None or now - self.joints_received > max_age:
+            return 'no joint state' if self.joints_received is None else f'joint state is {now - self.joints_received:.2f} s old'
         for topic in self.camera_topics:
             if topic not in self.images:
                 return f'no image on {topic}'
@@ -202,17 +207,28 @@ class PolicyNode(LifecycleNode):
                 return f'image on {topic} is {now - self.images[topic][0]:.2f} s old'
         return ''
 
+    def _observed_joints(self) -> np.ndarray:
+        """The joints at the oldest image's stamp (control/observation.py); the newest ones, with a warning, when
+        the joint history does not reach back to it (camera and joint stamps from different clocks)."""
+        stamp = min(self.images[t][1] for t in self.camera_topics)
+        joints = self.joints.at(stamp)
+        if joints is None:
+            self._report(f'image stamps precede the joint-state history by more than {self.joints.horizon_s:g} s: '
+                         'pairing the images with the newest joint state (are they stamped on one clock?)')
+            return self.joints.latest[1].copy()
+        return joints
+
     def _build_request(self, now: float):
         p = self.p
-        oldest = min([self.joints[0]] + [self.images[t][0] for t in self.camera_topics])
+        oldest = min(self.images[t][0] for t in self.camera_topics)  # the observation's moment, on this node's clock
         chunk, executor = self.last_chunk, self.executor_state
         executor_step = None
         if p['delay_compensation'] and chunk is not None and executor is not None \
                 and executor.chunk_id == chunk.chunk_id and executor.mode in ('executing', 'dry_run'):
             executor_step = executor.step
-        start_time, committed = request_timing(now, self.runner.dt, self.delay.delay, self.runner.chunk_size,
+        start_time, committed = request_timing(oldest, self.runner.dt, self.delay.delay, self.runner.chunk_size,
                                                chunk, executor_step)
-        request = ChunkRequest([self.images[t][1] for t in self.camera_topics], self.joints[1].copy(), self.instruction,
+        request = ChunkRequest([self.images[t][2] for t in self.camera_topics], self._observed_joints(), self.instruction,
                                committed, p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
                                p['num_denoise_steps'], p['num_denoise_steps_afm'])
         meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time,

@@ -218,7 +218,7 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
     settings = LoopSettings(args.instruction or defaults['instruction'], args.episode_seconds,
                             None if args.latency_ms is None else args.latency_ms / 1e3, args.refill_threshold,
                             args.delay_compensation == 'on', args.confidence_threshold, args.num_correction_rounds,
-                            args.num_denoise_steps, args.num_denoise_steps_afm)
+                            args.num_denoise_steps, args.num_denoise_steps_afm, camera_rate_hz=args.camera_rate_hz)
     try:
         runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
     except CheckpointError as exc:
@@ -226,7 +226,8 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         return 2
     latency = 'each inference\'s wall time' if settings.latency_s is None else f'{args.latency_ms:g} ms'
     print(f'evaluate: {args.closed_loop} simulated SO-101 episodes (scene seeds from {args.scene_seed}) per mode, '
-          f'ROS-free, latency {latency}')
+          f'ROS-free, latency {latency}, '
+          + (f'camera at {args.camera_rate_hz:g} Hz' if args.camera_rate_hz else 'a fresh frame for each request'))
     results = evaluate_closed_loop(runner, settings, args.closed_loop, args.scene_seed, modes[args.self_correction])
     summary = summarize(results)
     path = write_results(args.output, results, summary, {'checkpoint': str(args.checkpoint or 'the demo checkpoint'),
@@ -359,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'])
     loop.add_argument('--refill-threshold', type=_at_least(0, int), default=POLICY_NODE.defaults()['refill_threshold'])
     loop.add_argument('--delay-compensation', default='on', choices=['on', 'off'])
+    loop.add_argument('--camera-rate-hz', type=_at_least(1.0, float),
+                      help='frames at this rate, each paired with the joints of its moment as policy_node does '
+                           '(default: a fresh frame for each request)')
     ev.set_defaults(func=cmd_evaluate)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=int, default=20)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.delay import DelayEstimator, request_timing
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
+from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
@@ -37,6 +38,7 @@ class LoopSettings:
     num_denoise_steps: int | None = None
     num_denoise_steps_afm: int | None = None
     control_rate_hz: float = 100.0
+    camera_rate_hz: float | None = None  # None: images rendered at each request; else frames at this rate
 
 
 @dataclass
@@ -55,6 +57,8 @@ def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings,
     core = ExecutorCore(load_profile('so101'), ExecutorSettings(control_rate_hz=settings.control_rate_hz))
     cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
     delay, period = DelayEstimator(), 1.0 / settings.control_rate_hz
+    frame_ticks = None if settings.camera_rate_hz is None else max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
+    history, frame = JointHistory(), None  # frame: (stamp, images), as policy_node pairs them
     running = pending = None
     chunk_id, closest, chunk_ms, refined = 0, np.inf, [], []
     core.on_joint_state(JOINT_NAMES, plant.joint_positions, 0.0)
@@ -63,12 +67,18 @@ def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings,
     for tick in range(int(round(settings.episode_seconds * settings.control_rate_hz))):
         now = tick * period
         core.on_joint_state(JOINT_NAMES, plant.joint_positions, now)
+        history.add(now, plant.joint_positions)
+        if frame_ticks is not None and tick % frame_ticks == 0:
+            plant.capture(cameras)
+            frame = (now, [plant.draw(c) for c in cameras])
         progress = core.timeline.progress(now)
         if pending is None and (running is None or progress.steps_remaining <= settings.refill_threshold):
+            if frame_ticks is None:
+                plant.capture(cameras)
+                frame = (now, [plant.draw(c) for c in cameras])
             executor_step = progress.step if settings.delay_compensation and running is not None else None
-            start, committed = request_timing(now, runner.dt, delay.delay, runner.chunk_size, running, executor_step)
-            plant.capture(cameras)
-            request = ChunkRequest([plant.draw(c) for c in cameras], plant.joint_positions, settings.instruction,
+            start, committed = request_timing(frame[0], runner.dt, delay.delay, runner.chunk_size, running, executor_step)
+            request = ChunkRequest(frame[1], history.at(frame[0]), settings.instruction,
                                    committed, self_correction, settings.confidence_threshold,
                                    settings.num_correction_rounds, settings.num_denoise_steps, settings.num_denoise_steps_afm)
             began = time.perf_counter()

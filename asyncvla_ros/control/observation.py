@@ -1,0 +1,45 @@
+"""The joint state of an image's moment. Cameras run slower than joint states (10-30 Hz against 100+ Hz),
+so the newest joint state is up to a frame period younger than the newest image; feeding the two together
+shows the policy an arm where the image does not. The demonstrations pair each frame with the joints of its
+own time, and so does this: joint states are kept for a short while and read at the image's stamp, as
+message_filters' ApproximateTime pairs messages, but interpolated between the two neighbours."""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class JointHistory:
+    """Recent joint states by stamp (seconds, non-decreasing; an older one restarts the history, as after a
+    clock reset or a bag loop)."""
+
+    def __init__(self, horizon_s: float = 2.0):
+        self.horizon_s = horizon_s
+        self.samples: deque[tuple[float, np.ndarray]] = deque()
+
+    def add(self, stamp: float, positions: np.ndarray) -> None:
+        if self.samples and stamp < self.samples[-1][0]:
+            self.samples.clear()
+        self.samples.append((stamp, np.asarray(positions, dtype=float)))
+        while stamp - self.samples[0][0] > self.horizon_s:
+            self.samples.popleft()
+
+    @property
+    def latest(self) -> tuple[float, np.ndarray] | None:
+        return self.samples[-1] if self.samples else None
+
+    def at(self, stamp: float) -> np.ndarray | None:
+        """Positions at `stamp`: interpolated between the samples around it, the newest one for a later stamp;
+        None when the history does not reach back that far (or is empty)."""
+        if not self.samples or stamp < self.samples[0][0]:
+            return None
+        stamps = np.fromiter((s for s, _ in self.samples), float, len(self.samples))
+        after = int(np.searchsorted(stamps, stamp, side='left'))
+        if after == len(stamps):
+            return self.samples[-1][1].copy()
+        t1, q1 = self.samples[after]
+        if after == 0 or t1 == stamp:
+            return q1.copy()
+        t0, q0 = self.samples[after - 1]
+        return q0 + (q1 - q0) * (stamp - t0) / (t1 - t0)
