@@ -50,6 +50,19 @@ def test_the_experts_plan_through_the_executor_places_the_block():
     assert len(result.chunk_ms) >= len(episode['action']) // 8  # chunks kept coming until the block was placed
 
 
+def test_a_slow_policy_is_asked_sooner_so_the_arm_never_waits_for_a_plan():
+    """300 ms a chunk with `refill_threshold` 0: requests start as many steps early as the measured delay."""
+    plant = SO101Plant(0, 64, 64)
+    try:
+        episode = record_episode(plant, seed=7)
+        settings = LoopSettings(INSTRUCTIONS[0], episode_seconds=4.0, latency_s=0.3, refill_threshold=0,
+                                delay_compensation=False)
+        result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
+    finally:
+        plant.close()
+    assert result.starved_s == 0.0, result
+
+
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
     result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '2',
                              '--checkpoint', str(tiny_checkpoint), '--episode-seconds', '1.5', '--latency-ms', '150',

@@ -283,12 +283,17 @@ def test_run_time_parameters_apply_to_the_next_chunk(policy):
         _, slow = set_and_take(num_denoise_steps_afm=8)
         _, fast = set_and_take(num_denoise_steps_afm=1)
         assert slow.afm_ms > 2 * fast.afm_ms, (slow.afm_ms, fast.afm_ms)
-        # delay compensation: with the executor running our chunk, steps are committed; off, none
-        observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.last_chunk.chunk_id, step=2, steps_remaining=3))
-        future = client.set_parameters([Parameter('delay_compensation', value=False)])
-        assert wait_until(future.done, timeout=5)
+        # delay compensation: with the executor running our latest chunk, steps are committed; off, none
+        def running_ours(chunks: int):
+            observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.last_chunk.chunk_id, step=2,
+                                                        steps_remaining=3))
+            return observer.count(observer.chunks) >= chunks
+
+        set_and_take(delay_compensation=True)
+        assert wait_until(lambda: running_ours(0) and observer.chunks[-1].num_committed > 0, timeout=10, period=0.02)
+        set_and_take(delay_compensation=False)
         count = observer.count(observer.chunks)
-        assert wait_until(lambda: observer.count(observer.chunks) >= count + 2, timeout=10)
+        assert wait_until(lambda: running_ours(count + 2), timeout=10, period=0.02)
         assert observer.chunks[-1].num_committed == 0
     finally:
         feeder.stop.set()

@@ -31,6 +31,13 @@ class DelayEstimator:
         return int(math.ceil(self.steps - 1e-9))
 
 
+def refill_steps(refill_threshold: int, delay: int) -> int:
+    """Steps left in the running chunk at which the next one is requested: `refill_threshold`, raised to the
+    measured delay, so that a slower inference starts its request sooner rather than leaving the arm without
+    a plan (the executor holds) until the chunk arrives."""
+    return max(refill_threshold, delay)
+
+
 def committed_steps(positions: np.ndarray, executing_step: int, delay: int, chunk_size: int) -> np.ndarray:
     """The steps of the running chunk (L, J) that will execute before a new chunk can arrive:
     positions[k : k + d], clamped to what the chunk still holds and to chunk_size - 1 (at least one

@@ -2,7 +2,7 @@
 
 Wiring only: inference is asyncvla_ros/model/runner.py, delay compensation control/delay.py. One
 request is in flight at a time, in a worker thread, so callbacks never block. A request starts when
-the executor is about to run out of steps (`refill_threshold`) or at `rate_hz`; a missing, stale or
+the executor is about to run out of steps (`refill_threshold`, or the measured delay when that is more) or at `rate_hz`; a missing, stale or
 bad input skips it and says why (PolicyStatus, /diagnostics, log).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from asyncvla_ros.control.chunk import Chunk
-from asyncvla_ros.control.delay import DelayEstimator, request_timing
+from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
 from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.model.checkpoint import CheckpointError
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
@@ -178,10 +178,11 @@ class PolicyNode(LifecycleNode):
         chunk, executor = self.last_chunk, self.executor_state
         if chunk is None:
             return True
+        refill = refill_steps(self.p['refill_threshold'], self.delay.delay)
         if executor is not None and executor.chunk_id == chunk.chunk_id:
-            return executor.steps_remaining <= self.p['refill_threshold']
+            return executor.steps_remaining <= refill
         # the executor is not running our latest chunk (rejected, or no executor state): refill by time
-        return now >= chunk.start_time + chunk.dt * (chunk.num_steps - self.p['refill_threshold'])
+        return now >= chunk.start_time + chunk.dt * (chunk.num_steps - refill)
 
     def _maybe_request(self) -> None:
         now = self._now()

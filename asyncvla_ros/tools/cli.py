@@ -234,7 +234,8 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
                                                          'settings': vars(settings)})
     for mode in results:
         print(f'evaluate: {mode}: success {summary[f"success_rate_{mode}"]:.2f}, how far episodes got '
-              f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms')
+              f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms, '
+              f'{summary[f"starved_s_{mode}"]:.1f} s held for want of a plan')
     print(f'evaluate: wrote {path}')
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith('phases_')}))
     return 0

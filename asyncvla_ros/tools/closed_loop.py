@@ -1,6 +1,6 @@
 """`asyncvla evaluate --closed-loop`: the policy drives the simulated SO-101 through the executor's core,
 without ROS, in simulated time. The loop is the graph's: the executor ticks at its control rate, a chunk is
-requested when `refill_threshold` steps are left (with policy_node's timing and delay compensation), and it
+requested when `refill_threshold` steps (or the measured delay) are left (with policy_node's timing and delay compensation), and it
 reaches the executor after a latency: the inference's own wall time (`latency_s=None`) or a fixed one.
 It separates what the policy can do from what the machine's speed costs, and it says how far each failed
 episode got (reached the block, carried it, placed it): the failures to fix first.
@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asyncvla_ros.control.chunk import Chunk
-from asyncvla_ros.control.delay import DelayEstimator, request_timing
+from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
 from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
@@ -48,6 +48,7 @@ class EpisodeResult:
     phase: str                  # how far it got: none | reached | carried | placed
     seconds: float              # simulated
     min_block_distance_m: float
+    starved_s: float            # simulated seconds the executor held because its plan ran out before the next chunk
     chunk_ms: list = field(default_factory=list)
     refined_fraction: list = field(default_factory=list)
 
@@ -60,7 +61,7 @@ def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings,
     frame_ticks = None if settings.camera_rate_hz is None else max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
     history, frame = JointHistory(), None  # frame: (stamp, images), as policy_node pairs them
     running = pending = None
-    chunk_id, closest, chunk_ms, refined = 0, np.inf, [], []
+    chunk_id, closest, starved, chunk_ms, refined = 0, np.inf, 0.0, [], []
     core.on_joint_state(JOINT_NAMES, plant.joint_positions, 0.0)
     core.enable(0.0)
     now = 0.0
@@ -72,7 +73,7 @@ def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings,
             plant.capture(cameras)
             frame = (now, [plant.draw(c) for c in cameras])
         progress = core.timeline.progress(now)
-        if pending is None and (running is None or progress.steps_remaining <= settings.refill_threshold):
+        if pending is None and (running is None or progress.steps_remaining <= refill_steps(settings.refill_threshold, delay.delay)):
             if frame_ticks is None:
                 plant.capture(cameras)
                 frame = (now, [plant.draw(c) for c in cameras])
@@ -96,7 +97,9 @@ def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings,
             if core.on_chunk(pending[1], now) is None:
                 running = pending[1]
             pending = None
-        command = core.tick(now).command
+        tick_result = core.tick(now)
+        starved += period if tick_result.reason == 'plan exhausted' else 0.0
+        command = tick_result.command
         if command is not None:
             plant.set_targets(command)
         plant.advance(period)
@@ -105,7 +108,8 @@ def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings,
             break
     phase = 'placed' if plant.success() else 'carried' if plant.carried else \
         'reached' if closest < REACH_DISTANCE_M else 'none'
-    return EpisodeResult(seed, plant.success(), phase, round(now, 2), round(float(closest), 4), chunk_ms, refined)
+    return EpisodeResult(seed, plant.success(), phase, round(now, 2), round(float(closest), 4),
+                         round(starved, 2), chunk_ms, refined)
 
 
 def evaluate_closed_loop(runner: PolicyRunner, settings: LoopSettings, episodes: int, seed: int,
@@ -132,6 +136,7 @@ def summarize(results: dict[str, list[EpisodeResult]]) -> dict:
         summary[f'success_rate_{mode}'] = float(np.mean([e.success for e in episodes]))
         summary[f'phases_{mode}'] = {p: sum(e.phase == p for e in episodes) for p in ('none', 'reached', 'carried', 'placed')}
         summary[f'p50_chunk_ms_{mode}'] = float(np.median(latencies)) if latencies else None
+        summary[f'starved_s_{mode}'] = round(float(sum(e.starved_s for e in episodes)), 2)
     summary['episodes'] = len(next(iter(results.values()), []))
     return summary
 
