@@ -263,7 +263,7 @@ def test_joint_history_gives_the_joints_of_an_images_moment():
         history.add(k * 0.01, np.array([k * 0.01, -k * 0.01]))
     assert np.allclose(history.at(1.5), [1.5, -1.5]) and np.allclose(history.at(1.505), [1.505, -1.505])
     assert np.allclose(history.at(5.0), [1.99, -1.99])     # newer than the newest: the newest
-    assert history.at(0.5) is None                        # beyond the horizon
+    assert history.at(0.5) is None and history.span == pytest.approx(1.0)  # beyond the horizon
     history.add(0.0, np.array([7.0, 7.0]))                # the clock went back (sim reset, bag loop): a new history
     assert np.allclose(history.at(1.5), [7.0, 7.0]) and history.at(-0.01) is None
 

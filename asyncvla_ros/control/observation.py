@@ -26,6 +26,11 @@ class JointHistory:
             self.samples.popleft()
 
     @property
+    def span(self) -> float:
+        """Seconds between the oldest and the newest sample: the horizon once the history has filled."""
+        return self.samples[-1][0] - self.samples[0][0] if self.samples else 0.0
+
+    @property
     def latest(self) -> tuple[float, np.ndarray] | None:
         return self.samples[-1] if self.samples else None
 

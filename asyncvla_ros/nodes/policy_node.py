@@ -30,6 +30,7 @@ from asyncvla_ros.nodes.params import POLICY_NODE, camera_topics_for
 from asyncvla_ros.nodes.ros_params import BoundParams
 
 MAX_INSTRUCTION_CHARS = 1000
+OTHER_CLOCK_S = 10.0  # an image stamped this far before its arrival (or after it) is on another clock
 TRIGGER_RATE_HZ = 50.0
 
 
@@ -45,7 +46,7 @@ class PolicyNode(LifecycleNode):
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
         self.busy = False
-        self.images: dict[str, tuple[float, float, np.ndarray]] = {}  # topic -> (received, stamp, rgb)
+        self.images: dict[str, tuple[float, float, np.ndarray]] = {}  # topic -> (taken, stamp, rgb)
         self.joints = JointHistory()  # by header stamp, to pair each image with the joints of its moment
         self.joints_received: float | None = None
         self.instruction = self.p['instruction']
@@ -139,8 +140,12 @@ class PolicyNode(LifecycleNode):
             self._report(f'image on {topic} refused: {exc}')
             return
         now = self._now()
+        stamp = to_seconds(msg.header.stamp) or now
+        # when the frame was taken, on this node's clock: its stamp, unless that is on another clock (a bag
+        # replayed without /clock, an unsynchronised camera host), where the arrival is the best guess
+        taken = stamp if 0.0 <= now - stamp <= OTHER_CLOCK_S else now
         with self.lock:
-            self.images[topic] = (now, to_seconds(msg.header.stamp) or now, rgb)
+            self.images[topic] = (taken, stamp, rgb)
 
     def _on_joint_state(self, msg: JointState) -> None:
         index = {n: i for i, n in enumerate(msg.name)}
@@ -206,11 +211,14 @@ class PolicyNode(LifecycleNode):
                 return f'no image on {topic}'
             if now - self.images[topic][0] > max_age:
                 return f'image on {topic} is {now - self.images[topic][0]:.2f} s old'
+        if self.joints.at(min(self.images[t][1] for t in self.camera_topics)) is None \
+                and self.joints.span < self.joints.horizon_s:
+            return 'no joint state from the time of the images yet'
         return ''
 
     def _observed_joints(self) -> np.ndarray:
         """The joints at the oldest image's stamp (control/observation.py); the newest ones, with a warning, when
-        the joint history does not reach back to it (camera and joint stamps from different clocks)."""
+        the full joint history does not reach back to it (camera and joint stamps from different clocks)."""
         stamp = min(self.images[t][1] for t in self.camera_topics)
         joints = self.joints.at(stamp)
         if joints is None:
@@ -221,7 +229,7 @@ class PolicyNode(LifecycleNode):
 
     def _build_request(self, now: float):
         p = self.p
-        oldest = min(self.images[t][0] for t in self.camera_topics)  # the observation's moment, on this node's clock
+        oldest = min(self.images[t][0] for t in self.camera_topics)  # when the observation was taken
         chunk, executor = self.last_chunk, self.executor_state
         executor_step = None
         if p['delay_compensation'] and chunk is not None and executor is not None \
