@@ -80,4 +80,6 @@ def test_config_yaml_covers_and_satisfies_schema(node):
              if re.match(r'\s*# (\w+): unset$', ln)}
     assert keys | unset == set(SCHEMAS[node].params), f'{path.name}: keys differ from the schema'
     assert unset == {p.name for p in SCHEMAS[node] if p.default is None}
-    SCHEMAS[node].load_yaml(path)  # raises on an invalid value
+    values = SCHEMAS[node].load_yaml(path)  # raises on an invalid value
+    changed = {name: value for name, value in values.items() if value != SCHEMAS[node].defaults()[name]}
+    assert not changed, f'{path.name} ships values other than the defaults the README documents: {changed}'
