@@ -64,7 +64,8 @@ def test_closed_loop_over_dds_moves_the_arm_within_limits(spinner, ros_context, 
     node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
                  overrides={'start_enabled': True}, large_messages=True)
     node_process('policy_node', 'asyncvla_ros.nodes.policy_node', [config_path('policy.yaml')],
-                 overrides={'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4}, large_messages=True)
+                 overrides={'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4, 'delay_compensation': True},
+                 large_messages=True)
     assert wait_until(lambda: observer.count(observer.joints) > 0, timeout=30)
     start = np.array(observer.joints[0].position)
     assert wait_until(lambda: observer.count(observer.chunks) >= 5, timeout=60), observer.messages()[-5:]
