@@ -258,14 +258,26 @@ def test_joint_history_gives_the_joints_of_an_images_moment():
     from asyncvla_ros.control.observation import JointHistory
 
     history = JointHistory(horizon_s=1.0)
-    assert history.at(0.0) is None and history.latest is None
+    assert history.at(0.0) is None and history.span == 0.0
     for k in range(200):                                  # 100 Hz for 2 s: q = t
         history.add(k * 0.01, np.array([k * 0.01, -k * 0.01]))
     assert np.allclose(history.at(1.5), [1.5, -1.5]) and np.allclose(history.at(1.505), [1.505, -1.505])
     assert np.allclose(history.at(5.0), [1.99, -1.99])     # newer than the newest: the newest
     assert history.at(0.5) is None and history.span == pytest.approx(1.0)  # beyond the horizon
+    assert np.allclose(history.pair(1.5)[0], [1.5, -1.5]) and history.pair(1.5)[1] == ''
+    positions, note = history.pair(0.5)                   # filled and still not reaching back: another clock
+    assert np.allclose(positions, [1.99, -1.99]) and 'one clock' in note
     history.add(0.0, np.array([7.0, 7.0]))                # the clock went back (sim reset, bag loop): a new history
     assert np.allclose(history.at(1.5), [7.0, 7.0]) and history.at(-0.01) is None
+    assert history.pair(-0.01) == (None, 'no joint state from the time of the images yet')  # not filled yet: wait
+
+
+def test_a_frame_is_dated_by_its_stamp_unless_that_is_on_another_clock():
+    from asyncvla_ros.control.observation import frame_time
+
+    assert frame_time(99.8, 100.0) == 99.8      # taken 200 ms before it arrived
+    assert frame_time(5.0, 100.0) == 100.0      # a bag replayed without /clock: the arrival
+    assert frame_time(100.5, 100.0) == 100.0    # stamped in the future: the arrival
 
 
 @pytest.mark.parametrize('kind, continuous_derivatives', [('linear', 0), ('cubic', 1), ('quintic', 2)])

@@ -10,6 +10,15 @@ from collections import deque
 import numpy as np
 
 
+OTHER_CLOCK_S = 10.0  # a frame stamped this far before its arrival (or after it) is on another clock
+
+
+def frame_time(stamp: float, arrival: float) -> float:
+    """When a frame was taken, on the receiver's clock: its stamp, unless that is on another clock (a bag
+    replayed without /clock, an unsynchronised camera host), where the arrival is the best guess."""
+    return stamp if 0.0 <= arrival - stamp <= OTHER_CLOCK_S else arrival
+
+
 class JointHistory:
     """Recent joint states by stamp (seconds, non-decreasing; an older one restarts the history, as after a
     clock reset or a bag loop)."""
@@ -30,10 +39,6 @@ class JointHistory:
         """Seconds between the oldest and the newest sample: the horizon once the history has filled."""
         return self.samples[-1][0] - self.samples[0][0] if self.samples else 0.0
 
-    @property
-    def latest(self) -> tuple[float, np.ndarray] | None:
-        return self.samples[-1] if self.samples else None
-
     def at(self, stamp: float) -> np.ndarray | None:
         """Positions at `stamp`: interpolated between the samples around it, the newest one for a later stamp;
         None when the history does not reach back that far (or is empty)."""
@@ -48,3 +53,15 @@ class JointHistory:
             return q1.copy()
         t0, q0 = self.samples[after - 1]
         return q0 + (q1 - q0) * (stamp - t0) / (t1 - t0)
+
+    def pair(self, stamp: float) -> tuple[np.ndarray | None, str]:
+        """(positions, note) for a frame stamped `stamp`: the positions of its moment; before the history has
+        filled, None (wait for it); once filled and still not reaching back, the newest, with a warning (the
+        frame and the joints are stamped on different clocks)."""
+        positions = self.at(stamp)
+        if positions is not None:
+            return positions, ''
+        if self.span < self.horizon_s:
+            return None, 'no joint state from the time of the images yet'
+        return self.samples[-1][1].copy(), (f'image stamps precede the joint-state history by more than {self.horizon_s:g} s: '
+                                            'pairing the images with the newest joint state (are they stamped on one clock?)')

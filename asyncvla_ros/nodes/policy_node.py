@@ -2,8 +2,9 @@
 
 Wiring only: inference is asyncvla_ros/model/runner.py, delay compensation control/delay.py. One
 request is in flight at a time, in a worker thread, so callbacks never block. A request starts when
-the executor is about to run out of steps (`refill_threshold`, or the measured delay when that is more) or at `rate_hz`; a missing, stale or
-bad input skips it and says why (PolicyStatus, /diagnostics, log).
+the executor is about to run out of steps (`refill_threshold`, or the measured delay when that is more)
+or at `rate_hz`; a missing, stale or bad input skips it and says why (PolicyStatus, /diagnostics, log).
+Each request pairs the images with the joint states of their moment (control/observation.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from std_msgs.msg import String
 
 from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
-from asyncvla_ros.control.observation import JointHistory
+from asyncvla_ros.control.observation import JointHistory, frame_time
 from asyncvla_ros.model.checkpoint import CheckpointError
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
@@ -30,7 +31,6 @@ from asyncvla_ros.nodes.params import POLICY_NODE, camera_topics_for
 from asyncvla_ros.nodes.ros_params import BoundParams
 
 MAX_INSTRUCTION_CHARS = 1000
-OTHER_CLOCK_S = 10.0  # an image stamped this far before its arrival (or after it) is on another clock
 TRIGGER_RATE_HZ = 50.0
 
 
@@ -141,11 +141,8 @@ class PolicyNode(LifecycleNode):
             return
         now = self._now()
         stamp = to_seconds(msg.header.stamp) or now
-        # when the frame was taken, on this node's clock: its stamp, unless that is on another clock (a bag
-        # replayed without /clock, an unsynchronised camera host), where the arrival is the best guess
-        taken = stamp if 0.0 <= now - stamp <= OTHER_CLOCK_S else now
         with self.lock:
-            self.images[topic] = (taken, stamp, rgb)
+            self.images[topic] = (frame_time(stamp, now), stamp, rgb)
 
     def _on_joint_state(self, msg: JointState) -> None:
         index = {n: i for i, n in enumerate(msg.name)}
@@ -195,10 +192,13 @@ class PolicyNode(LifecycleNode):
             if self.busy or self.runner is None or not self._due(now):
                 return
             reason = self._missing_input(now)
-            if reason:
-                self._report(f'inference skipped: {reason}')
+            joints, note = (None, '') if reason else self.joints.pair(min(self.images[t][1] for t in self.camera_topics))
+            if joints is None:
+                self._report(f'inference skipped: {reason or note}')
                 return
-            request, meta = self._build_request(now)
+            if note:
+                self._report(note)
+            request, meta = self._build_request(now, joints)
             self.busy, self.last_request_at = True, now
         self.worker.submit(self._infer, request, meta)
 
@@ -211,23 +211,9 @@ class PolicyNode(LifecycleNode):
                 return f'no image on {topic}'
             if now - self.images[topic][0] > max_age:
                 return f'image on {topic} is {now - self.images[topic][0]:.2f} s old'
-        if self.joints.at(min(self.images[t][1] for t in self.camera_topics)) is None \
-                and self.joints.span < self.joints.horizon_s:
-            return 'no joint state from the time of the images yet'
         return ''
 
-    def _observed_joints(self) -> np.ndarray:
-        """The joints at the oldest image's stamp (control/observation.py); the newest ones, with a warning, when
-        the full joint history does not reach back to it (camera and joint stamps from different clocks)."""
-        stamp = min(self.images[t][1] for t in self.camera_topics)
-        joints = self.joints.at(stamp)
-        if joints is None:
-            self._report(f'image stamps precede the joint-state history by more than {self.joints.horizon_s:g} s: '
-                         'pairing the images with the newest joint state (are they stamped on one clock?)')
-            return self.joints.latest[1].copy()
-        return joints
-
-    def _build_request(self, now: float):
+    def _build_request(self, now: float, joints: np.ndarray):
         p = self.p
         oldest = min(self.images[t][0] for t in self.camera_topics)  # when the observation was taken
         chunk, executor = self.last_chunk, self.executor_state
@@ -237,7 +223,7 @@ class PolicyNode(LifecycleNode):
             executor_step = executor.step
         start_time, committed = request_timing(oldest, self.runner.dt, self.delay.delay, self.runner.chunk_size,
                                                chunk, executor_step)
-        request = ChunkRequest([self.images[t][2] for t in self.camera_topics], self._observed_joints(), self.instruction,
+        request = ChunkRequest([self.images[t][2] for t in self.camera_topics], joints, self.instruction,
                                committed, p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
                                p['num_denoise_steps'], p['num_denoise_steps_afm'])
         meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time,
