@@ -420,3 +420,50 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
         assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
         assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
         previous_q, previous_v = q, v
+
+
+def test_the_cameras_draw_light_meshes_that_look_like_the_full_ones():
+    """The decimated render meshes exist to draw the same images for a fraction of the triangles: over poses
+    where the jaws fill the wrist camera, both cameras stay within a grey level on average of the full meshes,
+    the arm's outline within a few pixels (a mesh placed in the wrong frame moves it by tens)."""
+    from asyncvla_ros.sim.so101 import CAMERAS, SO101Plant
+
+    plants = [SO101Plant(seed=1002, image_width=160, image_height=160, light_meshes=light) for light in (True, False)]
+    try:
+        for pose in ([0.0, 0.0, 0.0, 0.0, 0.0, 0.5], [0.3, 0.4, 0.2, 1.2, 0.0, 1.2], [-0.3, 0.6, 0.1, 1.3, 0.5, 0.2]):
+            for plant in plants:
+                plant.set_targets(np.array(pose))
+                plant.advance(1.0)
+                plant.capture()
+            for camera in CAMERAS:
+                light, full = (plant.draw(camera).astype(int) for plant in plants)
+                assert np.abs(light - full).mean() < 1.0, (pose, camera)
+                assert (np.abs(light - full).max(-1) > 60).mean() < 0.02, (pose, camera)
+        light_model = plants[0]._drawn[0]
+        assert light_model.nmeshface < 0.15 * plants[1].model.nmeshface
+    finally:
+        for plant in plants:
+            plant.close()
+
+
+def test_the_light_meshes_are_built_once_and_rebuilt_when_their_cache_is_damaged(tmp_path, monkeypatch, capsys):
+    from asyncvla_ros.sim import render_meshes
+    from asyncvla_ros.sim.so101 import SO101Plant
+
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    plant = SO101Plant(render=False)
+    try:
+        first = render_meshes._decimated_meshes(plant.model)
+        (cached,) = (tmp_path / 'asyncvla_ros').glob('so101_render_meshes_*.npz')
+        assert 'decimated the SO-101 render meshes' in capsys.readouterr().out
+        again = render_meshes._decimated_meshes(plant.model)
+        assert capsys.readouterr().out == ''  # read from the cache, not decimated again
+        cached.write_bytes(cached.read_bytes()[:1000])
+        rebuilt = render_meshes._decimated_meshes(plant.model)
+        assert 'ignoring the render mesh cache' in capsys.readouterr().out
+    finally:
+        plant.close()
+    for name, (vertices, faces) in first.items():
+        for other in (again, rebuilt):
+            np.testing.assert_array_equal(other[name][0], vertices)
+            np.testing.assert_array_equal(other[name][1], faces)
