@@ -83,3 +83,16 @@ def test_config_yaml_covers_and_satisfies_schema(node):
     values = SCHEMAS[node].load_yaml(path)  # raises on an invalid value
     changed = {name: value for name, value in values.items() if value != SCHEMAS[node].defaults()[name]}
     assert not changed, f'{path.name} ships values other than the defaults the README documents: {changed}'
+
+
+def test_the_closed_loop_evaluation_runs_policy_node_as_it_runs_by_default():
+    """`asyncvla evaluate --closed-loop` stands in for policy_node: its settings default to policy_node's, or
+    its figures describe a policy configured otherwise than the one a user launches."""
+    from asyncvla_ros.tools.cli import build_parser
+
+    args = build_parser().parse_args(['evaluate', '--closed-loop', '1', '--output', 'unused'])
+    defaults = SCHEMAS['policy_node'].defaults()
+    for name in ('refill_threshold', 'confidence_threshold', 'num_correction_rounds', 'num_denoise_steps',
+                 'num_denoise_steps_afm'):
+        assert getattr(args, name) == defaults[name], name
+    assert (args.delay_compensation == 'on') == defaults['delay_compensation']

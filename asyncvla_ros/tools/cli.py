@@ -360,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument('--latency-ms', type=_at_least(0.0, float), help='fixed inference latency (default: each inference\'s wall time)')
     loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'])
     loop.add_argument('--refill-threshold', type=_at_least(0, int), default=POLICY_NODE.defaults()['refill_threshold'])
-    loop.add_argument('--delay-compensation', default='on', choices=['on', 'off'])
+    loop.add_argument('--delay-compensation', choices=['on', 'off'],
+                      default='on' if POLICY_NODE.defaults()['delay_compensation'] else 'off')
     loop.add_argument('--camera-rate-hz', type=_at_least(1.0, float),
                       help='frames at this rate, each paired with the joints of its moment as policy_node does '
                            '(default: a fresh frame for each request)')
