@@ -108,7 +108,8 @@ def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> di
         chunks = probe.chunks[first_chunk:]
         joints = probe.joints[first_joint:]
     return {'success': probe.success, 'seconds': probe.sim_time - started,
-            'chunk_ms': [s.total_ms for s in statuses], 'refined_fraction': [s.refined_fraction for s in statuses],
+            'chunk_ms': [s.total_ms for s in statuses], 'observation_age_ms': [s.observation_age_ms for s in statuses],
+            'refined_fraction': [s.refined_fraction for s in statuses],
             'confidence': [list(c.confidence) for c in chunks], 'joints': joints}
 
 
@@ -196,10 +197,12 @@ def run_demo(args) -> int:
         for node in nodes:
             node.stop()
     latencies = [ms for e in results['self_correction'] for ms in e['chunk_ms']]
+    ages = [ms for e in results['self_correction'] for ms in e['observation_age_ms']]
     refined = [f for e in results['self_correction'] for f in e['refined_fraction']]
     summary = {'success_rate_self_correction': float(np.mean([e['success'] for e in results['self_correction']])),
                'success_rate_sfm': float(np.mean([e['success'] for e in results['sfm']])), 'episodes': args.episodes,
                'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
+               'p50_observation_age_ms': float(np.median(ages)) if ages else None,
                'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': factor}
     report = write_report(output, results, summary)
     print(f'demo: success {summary["success_rate_self_correction"]:.2f} with self-correction, '
