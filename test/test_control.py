@@ -251,6 +251,12 @@ def test_a_new_chunk_is_due_half_a_period_after_its_observation_or_at_the_step_t
     assert request_timing(10.25, 0.1, 3, 8, running, executor_step=None)[1] is None  # compensation off
     start, committed = request_timing(10.75, 0.1, 3, 8, running, executor_step=7)  # nothing left to keep
     assert start == pytest.approx(10.8) and committed is None
+    # images taken 0.2 s before the request: the model's step 0 is the step the arm headed for then, and the
+    # steps run since are kept too (not those from the request on, which would shift the plan by the frame's age)
+    start, committed = request_timing(10.05, 0.1, 3, 8, running, executor_step=2)
+    assert start == pytest.approx(10.1) and np.array_equal(committed, running.positions[1:6])
+    start, committed = request_timing(10.05, 0.1, 6, 8, running, executor_step=2)  # at most L - 1 kept
+    assert start == pytest.approx(10.1) and np.array_equal(committed, running.positions[1:8])
 
 
 def test_joint_history_gives_the_joints_of_an_images_moment():

@@ -47,20 +47,23 @@ def committed_steps(positions: np.ndarray, executing_step: int, delay: int, chun
     return positions[k:k + d]
 
 
-def request_timing(now: float, dt: float, delay: int, chunk_size: int, running: Chunk | None = None,
+def request_timing(observed: float, dt: float, delay: int, chunk_size: int, running: Chunk | None = None,
                    executor_step: int | None = None) -> tuple[float, np.ndarray | None]:
     """When a new chunk's step 0 is due, and the steps of the `running` chunk it keeps: (start, committed or None).
 
     In the demonstrations the target recorded at frame t is the one the servos are given over the whole period
     from frame t to t + 1 (the env holds it). The executor interpolates through the targets instead, so it meets
-    that hold best by passing through step i at the middle of its period: without kept steps step 0 is due at
-    now + dt / 2 (at `now`, the arm would lead the demonstrations by half a period; at now + dt, lag them by
-    half a period, which the expert's own plan already fails with: test_closed_loop). With delay compensation
-    (`executor_step`, the running chunk's step due last, is known) the kept steps start at the one the arm is
-    heading for."""
+    that hold best by passing through step i at the middle of its period: without kept steps step 0 is due
+    half a period after the observation (`observed`, when its images were taken; at `observed`, the arm would
+    lead the demonstrations by half a period; a period later, lag them by half a period, which the expert's own
+    plan already fails with: test_closed_loop). With delay compensation (`executor_step`, the running chunk's
+    step due last now, is known) the model's step 0 is the step the arm was heading for when the images were
+    taken, so the kept steps run from there: those executed since the observation (an old frame's age) and the
+    `delay` steps the inference will take."""
     if running is not None and executor_step is not None:
-        heading = executor_step + 1
-        committed = committed_steps(running.positions, heading, delay, chunk_size)
+        first = max(math.ceil((observed - running.start_time) / running.dt - 1e-9), 0)
+        since_observed = max(executor_step + 1 - first, 0)
+        committed = committed_steps(running.positions, first, since_observed + delay, chunk_size)
         if len(committed):
-            return running.start_time + heading * running.dt, committed
-    return now + 0.5 * dt, None
+            return running.start_time + first * running.dt, committed
+    return observed + 0.5 * dt, None
