@@ -96,3 +96,20 @@ def test_the_closed_loop_evaluation_runs_policy_node_as_it_runs_by_default():
                  'num_denoise_steps_afm'):
         assert getattr(args, name) == defaults[name], name
     assert (args.delay_compensation == 'on') == defaults['delay_compensation']
+
+
+@pytest.mark.parametrize('light', [True, False])
+def test_sim_arm_node_draws_the_meshes_its_parameter_names(ros_context, light):
+    from asyncvla_ros.nodes.sim_arm_node import SimArmNode
+
+    node = SimArmNode(context=ros_context, parameter_overrides=[Parameter('light_meshes', value=light),
+                                                                Parameter('image_width', value=32),
+                                                                Parameter('image_height', value=32)])
+    try:
+        with node.lock:
+            node.plant.capture()
+        drawn = node.plant._drawn[0]
+        assert (drawn is not node.plant.model) == light
+        assert (drawn.nmeshface < node.plant.model.nmeshface) == light
+    finally:
+        node.destroy_node()

@@ -32,7 +32,7 @@ class SimArmNode(Node):
         super().__init__('sim_arm_node', **kwargs)
         self.p = BoundParams(self, SIM_ARM_NODE, is_active=lambda: True).values()
         self.plant = SO101Plant(self.p['seed'], self.p['image_width'], self.p['image_height'],
-                                render=self.p['camera_rate_hz'] > 0)
+                                render=self.p['camera_rate_hz'] > 0, light_meshes=self.p['light_meshes'])
         self.lock = threading.Lock()
         self.follower = TrajectoryFollower()
         self.episode = 0
