@@ -193,7 +193,7 @@ SIM_ARM_NODE = ParamSchema('sim_arm_node', [
     Param('image_width', 'int', 224, 'Camera image width (pixels).', range=(16, 1920)),
     Param('image_height', 'int', 224, 'Camera image height (pixels).', range=(16, 1080)),
     Param('camera_rate_hz', 'double', 10.0, 'Camera frame rate; 0 disables the camera.', range=(0.0, 60.0)),
-    Param('light_meshes', 'bool', True, 'Draw the cameras with decimated SO-101 meshes (about 5x cheaper in software OpenGL, within a grey level); false draws the full CAD meshes.'),
+    Param('light_meshes', 'bool', True, 'Draw the cameras with decimated SO-101 meshes (about 5x cheaper in software OpenGL, a grey level or two from the full meshes); false draws the full CAD meshes.'),
     Param('joint_state_rate_hz', 'double', 100.0, 'Joint state rate (the sim advances in steps of this period).', range=(1.0, 1000.0)),
     Param('real_time_factor', 'double', 1.0, 'Sim seconds per wall second; 0 runs as fast as possible.', range=(0.0, 100.0)),
     Param('publish_clock', 'bool', False, 'Publish /clock with sim time (for use_sim_time).'),
