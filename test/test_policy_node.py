@@ -1,6 +1,7 @@
 """policy_node over real DDS with a tiny random checkpoint: the closed loop with the simulated arm and
 the executor, bad input, and run-time parameters."""
 import os
+import re
 import signal
 import threading
 import time
@@ -83,6 +84,9 @@ def test_closed_loop_over_dds_moves_the_arm_within_limits(spinner, ros_context, 
     assert len(points) and np.all(points >= PROFILE.position_min - 1e-9) and np.all(points <= PROFILE.position_max + 1e-9)
 
 
+DEAF = re.compile(r'nothing received on \S+ \([1-9]\d* publishers? matched\)')
+
+
 def test_killing_the_policy_holds_the_arm_and_a_restart_resumes(spinner, ros_context, node_process, tiny_checkpoint):
     observer = Observer(ros_context)
     spinner.add(observer.node)
@@ -126,9 +130,18 @@ def test_killing_the_policy_holds_the_arm_and_a_restart_resumes(spinner, ros_con
     assert np.allclose(last_trajectory.points[-1].positions, held[-1].last_command, atol=1e-6), \
         'the controller was not sent the hold'
     assert np.allclose(last_trajectory.points[-1].velocities, 0.0, atol=1e-6)
-    node_process(*policy_args)  # restarted: a new process, chunk ids continue from the executor's
-    assert wait_until(lambda: any(c.chunk_id > last_id for c in list(observer.chunks)) and mode() == 'executing', timeout=60), mode()
-    print(f'policy_node killed: executor holding after {hold_after:.2f} s (watchdog 0.5 s); restarted: executing again')
+    # Restarted: a new process, chunk ids continue from the executor's. Fast DDS shared memory can leave a process
+    # restarted after a SIGKILL deaf (eProsima/Fast-DDS#5053); the node then says that a publisher is matched but
+    # nothing arrives, and a user restarts it once more, as this test does.
+    for attempt in (1, 2):
+        restarted = node_process(*policy_args)
+        if wait_until(lambda: any(c.chunk_id > last_id for c in list(observer.chunks)) and mode() == 'executing',
+                      timeout=45):
+            break
+        assert attempt == 1 and DEAF.search(restarted.log_text()), (mode(), restarted.log_text()[-2000:])
+        os.killpg(restarted.process.pid, signal.SIGKILL)
+    print(f'policy_node killed: executor holding after {hold_after:.2f} s (watchdog 0.5 s); '
+          f'restarted: executing again (restart {attempt})')
 
 
 @pytest.fixture
@@ -199,6 +212,9 @@ def test_bad_input_matrix(policy):
     observer, start = policy
     node, configured = start()
     assert configured
+    # before any input: the reason names the topic and the publishers matched on it
+    assert wait_until(lambda: any(DEAF.search(m) and '/joint_states' in m for m in observer.messages()), timeout=10), \
+        observer.messages()
     feeder = Feeder(observer)
     try:
         assert wait_until(lambda: observer.count(observer.chunks) >= 1, timeout=20), observer.messages()

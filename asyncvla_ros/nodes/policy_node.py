@@ -205,10 +205,11 @@ class PolicyNode(LifecycleNode):
     def _missing_input(self, now: float) -> str:
         max_age = self.p['max_observation_age_s']
         if self.joints_received is None or now - self.joints_received > max_age:
-            return 'no joint state' if self.joints_received is None else f'joint state is {now - self.joints_received:.2f} s old'
+            return self._nothing_on('joint_states') if self.joints_received is None else \
+                f'joint state is {now - self.joints_received:.2f} s old'
         for topic in self.camera_topics:
             if topic not in self.images:
-                return f'no image on {topic}'
+                return self._nothing_on(topic)
             if now - self.images[topic][0] > max_age:
                 return f'image on {topic} is {now - self.images[topic][0]:.2f} s old'
         return ''
@@ -279,6 +280,13 @@ class PolicyNode(LifecycleNode):
         array = DiagnosticArray(status=[status])
         array.header.stamp = to_time(self._now())
         self.diagnostics_pub.publish(array)
+
+    def _nothing_on(self, topic: str) -> str:
+        """Nothing received yet: with a publisher matched, the transport is at fault, not the graph (Fast DDS
+        shared memory can leave a node restarted after a crash deaf, eProsima/Fast-DDS#5053)."""
+        name = self.resolve_topic_name(topic)
+        publishers = self.count_publishers(name)
+        return f'nothing received on {name} ({publishers} publisher{"" if publishers == 1 else "s"} matched)'
 
     def _report(self, reason: str) -> None:
         """A skipped request or a refused input: log (once per new reason), PolicyStatus and diagnostics."""
