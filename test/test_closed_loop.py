@@ -91,3 +91,20 @@ def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
                              '--checkpoint', str(tmp_path / 'none'), '--output', str(tmp_path / 'loop')],
                             capture_output=True, text=True, timeout=120, cwd=SOURCE_ROOT)
     assert result.returncode == 2 and str(tmp_path / 'none') in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
+    from asyncvla_ros.tools.demo import LATENCY_STAGES, write_report
+
+    def episode(success, total_ms):
+        return {'success': success, 'seconds': 5.0, 'chunk_ms': total_ms, 'observation_age_ms': [40.0] * len(total_ms),
+                'stages_ms': {stage: [i + 1.0 if stage != 'total' else ms for ms in total_ms]
+                              for i, stage in enumerate(LATENCY_STAGES)},
+                'refined_fraction': [0.5], 'confidence': [[0.9] * 8], 'joints': [(0.0, [0.0] * 6), (0.1, [0.1] * 6)]}
+
+    results = {'self_correction': [episode(True, [100.0, 300.0]), episode(False, [200.0])],
+               'sfm': [episode(False, [50.0]), episode(False, [70.0])]}
+    report = write_report(tmp_path, results, {'episodes': 2}).read_text()
+    assert '| self_correction | 2 | 0.50 |' in report and '| sfm | 2 | 0.00 |' in report
+    assert '| self_correction | 1 | 2 | 3 | 4 | 200 | 40 |' in report and '| sfm | 1 | 2 | 3 | 4 | 60 | 40 |' in report
+    assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))

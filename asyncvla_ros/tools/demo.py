@@ -92,6 +92,9 @@ class DemoProbe:
         rclpy.try_shutdown()
 
 
+LATENCY_STAGES = ('prefix', 'sfm', 'rater', 'afm', 'total')  # PolicyStatus.<stage>_ms
+
+
 def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> dict:
     """One episode of `seconds` sim seconds (read from the joint states' stamps)."""
     probe.call(probe.enable_client, probe.SetBool.Request(data=False))
@@ -109,6 +112,7 @@ def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> di
         joints = probe.joints[first_joint:]
     return {'success': probe.success, 'seconds': probe.sim_time - started,
             'chunk_ms': [s.total_ms for s in statuses], 'observation_age_ms': [s.observation_age_ms for s in statuses],
+            'stages_ms': {stage: [getattr(s, f'{stage}_ms') for s in statuses] for stage in LATENCY_STAGES},
             'refined_fraction': [s.refined_fraction for s in statuses],
             'confidence': [list(c.confidence) for c in chunks], 'joints': joints}
 
@@ -146,6 +150,12 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
     lines = ['# asyncvla demo on the simulated SO-101', '', '| mode | episodes | success rate |', '|---|---|---|']
     for mode, episodes in results.items():
         lines.append(f'| {mode} | {len(episodes)} | {np.mean([e["success"] for e in episodes]):.2f} |')
+    lines += ['', '| mode | p50 ms: ' + ' | '.join(LATENCY_STAGES) + ' | observation age |',
+              '|---|' + '---|' * (len(LATENCY_STAGES) + 1)]
+    for mode, episodes in results.items():
+        medians = [np.median([ms for e in episodes for ms in e['stages_ms'][stage]] or [np.nan]) for stage in LATENCY_STAGES]
+        age = np.median([ms for e in episodes for ms in e['observation_age_ms']] or [np.nan])
+        lines.append(f'| {mode} | ' + ' | '.join(f'{ms:.0f}' for ms in [*medians, age]) + ' |')
     lines += ['', f'```json\n{json.dumps(summary, indent=1)}\n```', '', '![joints](joints.png)',
               '![confidence](confidence.png)', '![latency](latency.png)']
     (output / 'report.md').write_text('\n'.join(lines) + '\n')
