@@ -95,6 +95,7 @@ def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
 
 def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
     from asyncvla_ros.tools.demo import LATENCY_STAGES, write_report
+    from asyncvla_ros.training.metrics import success_summary
 
     def episode(success, total_ms):
         return {'success': success, 'seconds': 5.0, 'chunk_ms': total_ms, 'observation_age_ms': [40.0] * len(total_ms),
@@ -104,7 +105,22 @@ def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
 
     results = {'self_correction': [episode(True, [100.0, 300.0]), episode(False, [200.0])],
                'sfm': [episode(False, [50.0]), episode(False, [70.0])]}
-    report = write_report(tmp_path, results, {'episodes': 2}).read_text()
-    assert '| self_correction | 2 | 0.50 |' in report and '| sfm | 2 | 0.00 |' in report
+    summary = success_summary({mode: [e['success'] for e in episodes] for mode, episodes in results.items()})
+    report = write_report(tmp_path, results, summary).read_text()
+    assert '| self_correction | 2 | 0.50 | 0.095-0.905 |' in report and '| sfm | 2 | 0.00 | 0.000-0.658 |' in report
     assert '| self_correction | 1 | 2 | 3 | 4 | 200 | 40 |' in report and '| sfm | 1 | 2 | 3 | 4 | 60 | 40 |' in report
     assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))
+
+
+def test_success_summary_gives_wilson_intervals_and_the_paired_difference():
+    from asyncvla_ros.training.metrics import success_summary
+
+    on = [True] * 16 + [False] * 8
+    off = [True] * 12 + [False] * 4 + [True] * 2 + [False] * 6  # same scenes: 4 only on, 2 only off
+    summary = success_summary({'self_correction': on, 'sfm': off})
+    assert summary['success_rate_self_correction'] == pytest.approx(16 / 24)
+    assert summary['success_ci95_self_correction'] == [0.467, 0.82]  # Wilson score interval
+    assert (summary['only_self_correction'], summary['only_sfm']) == (4, 2)
+    assert summary['mcnemar_p'] == pytest.approx(0.6875)  # exact two-sided binomial on 6 discordant scenes
+    assert success_summary({'sfm': [False] * 5})['success_ci95_sfm'][0] == 0.0
+    assert 'mcnemar_p' not in success_summary({'a': [True], 'b': [True, False]})  # not paired

@@ -123,8 +123,11 @@ def test_fine_tuning_starts_from_the_checkpoint_with_a_fresh_schedule(dataset_ro
     from safetensors.torch import load_file
     config = TrainConfig(preset='tiny', steps=3, batch_size=2, image_size=56, validate_every=0, save_every=0)
     train_policy([spec(dataset_root)], tmp_path / 'run', config)
-    frozen = dataclasses.replace(config, lr=0.0, vision_lr=0.0)  # no update: the weights must be the checkpoint's
+    frozen = dataclasses.replace(config, lr=0.0, vision_lr=0.0,  # no update: the weights must be the checkpoint's
+                                 afm_prefix_prob=0.9)  # a training setting of the fine-tune, saved with it
     tuned = train_policy([spec(dataset_root)], tmp_path / 'tuned', frozen, init_from=tmp_path / 'run')
+    saved = json.loads((tmp_path / 'tuned/config.json').read_text())['afm_prefix_prob']
+    assert saved == 0.9 != json.loads((tmp_path / 'run/config.json').read_text())['afm_prefix_prob']
     rows = (tmp_path / 'tuned/train_log.csv').read_text().splitlines()[1:]
     assert [r.split(',')[0] for r in rows] == ['1', '2', '3'] and tuned['steps'] == 3
     source, result = load_file(tmp_path / 'run/model.safetensors'), load_file(tmp_path / 'tuned/model.safetensors')

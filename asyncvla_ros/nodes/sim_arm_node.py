@@ -30,7 +30,7 @@ from asyncvla_ros.sim.trajectory import TrajectoryFollower
 class SimArmNode(Node):
     def __init__(self, **kwargs):
         super().__init__('sim_arm_node', **kwargs)
-        self.p = BoundParams(self, SIM_ARM_NODE, is_active=lambda: True).values()
+        self.p = BoundParams(self, SIM_ARM_NODE, is_active=lambda: True, on_change=self._on_params).values()
         self.plant = SO101Plant(self.p['seed'], self.p['image_width'], self.p['image_height'],
                                 render=self.p['camera_rate_hz'] > 0, light_meshes=self.p['light_meshes'])
         self.lock = threading.Lock()
@@ -123,6 +123,12 @@ class SimArmNode(Node):
                 self.get_logger().warning('trajectory ignored: time_from_start must increase')
                 return
             self.follower.replace(now, self.plant.targets, times, positions, velocities)
+
+    def _on_params(self, changed: dict) -> None:
+        with self.lock:
+            self.p.update(changed)
+            if 'seed' in changed:
+                self.episode = 0
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self.lock:

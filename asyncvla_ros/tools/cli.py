@@ -52,6 +52,13 @@ def _reports_bad_input(command):
     return run
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f'{text} is not a probability in [0, 1]')
+    return value
+
+
 def _specs(args):
     from asyncvla_ros.training.lerobot_format import DatasetSpec, load_data_config
     if args.data:
@@ -78,7 +85,7 @@ def cmd_train(args) -> int:
     config = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          vision_lr=args.vision_lr, image_size=args.image_size, seed=args.seed, save_every=args.save_every,
                          validate_every=args.validate_every, gradient_checkpointing=args.gradient_checkpointing,
-                         action_mode=args.action_mode)
+                         action_mode=args.action_mode, afm_prefix_prob=args.afm_prefix_prob)
     result = train_policy(_specs(args), args.output, config, resume=args.resume, init_from=args.init_from)
     print(f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '
           f'{result["last_loss"]:.4f}; checkpoint and train_log.csv in {result["output"]}')
@@ -290,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--preset', default='small', choices=['tiny', 'small', 'qwen2.5-vl-3b'])
             p.add_argument('--action-mode', default='delta', choices=['delta', 'absolute'],
                            help='delta: actions relative to the state each chunk starts from')
+            p.add_argument('--afm-prefix-prob', type=_probability,
+                           help="share of AFM samples with a committed prefix, as delay compensation sends "
+                                "(default: the preset's, or the --init-from checkpoint's)")
             p.add_argument('--vision-lr', type=float, default=2e-5)
             p.add_argument('--image-size', type=int, default=112)
             p.add_argument('--save-every', type=int, default=500)

@@ -22,6 +22,7 @@ from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
+from asyncvla_ros.training.metrics import success_summary
 
 REACH_DISTANCE_M = 0.03  # gripper within this of the block centre counts as reached
 
@@ -130,10 +131,9 @@ def evaluate_closed_loop(runner: PolicyRunner, settings: LoopSettings, episodes:
 
 
 def summarize(results: dict[str, list[EpisodeResult]]) -> dict:
-    summary = {}
+    summary = success_summary({mode: [e.success for e in episodes] for mode, episodes in results.items()})
     for mode, episodes in results.items():
         latencies = [ms for e in episodes for ms in e.chunk_ms]
-        summary[f'success_rate_{mode}'] = float(np.mean([e.success for e in episodes]))
         summary[f'phases_{mode}'] = {p: sum(e.phase == p for e in episodes) for p in ('none', 'reached', 'carried', 'placed')}
         summary[f'p50_chunk_ms_{mode}'] = float(np.median(latencies)) if latencies else None
         summary[f'starved_s_{mode}'] = round(float(sum(e.starved_s for e in episodes)), 2)

@@ -25,6 +25,7 @@ from asyncvla_ros.model.runner import demo_checkpoint
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.sim.so101 import JOINT_NAMES
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
+from asyncvla_ros.training.metrics import success_summary
 
 
 class DemoProbe:
@@ -53,7 +54,7 @@ class DemoProbe:
         self.node.create_subscription(JointState, 'joint_states', self._on_joints, qos_profile_sensor_data)
         self.reset_client = self.node.create_client(Trigger, 'sim_arm_node/reset')
         self.enable_client = self.node.create_client(SetBool, 'executor_node/enable')
-        self.policy_params = AsyncParameterClient(self.node, 'policy_node')
+        self.params = {name: AsyncParameterClient(self.node, name) for name in ('policy_node', 'sim_arm_node')}
         self.Trigger, self.SetBool = Trigger, SetBool
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -77,14 +78,16 @@ class DemoProbe:
             raise TimeoutError(f'no answer from {client.srv_name}')
         return future.result()
 
-    def set_policy(self, **values):
+    def set_parameters(self, node: str, **values):
         from rclpy.parameter import Parameter
-        future = self.policy_params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
-        wait_until(future.done, 10)
+        future = self.params[node].set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        if not wait_until(future.done, 10) or not all(r.successful for r in future.result().results):
+            raise RuntimeError(f'{node} did not take {values}')
 
     def ready(self) -> bool:
         return self.reset_client.service_is_ready() and self.enable_client.service_is_ready() \
-            and self.policy_params.services_are_ready() and 'policy_node' in self.node.get_node_names()
+            and all(client.services_are_ready() for client in self.params.values()) \
+            and 'policy_node' in self.node.get_node_names()
 
     def shutdown(self):
         import rclpy
@@ -147,9 +150,11 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
         ax.set(xlabel='ms', ylabel='chunks', title='chunk latency (request to publication)')
         fig.savefig(output / 'latency.png', dpi=100)
         plt.close(fig)
-    lines = ['# asyncvla demo on the simulated SO-101', '', '| mode | episodes | success rate |', '|---|---|---|']
+    lines = ['# asyncvla demo on the simulated SO-101', '', '| mode | episodes | success rate | 95 % interval (Wilson) |',
+             '|---|---|---|---|']
     for mode, episodes in results.items():
-        lines.append(f'| {mode} | {len(episodes)} | {np.mean([e["success"] for e in episodes]):.2f} |')
+        low, high = summary[f'success_ci95_{mode}']
+        lines.append(f'| {mode} | {len(episodes)} | {summary[f"success_rate_{mode}"]:.2f} | {low:.3f}-{high:.3f} |')
     lines += ['', '| mode | p50 ms: ' + ' | '.join(LATENCY_STAGES) + ' | observation age |',
               '|---|' + '---|' * (len(LATENCY_STAGES) + 1)]
     for mode, episodes in results.items():
@@ -194,7 +199,8 @@ def run_demo(args) -> int:
             print('demo: the nodes did not come up; see the logs')
             return 1
         for mode, on in (('self_correction', True), ('sfm', False)):
-            probe.set_policy(self_correction=on)
+            probe.set_parameters('sim_arm_node', seed=args.seed)  # both modes on the same scenes
+            probe.set_parameters('policy_node', self_correction=on)
             results[mode] = []
             for episode in range(args.episodes):
                 result = run_episode(probe, args.episode_seconds, factor)
@@ -209,13 +215,15 @@ def run_demo(args) -> int:
     latencies = [ms for e in results['self_correction'] for ms in e['chunk_ms']]
     ages = [ms for e in results['self_correction'] for ms in e['observation_age_ms']]
     refined = [f for e in results['self_correction'] for f in e['refined_fraction']]
-    summary = {'success_rate_self_correction': float(np.mean([e['success'] for e in results['self_correction']])),
-               'success_rate_sfm': float(np.mean([e['success'] for e in results['sfm']])), 'episodes': args.episodes,
+    summary = {**success_summary({mode: [e['success'] for e in episodes] for mode, episodes in results.items()}),
+               'episodes': args.episodes,
                'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
                'p50_observation_age_ms': float(np.median(ages)) if ages else None,
                'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': factor}
     report = write_report(output, results, summary)
-    print(f'demo: success {summary["success_rate_self_correction"]:.2f} with self-correction, '
-          f'{summary["success_rate_sfm"]:.2f} without; report in {report}')
+    print(f'demo: success {summary["success_rate_self_correction"]:.2f} {summary["success_ci95_self_correction"]} with '
+          f'self-correction, {summary["success_rate_sfm"]:.2f} {summary["success_ci95_sfm"]} without (95 % intervals); '
+          f'on the same scenes only with it {summary["only_self_correction"]}, only without {summary["only_sfm"]}, '
+          f'McNemar p {summary["mcnemar_p"]:.2f}; report in {report}')
     print(json.dumps(summary))
     return 0

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import binomtest, spearmanr
 
 
 def rater_spearman(confidence, step_error) -> float:
@@ -24,3 +24,23 @@ def reliability_bins(confidence, step_error, bins: int = 10) -> dict:
     sums = np.bincount(which, weights=step_error, minlength=bins)
     mean = np.divide(sums, counts, out=np.full(bins, np.nan), where=counts > 0)
     return {'centers': (edges[:-1] + edges[1:]) / 2, 'mean_error': mean, 'counts': counts}
+
+
+def success_summary(successes: dict[str, list[bool]]) -> dict:
+    """Per mode, the success rate and its 95 % Wilson interval (20 episodes leave about +-20 points). For two
+    modes run on the same scenes, also the episodes only each one won and the exact McNemar p-value of the
+    difference (a two-sided binomial test on those discordant episodes)."""
+    summary = {}
+    for mode, outcomes in successes.items():
+        wins, n = int(np.sum(outcomes)), len(outcomes)
+        interval = binomtest(wins, n).proportion_ci(0.95, method='wilson') if n else None
+        summary[f'success_rate_{mode}'] = wins / n if n else float('nan')
+        summary[f'success_ci95_{mode}'] = [round(interval.low, 3), round(interval.high, 3)] if n else None
+    if len(successes) == 2 and len({len(o) for o in successes.values()}) == 1:
+        (first, a), (second, b) = successes.items()
+        only_first = sum(bool(x) and not y for x, y in zip(a, b))
+        only_second = sum(bool(y) and not x for x, y in zip(a, b))
+        discordant = only_first + only_second
+        summary[f'only_{first}'], summary[f'only_{second}'] = only_first, only_second
+        summary['mcnemar_p'] = round(binomtest(only_first, discordant).pvalue, 4) if discordant else 1.0
+    return summary

@@ -39,6 +39,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     held_out_fraction: float = 0.1
     action_mode: str = 'delta'
+    afm_prefix_prob: float | None = None  # share of AFM samples with a committed prefix; None keeps the model's
 
 
 def split_episodes(spec: DatasetSpec, fraction: float) -> tuple[list[int], list[int]]:
@@ -165,6 +166,8 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
     else:
         model, processor = build_policy(config, train_sets[0], texts)
         start_step = 0
+    if config.afm_prefix_prob is not None:  # saved with the checkpoint's config
+        model.config.afm_prefix_prob = config.afm_prefix_prob
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.rater.requires_grad_(False)
