@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                            '(default: a fresh frame for each request)')
     ev.set_defaults(func=cmd_evaluate)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
-    demo.add_argument('--episodes', type=int, default=20)
+    demo.add_argument('--episodes', type=_at_least(1, int), default=20)
     demo.add_argument('--episode-seconds', type=float, default=30.0)
     demo.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
     demo.add_argument('--seed', type=int, default=1000, help='sim seed (held-out scenes: the demos used seeds 0..99)')
