@@ -122,5 +122,7 @@ def test_success_summary_gives_wilson_intervals_and_the_paired_difference():
     assert summary['success_ci95_self_correction'] == [0.467, 0.82]  # Wilson score interval
     assert (summary['only_self_correction'], summary['only_sfm']) == (4, 2)
     assert summary['mcnemar_p'] == pytest.approx(0.6875)  # exact two-sided binomial on 6 discordant scenes
+    assert json.loads(json.dumps(summary)) == summary  # plain numbers for the JSON line
+    assert all(type(v) is float for v in [*summary['success_ci95_sfm'], summary['mcnemar_p']])
     assert success_summary({'sfm': [False] * 5})['success_ci95_sfm'][0] == 0.0
     assert 'mcnemar_p' not in success_summary({'a': [True], 'b': [True, False]})  # not paired

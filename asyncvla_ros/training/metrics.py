@@ -35,12 +35,12 @@ def success_summary(successes: dict[str, list[bool]]) -> dict:
         wins, n = int(np.sum(outcomes)), len(outcomes)
         interval = binomtest(wins, n).proportion_ci(0.95, method='wilson') if n else None
         summary[f'success_rate_{mode}'] = wins / n if n else float('nan')
-        summary[f'success_ci95_{mode}'] = [round(interval.low, 3), round(interval.high, 3)] if n else None
+        summary[f'success_ci95_{mode}'] = [round(float(interval.low), 3), round(float(interval.high), 3)] if n else None
     if len(successes) == 2 and len({len(o) for o in successes.values()}) == 1:
         (first, a), (second, b) = successes.items()
         only_first = sum(bool(x) and not y for x, y in zip(a, b))
         only_second = sum(bool(y) and not x for x, y in zip(a, b))
         discordant = only_first + only_second
         summary[f'only_{first}'], summary[f'only_{second}'] = only_first, only_second
-        summary['mcnemar_p'] = round(binomtest(only_first, discordant).pvalue, 4) if discordant else 1.0
+        summary['mcnemar_p'] = round(float(binomtest(only_first, discordant).pvalue), 4) if discordant else 1.0
     return summary
