@@ -52,13 +52,6 @@ def _reports_bad_input(command):
     return run
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f'{text} is not a probability in [0, 1]')
-    return value
-
-
 def _specs(args):
     from asyncvla_ros.training.lerobot_format import DatasetSpec, load_data_config
     if args.data:
@@ -248,12 +241,15 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
     return 0
 
 
-def _at_least(minimum, kind):
-    """An argparse type: `kind` values no smaller than `minimum` (a usage error otherwise)."""
+def _at_least(minimum, kind, maximum=None):
+    """An argparse type: `kind` values no smaller than `minimum` (and no larger than `maximum`, when given);
+    a usage error otherwise."""
     def parse(text: str):
         value = kind(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f'{text} is below {minimum}')
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f'{text} is above {maximum}')
         return value
     return parse
 
@@ -297,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--preset', default='small', choices=['tiny', 'small', 'qwen2.5-vl-3b'])
             p.add_argument('--action-mode', default='delta', choices=['delta', 'absolute'],
                            help='delta: actions relative to the state each chunk starts from')
-            p.add_argument('--afm-prefix-prob', type=_probability,
+            p.add_argument('--afm-prefix-prob', type=_at_least(0.0, float, maximum=1.0),
                            help="share of AFM samples with a committed prefix, as delay compensation sends "
                                 "(default: the preset's, or the --init-from checkpoint's)")
             p.add_argument('--vision-lr', type=float, default=2e-5)
@@ -380,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--episodes', type=_at_least(1, int), default=20)
     demo.add_argument('--episode-seconds', type=float, default=30.0)
     demo.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
-    demo.add_argument('--seed', type=int, default=1000, help='sim seed (held-out scenes: the demos used seeds 0..99)')
+    demo.add_argument('--seed', type=int, default=1000,
+                      help='first scene seed (held out: the training recipes used scenes 0-149 and 10 000 000 on)')
     demo.add_argument('--output', type=Path, default=Path('runs/demo'))
     demo.add_argument('--real-time-factor', type=float, default=1.0,
                       help='sim seconds per wall second; below 1 the nodes run on the sim\'s /clock')
