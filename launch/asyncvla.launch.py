@@ -19,7 +19,9 @@ ARGUMENTS = {
     'namespace': ('', 'Namespace for all nodes and (relative) topics, e.g. one per robot.'),
     'use_sim_time': ('false', 'Use /clock (bag replay, simulation).'),
     'command_interface': ('joint_trajectory', 'joint_trajectory (ros2_control JTC) or forward_command.'),
+    'respawn_policy': ('false', 'Restart policy_node 2 s after it dies; the executor holds the arm until chunks come again.'),
 }
+RESPAWN_DELAY_S = 2.0  # as `asyncvla bringup --respawn-policy`
 
 
 def asyncvla_nodes():
@@ -27,6 +29,7 @@ def asyncvla_nodes():
     config = PathJoinSubstitution([FindPackageShare('asyncvla_ros'), 'config'])
     use_sim_time = {'use_sim_time': LaunchConfiguration('use_sim_time')}
     policy = Node(package='asyncvla_ros', executable='policy_node', name='policy_node', output='screen',
+                  respawn=LaunchConfiguration('respawn_policy'), respawn_delay=RESPAWN_DELAY_S,
                   parameters=[PathJoinSubstitution([config, 'policy.yaml']), use_sim_time,
                               {'checkpoint': LaunchConfiguration('checkpoint'),
                                'camera_topics': LaunchConfiguration('camera_topics')}])

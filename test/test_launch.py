@@ -3,12 +3,14 @@ installed entry point, every parameter file exists, every node parameter is in t
 launch argument is documented in the README."""
 import ast
 import configparser
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from asyncvla_ros.nodes.params import SCHEMAS
+from asyncvla_ros.tools.cli import RESPAWN_DELAY_S
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
@@ -63,8 +65,24 @@ def test_colcon_scripts_go_where_ros2_run_looks():
     assert config['develop']['script_dir'] == config['install']['install_scripts'] == '$base/lib/asyncvla_ros'
 
 
-def test_bringup_starts_the_sim_graph_and_ctrl_c_stops_it(tmp_path, tiny_checkpoint, spinner, ros_context):
-    """`asyncvla bringup sim` as a user runs it: nodes come up over DDS, Ctrl-C stops every process."""
+def test_the_launch_files_respawn_the_policy_as_bringup_does():
+    tree = ast.parse((ROOT / 'launch' / 'asyncvla.launch.py').read_text())
+    delay = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'RESPAWN_DELAY_S')
+    keywords = next(_keywords(call) for call in _calls(tree, 'Node') if _keywords(call)['name'].value == 'policy_node')
+    assert keywords['respawn'].args[0].value == 'respawn_policy' and keywords['respawn_delay'].id == 'RESPAWN_DELAY_S'
+    assert delay.value.value == RESPAWN_DELAY_S
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Child processes of `pid` and their command lines (Linux /proc)."""
+    children = Path(f'/proc/{pid}/task/{pid}/children').read_text().split()
+    return {int(c): Path(f'/proc/{c}/cmdline').read_bytes().replace(b'\0', b' ').decode() for c in children
+            if Path(f'/proc/{c}/cmdline').exists()}
+
+
+def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it(tmp_path, tiny_checkpoint, spinner, ros_context):
+    """`asyncvla bringup sim --respawn-policy` as a user runs it: nodes come up over DDS, a killed
+    policy_node is started again (the others keep running), Ctrl-C stops every process."""
     import signal
     import subprocess
     import sys
@@ -78,15 +96,25 @@ def test_bringup_starts_the_sim_graph_and_ctrl_c_stops_it(tmp_path, tiny_checkpo
     states = []
     node.create_subscription(ExecutorState, 'asyncvla/executor_state', states.append, 10)
     proc = subprocess.Popen([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'bringup', 'sim', '--checkpoint',
-                             str(tiny_checkpoint), '--log-dir', str(tmp_path / 'logs')], cwd=SOURCE_ROOT,
+                             str(tiny_checkpoint), '--log-dir', str(tmp_path / 'logs'), '--respawn-policy'], cwd=SOURCE_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    policy_log = tmp_path / 'logs' / 'policy_node.log'
+    configured = lambda: policy_log.read_text().count('configured:') if policy_log.exists() else 0  # noqa: E731
     try:
         assert wait_until(lambda: len(states) > 0, timeout=60), 'executor_node never published its state'
         assert wait_until(lambda: {'sim_arm_node', 'executor_node', 'policy_node'} <= set(node.get_node_names()), timeout=60)
+        assert wait_until(lambda: configured() == 1, timeout=60), policy_log.read_text()
+        before = _children(proc.pid)
+        policy = next(pid for pid, cmd in before.items() if 'nodes.policy_node' in cmd)
+        os.kill(policy, signal.SIGKILL)
+        assert wait_until(lambda: configured() == 2, timeout=60), 'policy_node was not started again'
+        after = _children(proc.pid)
+        assert {pid for pid, cmd in after.items() if 'nodes.policy_node' in cmd} - {policy}, after
+        assert {pid for pid, cmd in before.items() if 'nodes.policy_node' not in cmd} <= set(after), 'the other nodes were restarted'
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
-    assert 'logs in' in out and 'stopped' in out, out
+    assert 'logs in' in out and 'stopped' in out and 'policy_node exited (code -9); restarting it' in out, out
     for name in ('sim_arm_node', 'executor_node', 'policy_node'):
         log = (tmp_path / 'logs' / f'{name}.log').read_text()
         assert 'Traceback' not in log, log

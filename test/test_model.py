@@ -210,6 +210,18 @@ def test_broken_checkpoints_fail_clearly(tiny, tmp_path, damage, message):
         load_checkpoint(path, device='cpu')
 
 
+def test_num_threads_sets_the_cpu_thread_pool_and_zero_leaves_it(tiny_checkpoint):
+    from asyncvla_ros.model.runner import PolicyRunner
+    before = torch.get_num_threads()
+    try:
+        PolicyRunner(tiny_checkpoint, device='cpu', num_threads=before + 1)
+        assert torch.get_num_threads() == before + 1
+        PolicyRunner(tiny_checkpoint, device='cpu', num_threads=0)
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cuda_requested_without_gpu_is_an_error(tiny, tmp_path):
     if torch.cuda.is_available():
         pytest.skip('this machine has a GPU')

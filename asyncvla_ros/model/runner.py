@@ -43,7 +43,10 @@ class ChunkPrediction:
 
 class PolicyRunner:
     def __init__(self, checkpoint: str | Path = '', device: str = 'auto', dtype: str = 'auto',
-                 attn_implementation: str = 'auto', seed: int = 0):
+                 attn_implementation: str = 'auto', seed: int = 0, num_threads: int = 0):
+        """num_threads > 0 sets torch's CPU thread pool, which is per process."""
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
         path = Path(checkpoint) if checkpoint else demo_checkpoint()
         if not checkpoint and not path.is_dir():
             raise CheckpointError(f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`')

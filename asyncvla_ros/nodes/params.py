@@ -146,6 +146,7 @@ POLICY_NODE = ParamSchema('policy_node', [
     Param('dtype', 'string', 'auto', 'Model weights dtype; auto is bfloat16 on CUDA, float32 on CPU.', choices=('auto', 'bfloat16', 'float32')),
     Param('attn_implementation', 'string', 'auto', 'Attention kernel; auto is flash_attention_2 when importable on CUDA, else sdpa.',
           choices=('auto', 'flash_attention_2', 'sdpa', 'eager')),
+    Param('num_threads', 'int', 0, "CPU threads for the model's operations (torch.set_num_threads); 0 keeps torch's default of one per core. Fewer leaves cores to the rest of the computer (the executor's control loop when both run on the robot computer).", range=(0, 1024)),
     Param('camera_topics', 'string_array', None,
           "Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed), one per checkpoint camera, in the checkpoint's order; unset: camera/<name>/image_raw for each checkpoint camera observation.images.<name>."),
     Param('camera_keys', 'string_array', None, "The checkpoint's camera keys, one per camera topic, same order: a check that the topics are wired as trained; unset skips it."),

@@ -64,7 +64,8 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.p
         try:
-            self.runner = PolicyRunner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'])
+            self.runner = PolicyRunner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
+                                      p['num_threads'])
             keys = self.runner.processor.camera_keys
             self.camera_topics = list(p['camera_topics'] or camera_topics_for(keys))
             if len(self.camera_topics) != len(keys):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from asyncvla_ros.paths import SOURCE_ROOT
 
+RESPAWN_DELAY_S = 2.0  # bringup --respawn-policy; the launch files' respawn_policy uses the same (test_launch)
+
 
 def cmd_docs(args) -> int:
     """Regenerate the README parameter tables and config/<node>.yaml from the schemas."""
@@ -135,8 +137,16 @@ def cmd_bringup(args) -> int:
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    policy = next(n for n in nodes if n.name == 'policy_node')
     try:
         while not stop:
+            if args.respawn_policy and not policy.running():
+                print(f'bringup: policy_node exited (code {policy.process.returncode}); restarting it in '
+                      f'{RESPAWN_DELAY_S:g} s (--respawn-policy); the executor holds the arm meanwhile', flush=True)
+                time.sleep(RESPAWN_DELAY_S)
+                if stop:
+                    break
+                policy.start()
             dead = [n.name for n in nodes if not n.running()]
             if dead:
                 print(f'bringup: {", ".join(dead)} exited; see their logs; stopping the others')
@@ -319,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument('--robot-profile', default='so101')
     bringup.add_argument('--command-interface', default='joint_trajectory', choices=['joint_trajectory', 'forward_command'])
     bringup.add_argument('--log-dir', type=Path, default=Path('runs/bringup'))
+    bringup.add_argument('--respawn-policy', action='store_true',
+                         help=f'restart policy_node {RESPAWN_DELAY_S:g} s after it dies (launch: respawn_policy:=true)')
     bringup.set_defaults(func=cmd_bringup)
     from asyncvla_ros.tools.record import DEFAULT_TOPICS
     rec = sub.add_parser('record', help=cmd_record.__doc__)
