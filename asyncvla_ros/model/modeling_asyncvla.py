@@ -63,7 +63,7 @@ class AsyncVLAPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _no_split_modules = ['Qwen2_5_VLDecoderLayer', 'Qwen2_5_VLVisionBlock']
-    _keep_in_fp32_modules = ['state_proj', 'action_in_proj', 'time_mlp', 'action_out_proj', 'rater']
+    _keep_in_fp32_modules_strict = ['state_proj', 'action_in_proj', 'time_mlp', 'action_out_proj', 'rater']
 
 
 class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
