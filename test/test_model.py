@@ -210,22 +210,22 @@ def test_broken_checkpoints_fail_clearly(tiny, tmp_path, damage, message):
         load_checkpoint(path, device='cpu')
 
 
-def test_bfloat16_loading_keeps_the_action_and_rater_modules_in_float32(tiny, tmp_path):
-    """What `dtype: auto` gives on a GPU, checked on the CPU: the backbone in bfloat16, the small action,
-    state and rater modules in float32 (they take float32 inputs), and chunks close to float32's."""
-    model, processor, inputs = tiny
-    path = save_checkpoint(model, processor, tmp_path / 'ckpt')
-    full, _ = load_checkpoint(path, device='cpu', dtype='float32')
-    half, _ = load_checkpoint(path, device='cpu', dtype='bfloat16')
+def test_bfloat16_keeps_the_action_and_rater_modules_in_float32(tiny_checkpoint):
+    """What `dtype: auto` gives on a GPU, checked on the CPU through the runner policy_node uses: the
+    backbone in bfloat16, the small state, action and rater modules in float32 (they take float32
+    inputs), and chunks close to float32's."""
+    from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+    full = PolicyRunner(tiny_checkpoint, device='cpu', dtype='float32', seed=3)
+    half = PolicyRunner(tiny_checkpoint, device='cpu', dtype='bfloat16', seed=3)
     kept = ('state_proj', 'action_in_proj', 'time_mlp', 'action_out_proj', 'rater')
-    assert {p.dtype for n, p in half.named_parameters() if n.split('.')[0] in kept} == {torch.float32}
-    assert {p.dtype for n, p in half.named_parameters() if n.startswith('vlm.')} == {torch.bfloat16}
-    noise = torch.randn(2, L, A)
-    a = full.generate_chunk(**inputs, noise=noise, generator=torch.Generator().manual_seed(3))
-    b = half.generate_chunk(**{**inputs, 'pixel_values': inputs['pixel_values'].to(torch.bfloat16)}, noise=noise,
-                            generator=torch.Generator().manual_seed(3))
-    assert b.actions.dtype == torch.float32 and torch.isfinite(b.actions).all() and torch.isfinite(b.confidence).all()
-    assert torch.allclose(a.sfm_actions, b.sfm_actions, atol=0.1)
+    params = dict(half.model.named_parameters())
+    assert {p.dtype for n, p in params.items() if n.split('.')[0] in kept} == {torch.float32}
+    assert {p.dtype for n, p in params.items() if n.startswith('vlm.')} == {torch.bfloat16}
+    image = np.random.default_rng(0).integers(0, 255, (56, 56, 3), dtype=np.uint8)
+    request = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', confidence_threshold=0.5)
+    a, b = full.predict(request), half.predict(request)
+    assert np.isfinite(b.positions).all() and np.isfinite(b.confidence).all()
+    assert np.allclose(a.sfm_positions, b.sfm_positions, atol=0.01)
 
 
 def test_num_threads_sets_the_cpu_thread_pool_and_zero_leaves_it(tiny_checkpoint):
