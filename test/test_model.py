@@ -228,6 +228,16 @@ def test_bfloat16_keeps_the_action_and_rater_modules_in_float32(tiny_checkpoint)
     assert np.allclose(a.sfm_positions, b.sfm_positions, atol=0.01)
 
 
+def test_attention_is_sdpa_by_default_and_flash_attention_2_is_refused():
+    """FlashAttention-2 takes causal and padding masks only; the action tokens need a 4D mask."""
+    from asyncvla_ros.model.checkpoint import ATTENTION_KERNELS, resolve_device
+    from asyncvla_ros.nodes.params import POLICY_NODE
+    assert resolve_device('cpu')[2] == 'sdpa' and resolve_device('cpu', 'auto', 'eager')[2] == 'eager'
+    with pytest.raises(CheckpointError, match='4D attention mask'):
+        resolve_device('cpu', 'auto', 'flash_attention_2')
+    assert POLICY_NODE['attn_implementation'].choices == ('auto', *ATTENTION_KERNELS)
+
+
 def test_num_threads_sets_the_cpu_thread_pool_and_zero_leaves_it(tiny_checkpoint):
     from asyncvla_ros.model.runner import PolicyRunner
     before = torch.get_num_threads()

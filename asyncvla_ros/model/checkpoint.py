@@ -17,9 +17,14 @@ class CheckpointError(ValueError):
     pass
 
 
+ATTENTION_KERNELS = ('sdpa', 'eager')
+
+
 def resolve_device(device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto'):
-    """`auto` picks CUDA when present, bfloat16 on CUDA (float32 on CPU), flash_attention_2 when it is
-    importable on CUDA, else sdpa. Asking for CUDA without one is an error, not a silent fallback."""
+    """`auto` picks CUDA when present, bfloat16 on CUDA (float32 on CPU), and SDPA. Asking for CUDA without
+    one is an error, not a silent fallback. FlashAttention-2 is refused: it takes causal and padding masks
+    only, and the action tokens attend to each other both ways over the prefix (a 4D mask); SDPA runs that
+    mask with CUDA's memory-efficient kernels."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cuda' and not torch.cuda.is_available():
@@ -28,12 +33,9 @@ def resolve_device(device: str = 'auto', dtype: str = 'auto', attn_implementatio
         dtype = 'bfloat16' if device == 'cuda' else 'float32'
     if attn_implementation == 'auto':
         attn_implementation = 'sdpa'
-        if device == 'cuda':
-            try:
-                import flash_attn  # noqa: F401
-                attn_implementation = 'flash_attention_2'
-            except ImportError:
-                pass
+    if attn_implementation not in ATTENTION_KERNELS:
+        raise CheckpointError(f'attn_implementation {attn_implementation!r} cannot run this model: use one of '
+                              f'{ATTENTION_KERNELS} (FlashAttention-2 takes no 4D attention mask, which the action tokens need)')
     return torch.device(device), getattr(torch, dtype), attn_implementation
 
 

@@ -61,7 +61,7 @@ class AsyncVLAPreTrainedModel(PreTrainedModel):
     base_model_prefix = 'asyncvla'
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _supports_flash_attn = True
+    _supports_flash_attn = False  # the action tokens need a 4D mask (bidirectional among them), which FA2 cannot take
     _no_split_modules = ['Qwen2_5_VLDecoderLayer', 'Qwen2_5_VLVisionBlock']
     _keep_in_fp32_modules_strict = ['state_proj', 'action_in_proj', 'time_mlp', 'action_out_proj', 'rater']
 
