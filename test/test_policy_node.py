@@ -240,6 +240,32 @@ def test_bad_input_matrix(policy):
         feeder.stop.set()
 
 
+def test_a_failed_inference_is_reported_and_the_next_chunk_clears_it(policy):
+    observer, start = policy
+    node, configured = start()
+    assert configured
+    predict, failures = node.runner.predict, [RuntimeError('out of memory (injected)')]
+
+    def flaky(request):
+        if failures:
+            raise failures.pop()
+        return predict(request)
+
+    def recovered():
+        with observer.lock:
+            statuses = [(s.state, s.message, s.total_ms) for s in observer.statuses]
+        failed = [i for i, (state, message, _) in enumerate(statuses) if state == 'error' and 'injected' in message]
+        return bool(failed) and any(state == 'running' and message == '' and total > 0
+                                    for state, message, total in statuses[failed[0]:])
+
+    node.runner.predict = flaky
+    feeder = Feeder(observer)
+    try:
+        assert wait_until(recovered, timeout=20), observer.messages()[-5:]
+    finally:
+        feeder.stop.set()
+
+
 @pytest.mark.parametrize('overrides, reason', [
     ({'checkpoint': '/nonexistent/checkpoint'}, 'does not exist'),
     ({'joint_names': JOINTS[:5]}, 'joint_names but the checkpoint has 6'),

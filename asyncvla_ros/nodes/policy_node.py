@@ -237,10 +237,9 @@ class PolicyNode(LifecycleNode):
         try:
             prediction = self.runner.predict(request)
         except Exception as exc:  # keep serving: a failed request is reported, the next one may work
-            self.get_logger().error(f'inference failed: {exc!r}')
-            self._set_state('error', f'inference failed: {exc!r}', error=True)
             with self.lock:
                 self.busy = False
+            self._set_state('error', f'inference failed: {exc!r}', error=True)
             return
         committed = 0 if request.committed is None else len(request.committed)
         chunk = Chunk(meta['chunk_id'], meta['start_time'], self.runner.dt, list(self.p['joint_names']),
@@ -256,6 +255,10 @@ class PolicyNode(LifecycleNode):
                 self.delay.observe_seconds(elapsed, self.runner.dt)
             self.last_chunk = chunk
             self.busy = False
+        if self.state == 'error':  # a failed request before this one
+            self.get_logger().info('inference works again')
+            self.state = 'running'
+        self.message = ''  # what was wrong is over: a new reason is reported again
         free = ~prediction.refined[committed:] if len(prediction.refined) else np.zeros(0, bool)
         refined_fraction = float(1.0 - free.mean()) if free.size else 0.0
         confidence = float(prediction.confidence[committed:].mean()) if prediction.confidence.size else 0.0
@@ -303,7 +306,10 @@ class PolicyNode(LifecycleNode):
 
     def _set_state(self, state: str, message: str, error: bool = False) -> None:
         self.state, self.message = state, message
-        (self.get_logger().error if error else self.get_logger().info)(message)
+        if error:  # one call site per severity: rclpy refuses a call site whose severity changes
+            self.get_logger().error(message)
+        else:
+            self.get_logger().info(message)
         msg = PolicyStatus(state=state, message=message)
         msg.header.stamp = to_time(self._now())
         self.status_pub.publish(msg)
