@@ -314,3 +314,24 @@ def test_bad_input_matrix(perfect_arm, executor_in_process, capfd):
     assert not failures and inside, failures
     assert executor.core.enabled and executor.core.rejected_chunks >= len(BAD_CHUNKS)
     assert probe.latest_state().limit_events > 0
+
+
+def test_a_failing_control_step_disables_and_an_enable_resumes(perfect_arm, executor_in_process, capfd):
+    probe = perfect_arm
+    executor = executor_in_process(command_interface='forward_command', start_enabled=True)
+    assert wait_until(lambda: executor.core.enabled, timeout=10)
+    assert _command_rate(probe, 0.5) > 20
+    tick, failures = executor.core.tick, [ValueError('injected fault')]
+
+    def failing(now):
+        if failures:
+            raise failures.pop()
+        return tick(now)
+
+    executor.core.tick = failing
+    assert wait_until(lambda: not executor.core.enabled, timeout=5)
+    assert wait_until(lambda: probe.latest_state().mode == 'disabled', timeout=5)
+    assert _command_rate(probe, 0.5) == 0, 'commands after the fault'
+    assert probe.enable().success
+    assert _command_rate(probe, 0.5) > 20, 'the control loop did not survive the fault'
+    assert 'control step failed' in capfd.readouterr().err

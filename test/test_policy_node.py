@@ -266,6 +266,33 @@ def test_a_failed_inference_is_reported_and_the_next_chunk_clears_it(policy):
         feeder.stop.set()
 
 
+def test_no_chunk_is_published_after_deactivate_even_from_an_inference_in_flight(policy):
+    observer, start = policy
+    node, configured = start()
+    assert configured
+    predict, in_flight = node.runner.predict, threading.Event()
+
+    def slow(request):
+        in_flight.set()
+        time.sleep(1.0)
+        return predict(request)
+
+    node.runner.predict = slow
+    feeder = Feeder(observer)
+    try:
+        assert in_flight.wait(timeout=20), observer.messages()
+        node.trigger_deactivate()
+        time.sleep(0.2)  # chunks published before (the slow inference has 0.8 s to go) have arrived
+        deactivated = observer.count(observer.chunks)
+        assert wait_until(lambda: not node.busy, timeout=10)  # the inference in flight has ended
+        time.sleep(0.3)
+        assert observer.count(observer.chunks) == deactivated
+        node.trigger_activate()  # and chunks come again once active
+        assert wait_until(lambda: observer.count(observer.chunks) > deactivated, timeout=20), observer.messages()[-3:]
+    finally:
+        feeder.stop.set()
+
+
 @pytest.mark.parametrize('overrides, reason', [
     ({'checkpoint': '/nonexistent/checkpoint'}, 'does not exist'),
     ({'joint_names': JOINTS[:5]}, 'joint_names but the checkpoint has 6'),

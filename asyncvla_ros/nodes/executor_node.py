@@ -8,6 +8,7 @@ controller before ~/enable (or `start_enabled`).
 from __future__ import annotations
 
 import threading
+import traceback
 
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -80,7 +81,7 @@ class ExecutorNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True
         self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period,
-                              realtime_priority=self.p['realtime_priority']).start()
+                              realtime_priority=self.p['realtime_priority'], on_error=self._on_control_error).start()
         if self.p['start_enabled']:
             self._enable(True, when_ready=True)
         return super().on_activate(state)
@@ -175,6 +176,14 @@ class ExecutorNode(LifecycleNode):
         with self.lock:
             tick = self.core.tick(self._now())
         self._publish_tick(tick)
+
+    def _on_control_error(self, exc: Exception) -> None:
+        """A control step that raises: nothing more is commanded until an operator enables again (the
+        controller keeps the last command; a multi-point trajectory already sent ends in a hold)."""
+        with self.lock:
+            self.core.disable()
+        self.get_logger().error('control step failed; disabled, enable again to resume: '
+                                + ''.join(traceback.format_exception(exc)))
 
     def _publish_tick(self, tick: Tick) -> None:
         mode_changed, self._last_mode = tick.mode != self._last_mode, tick.mode

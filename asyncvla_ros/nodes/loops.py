@@ -23,12 +23,13 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 class NodeLoop:
     """`realtime_priority` > 0 asks for SCHED_FIFO at that priority for this thread (needs
     CAP_SYS_NICE or an rtprio limit, as on a robot computer set up for ros2_control); without the
-    permission the loop runs at normal priority and says so once."""
+    permission the loop runs at normal priority and says so once. `on_error` gets an exception a step
+    raised, and the loop goes on; without it the exception ends the loop."""
 
     def __init__(self, node: Node, name: str, step: Callable[[], None], period: Callable[[], float],
-                 realtime_priority: int = 0):
+                 realtime_priority: int = 0, on_error: Callable[[Exception], None] | None = None):
         self._node, self._step, self._period = node, step, period
-        self._priority = realtime_priority
+        self._priority, self._on_error = realtime_priority, on_error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -48,6 +49,10 @@ class NodeLoop:
             if self._node.context.ok():
                 raise
             self._stop.set()  # the context went down under a publish: shutting down
+        except Exception as exc:  # a step that fails must not end the loop silently
+            if self._on_error is None:
+                raise
+            self._on_error(exc)
 
     def _run(self) -> None:
         if self._priority > 0:

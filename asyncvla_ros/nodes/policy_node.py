@@ -87,7 +87,8 @@ class PolicyNode(LifecycleNode):
         self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
         self.create_subscription(String, 'asyncvla/instruction', self._on_instruction, 10)
         self.create_subscription(ExecutorState, 'asyncvla/executor_state', self._on_executor_state, 10)
-        self.chunk_pub = self.create_publisher(ActionChunk, 'asyncvla/action_chunk', 10)
+        # a lifecycle publisher: a chunk whose inference was in flight at deactivate is not sent
+        self.chunk_pub = self.create_lifecycle_publisher(ActionChunk, 'asyncvla/action_chunk', 10)
         self._set_state('idle', f'configured: {self.runner.model.config.action_chunk_size} steps of {self.runner.dt:.3f} s '
                                 f'on {self.runner.device}')
         return TransitionCallbackReturn.SUCCESS
