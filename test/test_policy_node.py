@@ -1,5 +1,6 @@
 """policy_node over real DDS with a tiny random checkpoint: the closed loop with the simulated arm and
 the executor, bad input, and run-time parameters."""
+import contextlib
 import os
 import re
 import signal
@@ -240,46 +241,52 @@ def test_bad_input_matrix(policy):
         feeder.stop.set()
 
 
-def test_a_failed_inference_is_reported_and_the_next_chunk_clears_it(policy):
+@contextlib.contextmanager
+def _fed_node(policy, wrap_predict):
+    """An active policy_node fed a good stream, its runner's predict replaced by wrap_predict(predict)."""
     observer, start = policy
     node, configured = start()
     assert configured
-    predict, failures = node.runner.predict, [RuntimeError('out of memory (injected)')]
-
-    def flaky(request):
-        if failures:
-            raise failures.pop()
-        return predict(request)
-
-    def recovered():
-        with observer.lock:
-            statuses = [(s.state, s.message, s.total_ms) for s in observer.statuses]
-        failed = [i for i, (state, message, _) in enumerate(statuses) if state == 'error' and 'injected' in message]
-        return bool(failed) and any(state == 'running' and message == '' and total > 0
-                                    for state, message, total in statuses[failed[0]:])
-
-    node.runner.predict = flaky
+    node.runner.predict = wrap_predict(node.runner.predict)
     feeder = Feeder(observer)
     try:
-        assert wait_until(recovered, timeout=20), observer.messages()[-5:]
+        yield observer, node
     finally:
         feeder.stop.set()
 
 
+def test_a_failed_inference_is_reported_and_the_next_chunk_clears_it(policy):
+    failures = [RuntimeError('out of memory (injected)')]
+
+    def fail_once(predict):
+        def call(request):
+            if failures:
+                raise failures.pop()
+            return predict(request)
+        return call
+
+    with _fed_node(policy, fail_once) as (observer, node):
+        def recovered():
+            with observer.lock:
+                statuses = [(s.state, s.message, s.total_ms) for s in observer.statuses]
+            failed = [i for i, (state, message, _) in enumerate(statuses) if state == 'error' and 'injected' in message]
+            return bool(failed) and any(state == 'running' and message == '' and total > 0
+                                        for state, message, total in statuses[failed[0]:])
+
+        assert wait_until(recovered, timeout=20), observer.messages()[-5:]
+
+
 def test_no_chunk_is_published_after_deactivate_even_from_an_inference_in_flight(policy):
-    observer, start = policy
-    node, configured = start()
-    assert configured
-    predict, in_flight = node.runner.predict, threading.Event()
+    in_flight = threading.Event()
 
-    def slow(request):
-        in_flight.set()
-        time.sleep(1.0)
-        return predict(request)
+    def slow(predict):
+        def call(request):
+            in_flight.set()
+            time.sleep(1.0)
+            return predict(request)
+        return call
 
-    node.runner.predict = slow
-    feeder = Feeder(observer)
-    try:
+    with _fed_node(policy, slow) as (observer, node):
         assert in_flight.wait(timeout=20), observer.messages()
         node.trigger_deactivate()
         time.sleep(0.2)  # chunks published before (the slow inference has 0.8 s to go) have arrived
@@ -289,8 +296,6 @@ def test_no_chunk_is_published_after_deactivate_even_from_an_inference_in_flight
         assert observer.count(observer.chunks) == deactivated
         node.trigger_activate()  # and chunks come again once active
         assert wait_until(lambda: observer.count(observer.chunks) > deactivated, timeout=20), observer.messages()[-3:]
-    finally:
-        feeder.stop.set()
 
 
 @pytest.mark.parametrize('overrides, reason', [
