@@ -153,7 +153,9 @@ def test_replay_drives_policy_and_executor_on_the_bags_clock(session_bags, tiny_
     error = (arrivals[:, 0] - arrivals[0, 0]) - (arrivals[:, 1] - arrivals[0, 1])
     print(f'replay timing error at rate 1: player p95 {replayed["timing_error_ms_p95"]:.2f} ms; at the subscriber '
           f'p95 {np.percentile(np.abs(error - np.median(error)), 95) * 1e3:.2f} ms over {len(arrivals)} joint states')
-    assert replayed['timing_error_ms_p95'] <= 10.0
+    # a wrong pace or clock shows as seconds; on a loaded 2-core machine the player's own jitter reached 28 ms
+    # once (a figure to read in the print above, not a correctness bound)
+    assert replayed['timing_error_ms_p95'] <= 50.0
     points = np.array([p.positions for t in commands for p in t.points])
     assert len(points) > 10, 'the executor never commanded on the replayed clock'
     # Inside the limits, except on the way back from a recorded state outside them (a closed jaw reads a little
