@@ -19,6 +19,7 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
 
 import rclpy  # noqa: E402 (after the environment is set)
+from rclpy._rclpy_pybind11 import InvalidHandle  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment  # noqa: E402
@@ -31,6 +32,7 @@ class Spinner:
 
     def __init__(self, context):
         self.executor = SingleThreadedExecutor(context=context)
+        self._stopping = False
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -39,6 +41,10 @@ class Spinner:
             self.executor.spin()
         except ExternalShutdownException:
             return  # the context was shut down under the executor at teardown
+        except InvalidHandle:
+            if not self._stopping:
+                raise
+            # shutdown destroyed the executor's guard condition while a callback was finishing
 
     def add(self, *nodes):
         for node in nodes:
@@ -46,6 +52,7 @@ class Spinner:
         return nodes[0] if len(nodes) == 1 else nodes
 
     def shutdown(self):
+        self._stopping = True
         self.executor.shutdown(timeout_sec=10.0)  # a loaded machine can take seconds to finish a callback
 
     def destroy(self, nodes):
