@@ -399,8 +399,11 @@ def chunk_streams(draw):
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=chunk_streams(), interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
-       start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80))
-def test_every_command_respects_every_limit(stream, interpolation, start, state_gap):
+       start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80),
+       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4))
+def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles):
+    """Chunks of every kind, joint states that stop for a while, and disables and enables at any tick: every
+    command stays inside the limits, and the commands only stop once the arm is at rest."""
     period = 0.01
     core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, interpolation=interpolation,
                                                   watchdog_timeout_s=0.3, max_joint_state_age_s=0.05))
@@ -419,13 +422,18 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
             reason = core.on_chunk(Chunk(e['id'], now + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), now)
             if e['kind'] in ('nan', 'bad_dt', 'stale') or reason:
                 assert reason and core.timeline.interpolant is plan  # a rejected chunk never changes the plan
+        if k in toggles:
+            core.enable(now) if toggles[k] else core.disable()
         tick = core.tick(now)
         q = tick.command
+        if q is None:  # disabled: nothing commanded, so the arm must already be at rest
+            assert tick.mode == 'disabled' and np.all(previous_v == 0.0), previous_v
+            continue
         v = (q - previous_q) / period
         assert np.all(q >= PROFILE.position_min - 1e-9) and np.all(q <= PROFILE.position_max + 1e-9)
         assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
         assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
-        previous_q, previous_v = q, v
+        previous_q, previous_v = q, tick.velocity
 
 
 def test_the_cameras_draw_light_meshes_that_look_like_the_full_ones():

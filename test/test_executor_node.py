@@ -335,3 +335,30 @@ def test_a_failing_control_step_disables_and_an_enable_resumes(perfect_arm, exec
     assert probe.enable().success
     assert _command_rate(probe, 0.5) > 20, 'the control loop did not survive the fault'
     assert 'control step failed' in capfd.readouterr().err
+
+
+def test_disabling_mid_motion_brakes_the_arm_to_rest_in_trajectory_mode(sim, spinner, ros_context, node_process):
+    """A multi-point trajectory already sent would run to its end after the commands stop: the disable
+    replaces it with a braking trajectory that ends at rest."""
+    probe = Probe(ros_context)
+    spinner.add(probe.node)
+    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
+                 overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False})
+    assert wait_until(lambda: probe.latest_state() is not None and probe.measured() is not None, timeout=30)
+    assert probe.enable().success
+    start = probe.measured()
+    probe.send_chunk(np.linspace(start, GOAL, 20), dt=0.15)  # 3 s to the goal, in one trajectory
+    assert wait_until(lambda: np.max(np.abs(probe.measured() - start)) > 0.05, timeout=5), 'the arm never moved'
+    with probe.lock:
+        sent = len(probe.commands)
+    assert 'braking' in probe.enable(False).message
+    assert wait_until(lambda: probe.latest_state().mode == 'disabled', timeout=3)
+    with probe.lock:
+        after = [m for _, m in probe.commands[sent:]]
+    assert len(after) == 1 and np.all(np.array(after[0].points[-1].velocities) == 0.0), 'no braking trajectory'
+    time.sleep(1.0)
+    stopped = probe.measured()
+    time.sleep(0.5)
+    assert np.max(np.abs(probe.measured() - stopped)) < 0.01, 'the arm still moves after the disable'
+    travelled, total = np.linalg.norm(stopped - start), np.linalg.norm(GOAL - start)
+    assert travelled < 0.6 * total, f'the arm went on towards the goal ({travelled:.2f} of {total:.2f} rad)'

@@ -1,5 +1,9 @@
 """The executor without ROS: enable/disable, ramp-in, watchdog, stale-input holds, chunk splicing and
-the safety filter, advanced one control period per `tick`. executor_node only wires topics to it."""
+the safety filter, advanced one control period per `tick`. executor_node only wires topics to it.
+
+Disabling a moving arm brakes it within the acceleration limits before the commands stop: a position
+controller holds its last command, so stopping the commands mid-motion would ask for an instant stop, and
+a trajectory controller would run the rest of the trajectory it was sent."""
 from __future__ import annotations
 
 import copy
@@ -27,7 +31,7 @@ class ExecutorSettings:
 class Tick:
     command: np.ndarray | None   # None: disabled, command nothing
     velocity: np.ndarray | None
-    mode: str                    # disabled | holding | executing
+    mode: str                    # disabled | holding (also while braking after a disable) | executing
     reason: str                  # why holding ('' when executing)
     progress: Progress
 
@@ -40,7 +44,8 @@ class ExecutorCore:
         self.filter = SafetyFilter(profile.position_min, profile.position_max, profile.velocity_max,
                                    profile.acceleration_max, 1.0 / settings.control_rate_hz)
         self.enabled = False
-        self.enable_pending = False  # enable as soon as a fresh joint state arrives (start_enabled)
+        self.enable_pending = False  # enable as soon as a fresh joint state arrives (start_enabled), or braking ends
+        self.braking = False  # disabled while moving: decelerate to rest, then command nothing
         self.measured: np.ndarray | None = None
         self.measured_at: float | None = None
         self.enabled_at: float | None = None
@@ -100,6 +105,9 @@ class ExecutorCore:
         state is there (now or later)."""
         if self.enabled:
             return True, 'already enabled'
+        if self.braking:
+            self.enable_pending = True
+            return True, 'will enable once the arm has braked to rest'
         if not self._joint_state_fresh(now):
             self.enable_pending = when_ready
             if when_ready:
@@ -110,7 +118,11 @@ class ExecutorCore:
         self.enabled, self.enabled_at, self.enabled_from = True, now, self.measured.copy()
         return True, f'enabled: ramping in from the measured position over {self.settings.ramp_in_s:.2f} s'
 
-    def disable(self) -> None:
+    def disable(self, brake: bool = True) -> None:
+        """Stop executing. With `brake` a moving arm first decelerates to rest within the limits (ticks
+        report `holding` until then); without it commands stop at once."""
+        moving = (self.enabled or self.braking) and self.filter.position is not None and bool(np.any(self.filter.velocity != 0.0))
+        self.braking = brake and moving
         self.enabled = self.enable_pending = False
         self.timeline.clear()
 
@@ -131,6 +143,12 @@ class ExecutorCore:
 
     def tick(self, now: float) -> Tick:
         progress = self.timeline.progress(now)
+        if self.braking:
+            command = self.filter.step(None)
+            self.braking = bool(np.any(self.filter.velocity != 0.0))
+            if not self.braking and self.enable_pending:
+                self.enable(now)
+            return Tick(command, self.filter.velocity.copy(), 'holding', 'disabled: braking to rest', progress)
         if not self.enabled:
             return Tick(None, None, 'disabled', 'not enabled', progress)
         reason = self.hold_reason(now)
@@ -147,7 +165,8 @@ class ExecutorCore:
 
     def rollout(self, now: float, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the next `duration` seconds of ticks will command if nothing new arrives: times (T,),
-        positions and velocities (T, J); for one multi-point trajectory per chunk."""
+        positions and velocities (T, J); for one multi-point trajectory per chunk. It ends early where the
+        commands end (braking after a disable reaches rest)."""
         future = copy.deepcopy(self)
         future.measured_at = now  # the rollout assumes joint states keep arriving
         period = self.filter.period
@@ -155,5 +174,10 @@ class ExecutorCore:
         ticks = []
         for t in times:
             future.measured_at = t
-            ticks.append(future.tick(t))
-        return times, np.array([k.command for k in ticks]), np.array([k.velocity for k in ticks])
+            tick = future.tick(t)
+            if tick.command is None:
+                break
+            ticks.append(tick)
+        joints = len(self.profile.joint_names)
+        return (times[:len(ticks)], np.array([k.command for k in ticks]).reshape(-1, joints),
+                np.array([k.velocity for k in ticks]).reshape(-1, joints))

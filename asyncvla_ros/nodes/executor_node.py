@@ -2,8 +2,8 @@
 
 Wiring only: the plan, interpolation, safety filter, enable/ramp and holds live in
 control/executor.py (ExecutorCore). Lifecycle: configure reads the robot profile and parameters,
-activate starts the control loop, deactivate holds and stops commanding. Nothing reaches the
-controller before ~/enable (or `start_enabled`).
+activate starts the control loop, deactivate (like ~/enable false) brakes a moving arm to rest and stops
+commanding. Nothing reaches the controller before ~/enable (or `start_enabled`).
 """
 from __future__ import annotations
 
@@ -26,11 +26,13 @@ from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, join
 from asyncvla_ros.nodes.loops import NodeLoop, run_node
 from asyncvla_ros.nodes.params import EXECUTOR_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
+from asyncvla_ros.tools.processes import wait_until
 
 LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
 SETTINGS = ('control_rate_hz', 'interpolation', 'watchdog_timeout_s', 'max_joint_state_age_s',
             'max_chunk_delay_s', 'ramp_in_s')
 TRAJECTORY_HORIZON_S = 5.0
+MAX_BRAKING_WAIT_S = 2.0  # deactivate waits this long at most for a moving arm to brake to rest
 
 
 class ExecutorNode(LifecycleNode):
@@ -88,6 +90,7 @@ class ExecutorNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._enable(False)
+        wait_until(lambda: not self.core.braking, timeout=MAX_BRAKING_WAIT_S, period=0.005)
         self._stop_loop()
         self.active = False
         return super().on_deactivate(state)
@@ -167,7 +170,8 @@ class ExecutorNode(LifecycleNode):
                 ok, message = self.core.enable(self._now(), when_ready)
             else:
                 self.core.disable()
-                ok, message = True, 'disabled: no further commands'
+                ok, message = True, 'disabled: braking to rest, then no further commands' if self.core.braking else \
+                    'disabled: no further commands'
         self.get_logger().info(message)
         return ok, message
 
@@ -178,10 +182,11 @@ class ExecutorNode(LifecycleNode):
         self._publish_tick(tick)
 
     def _on_control_error(self, exc: Exception) -> None:
-        """A control step that raises: nothing more is commanded until an operator enables again (the
-        controller keeps the last command; a multi-point trajectory already sent ends in a hold)."""
+        """A control step that raises: nothing more is commanded until an operator enables again. A moving
+        arm brakes to rest first (a braking trajectory replaces one already sent); if braking fails too, the
+        commands stop at once."""
         with self.lock:
-            self.core.disable()
+            self.core.disable(brake=not self.core.braking)
         self.get_logger().error('control step failed; disabled, enable again to resume: '
                                 + ''.join(traceback.format_exception(exc)))
 
@@ -197,18 +202,22 @@ class ExecutorNode(LifecycleNode):
             self._output(joint_trajectory(self.core.profile.joint_names, 0.0, [self.core.filter.period],
                                           [tick.command], [tick.velocity]))
         elif mode_changed and tick.mode == 'holding':
-            self._send_trajectory(self._now())
+            self._send_trajectory(self._now(), tick)
 
-    def _send_trajectory(self, now: float) -> None:
-        """One multi-point trajectory for the plan ahead (or the stop), stamped one period ahead."""
+    def _send_trajectory(self, now: float, tick: Tick | None = None) -> None:
+        """One multi-point trajectory for the plan ahead (or the stop), stamped one period ahead. When the
+        commands end with `tick` (braking reached rest in it), its command is the whole trajectory."""
         with self.lock:
-            if not self.core.enabled:
-                return
-            horizon = TRAJECTORY_HORIZON_S
-            if self.core.timeline.interpolant is not None:
-                horizon = float(np.clip(self.core.timeline.interpolant.end - now + 0.5, 0.1, TRAJECTORY_HORIZON_S))
-            times, positions, velocities = self.core.rollout(now, horizon)
             stamp = now + self.core.filter.period
+            if self.core.enabled or self.core.braking:
+                horizon = TRAJECTORY_HORIZON_S
+                if self.core.timeline.interpolant is not None:
+                    horizon = float(np.clip(self.core.timeline.interpolant.end - now + 0.5, 0.1, TRAJECTORY_HORIZON_S))
+                times, positions, velocities = self.core.rollout(now, horizon)
+            elif tick is not None:
+                times, positions, velocities = np.array([stamp]), tick.command[None], tick.velocity[None]
+            else:
+                return
         self._output(joint_trajectory(self.core.profile.joint_names, stamp, times, positions, velocities))
 
     def _output(self, msg) -> None:
