@@ -40,6 +40,7 @@ demo: setup
 bench: setup
 	$(PY) bench/model_latency.py
 	$(PY) bench/executor_jitter.py
+	$(PY) bench/inference_gil.py
 	$(PY) bench/sim_render.py
 
 clean:

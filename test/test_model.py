@@ -263,3 +263,37 @@ def test_offline_qwen_tokenizer_matches_reference_ids():
     assert tokenizer('Hello, world!')['input_ids'] == [9707, 11, 1879, 0]
     assert tokenizer.convert_tokens_to_ids('<|image_pad|>') == 151655
     assert tokenizer('<|vision_start|><|image_pad|><|vision_end|>')['input_ids'] == [151652, 151655, 151653]
+
+
+def test_the_inference_process_gives_the_runners_chunks_and_survives_its_childs_death(tiny_checkpoint, tmp_path):
+    """policy_node's default: the model in a child process. Same chunks as in-process for the same seed
+    (committed steps included), loading errors as CheckpointError with the same reason, and a killed child
+    fails the request in flight with the reason while the next request starts a new one."""
+    from asyncvla_ros.model.inference_process import InferenceProcess
+    from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+    local = PolicyRunner(tiny_checkpoint, device='cpu', seed=5)
+    remote = InferenceProcess(tiny_checkpoint, device='cpu', seed=5)
+    try:
+        assert (remote.camera_keys, remote.chunk_size, remote.dt, remote.num_joints, remote.device) == \
+            (local.camera_keys, local.chunk_size, local.dt, local.num_joints, 'cpu')
+        image = np.random.default_rng(1).integers(0, 255, (56, 56, 3), dtype=np.uint8)
+        first = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', confidence_threshold=0.5)
+        a, b = local.predict(first), remote.predict(first)
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.refined, b.refined)
+        assert np.array_equal(a.confidence, b.confidence) and set(b.timings_ms) == set(a.timings_ms)
+        second = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', committed=a.positions[:3],
+                              self_correction=False, num_steps=3)
+        a, b = local.predict(second), remote.predict(second)
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(b.positions[:3], second.committed)
+
+        remote._process.kill()
+        with pytest.raises(RuntimeError, match='inference process died'):
+            remote.predict(first)
+        assert remote.predict(first).positions.shape == (remote.chunk_size, 6)
+        child = remote._process
+        remote.close()
+        assert child.poll() == 0 and remote._process is None
+    finally:
+        remote.close()
+    with pytest.raises(CheckpointError, match='does not exist'):
+        InferenceProcess(tmp_path / 'missing', device='cpu')

@@ -316,10 +316,14 @@ def test_configure_fails_clearly(policy, overrides, reason):
     assert wait_until(lambda: any(reason in m for m in observer.messages()), timeout=5), observer.messages()
 
 
-def test_compressed_images_and_other_encodings_are_accepted(policy):
+@pytest.mark.parametrize('inference_process', [True, False])
+def test_compressed_images_and_other_encodings_are_accepted(policy, inference_process):
+    """Also both places the model runs: a child process (the default; cleanup ends it) or the node's thread."""
     import cv2
+    from asyncvla_ros.model.inference_process import InferenceProcess
     observer, start = policy
-    start(camera_topics=['camera/front/image_raw/compressed'])
+    node, _ = start(camera_topics=['camera/front/image_raw/compressed'], inference_process=inference_process)
+    assert isinstance(node.runner, InferenceProcess) == inference_process
     feeder = Feeder(observer)
     try:
         ok, jpeg = cv2.imencode('.jpg', np.full((48, 64, 3), 128, np.uint8))
@@ -327,6 +331,12 @@ def test_compressed_images_and_other_encodings_are_accepted(policy):
         assert wait_until(lambda: observer.count(observer.chunks) >= 2, timeout=20), observer.messages()[-3:]
     finally:
         feeder.stop.set()
+    if inference_process:
+        child = node.runner._process
+        assert child.poll() is None and child.pid != os.getpid()
+        node.trigger_deactivate()
+        node.trigger_cleanup()
+        assert child.poll() == 0 and node.runner is None
 
 
 def test_run_time_parameters_apply_to_the_next_chunk(policy):
@@ -376,3 +386,9 @@ def test_run_time_parameters_apply_to_the_next_chunk(policy):
         assert observer.chunks[-1].num_committed == 0
     finally:
         feeder.stop.set()
+
+
+def test_num_threads_zero_leaves_one_core_to_the_rest_of_the_robot_computer():
+    from asyncvla_ros.nodes.policy_node import cpu_threads
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads(0) == max(1, cores - 1) and cpu_threads(3) == 3

@@ -12,7 +12,6 @@ from asyncvla_ros.model.checkpoint import CheckpointError, load_checkpoint
 from asyncvla_ros.paths import share_dir
 
 
-
 def demo_checkpoint() -> Path:
     """The demo checkpoint shipped with the package (checkpoints/demo)."""
     return share_dir() / 'checkpoints' / 'demo'
@@ -69,6 +68,16 @@ class PolicyRunner:
     @property
     def dt(self) -> float:
         return self.processor.action_dt
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return self.processor.camera_keys
+
+    def close(self) -> None:
+        """Drops the model, and gives its GPU memory back."""
+        del self.model
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
 
     def predict(self, request: ChunkRequest) -> ChunkPrediction:
         inputs = self.processor([request.images], np.asarray(request.state)[None], [request.instruction])

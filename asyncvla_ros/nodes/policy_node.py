@@ -1,13 +1,15 @@
 """policy_node: cameras + joint states + instruction -> AsyncVLA (SFM -> rater -> AFM) -> ActionChunk.
 
-Wiring only: inference is asyncvla_ros/model/runner.py, delay compensation control/delay.py. One
-request is in flight at a time, in a worker thread, so callbacks never block. A request starts when
+Wiring only: inference is asyncvla_ros/model/runner.py (in a child process, model/inference_process.py,
+unless `inference_process` is false), delay compensation control/delay.py. One request is in flight at a
+time, sent from a worker thread, so callbacks never block. A request starts when
 the executor is about to run out of steps (`refill_threshold`, or the measured delay when that is more)
 or at `rate_hz`; a missing, stale or bad input skips it and says why (PolicyStatus, /diagnostics, log).
 Each request pairs the images with the joint states of their moment (control/observation.py).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,7 @@ from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
 from asyncvla_ros.control.observation import JointHistory, frame_time
 from asyncvla_ros.model.checkpoint import CheckpointError
+from asyncvla_ros.model.inference_process import InferenceProcess
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 from asyncvla_ros.nodes.conversions import chunk_to_msg, image_to_rgb, to_seconds, to_time
@@ -34,6 +37,13 @@ MAX_INSTRUCTION_CHARS = 1000
 TRIGGER_RATE_HZ = 50.0
 
 
+def cpu_threads(requested: int) -> int:
+    """`num_threads` 0: every CPU core this process may use but one (at least one). torch's default of one
+    per core stalls whenever a core is busy elsewhere (its threads wait for each other at every operation),
+    and next to a policy_node there is always the node's own callbacks, the executor and the drivers."""
+    return requested if requested > 0 else max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('policy_node', **kwargs)
@@ -41,7 +51,7 @@ class PolicyNode(LifecycleNode):
                                   on_change=lambda changed: self.p.update(changed), check=self._check_param)
         self.p = self.params.values()
         self.active = False
-        self.runner: PolicyRunner | None = None
+        self.runner: PolicyRunner | InferenceProcess | None = None
         self.camera_topics: list[str] = []  # resolved at configure (the checkpoint's cameras)
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
@@ -64,9 +74,10 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.p
         try:
-            self.runner = PolicyRunner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
-                                      p['num_threads'])
-            keys = self.runner.processor.camera_keys
+            runner = InferenceProcess if p['inference_process'] else PolicyRunner
+            self.runner = runner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
+                                 cpu_threads(p['num_threads']))
+            keys = self.runner.camera_keys
             self.camera_topics = list(p['camera_topics'] or camera_topics_for(keys))
             if len(self.camera_topics) != len(keys):
                 raise CheckpointError(f'{len(self.camera_topics)} camera_topics for a checkpoint with {len(keys)} camera(s) {keys}')
@@ -76,7 +87,7 @@ class PolicyNode(LifecycleNode):
                 raise CheckpointError(f'{len(p["joint_names"])} joint_names but the checkpoint has {self.runner.num_joints} joints')
             self._warm_up()
         except (CheckpointError, OSError, RuntimeError, ValueError) as exc:
-            self.runner = None
+            self._drop_runner()
             self._set_state('error', f'configure failed: {exc}', error=True)
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f'cameras: {dict(zip(keys, self.camera_topics))}')
@@ -89,8 +100,8 @@ class PolicyNode(LifecycleNode):
         self.create_subscription(ExecutorState, 'asyncvla/executor_state', self._on_executor_state, 10)
         # a lifecycle publisher: a chunk whose inference was in flight at deactivate is not sent
         self.chunk_pub = self.create_lifecycle_publisher(ActionChunk, 'asyncvla/action_chunk', 10)
-        self._set_state('idle', f'configured: {self.runner.model.config.action_chunk_size} steps of {self.runner.dt:.3f} s '
-                                f'on {self.runner.device}')
+        self._set_state('idle', f'configured: {self.runner.chunk_size} steps of {self.runner.dt:.3f} s on {self.runner.device}'
+                                + (' (inference process)' if p['inference_process'] else ''))
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -108,13 +119,25 @@ class PolicyNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.runner = None
+        self._drop_runner()
         self._set_state('unconfigured', 'cleaned up')
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.worker.shutdown(wait=True, cancel_futures=True)
+        self._drop_runner()
         return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Also ends the inference process when the node goes without a lifecycle shutdown (Ctrl-C)."""
+        self.worker.shutdown(wait=True, cancel_futures=True)
+        self._drop_runner()
+        super().destroy_node()
+
+    def _drop_runner(self) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            runner.close()
 
     def _check_param(self, name, value) -> str | None:
         if name in ('camera_topics', 'camera_keys'):
@@ -125,7 +148,7 @@ class PolicyNode(LifecycleNode):
 
     def _warm_up(self) -> None:
         joints = self.runner.num_joints
-        images = [np.zeros((224, 224, 3), np.uint8) for _ in self.runner.processor.camera_keys]
+        images = [np.zeros((224, 224, 3), np.uint8) for _ in self.runner.camera_keys]
         prediction = self.runner.predict(ChunkRequest(images, np.zeros(joints), self.instruction,
                                                       num_steps=self.p['num_denoise_steps'],
                                                       num_afm_steps=self.p['num_denoise_steps_afm']))
