@@ -3,8 +3,8 @@ process (a worker thread, sharing the GIL with the callbacks) against the model 
 (`inference_process`, the default).
 
 A separate process publishes /joint_states at each rate; policy_node's own `_on_joint_state` handles them in
-a thread of this process spinning a SingleThreadedExecutor (as `run_node` does). Both runners are timed in
-the same run, alternating. Ratios: `<rate>_thread_over_idle` (what the callbacks cost an in-process
+a thread of this process spinning a SingleThreadedExecutor (as `run_node` does). Both runners use
+policy_node's default thread count and are timed in the same run, alternating. Ratios: `<rate>_thread_over_idle` (what the callbacks cost an in-process
 inference) and `<rate>_process_over_idle`. Last line: JSON.
 
     python bench/inference_gil.py                     # 0, 100 and 500 Hz of joint states
@@ -32,19 +32,22 @@ from tqdm import tqdm  # noqa: E402
 
 from asyncvla_ros.model.inference_process import InferenceProcess  # noqa: E402
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner  # noqa: E402
-from asyncvla_ros.nodes.policy_node import PolicyNode  # noqa: E402
+from asyncvla_ros.nodes.policy_node import PolicyNode, cpu_threads  # noqa: E402
 from asyncvla_ros.sim.so101 import JOINT_NAMES  # noqa: E402
+from asyncvla_ros.tools.processes import wait_until  # noqa: E402
 
 
 def publish_joint_states(rate_hz: float, stop) -> None:
-    """Another process's joint-state driver."""
+    """Another process's joint-state driver (a paced loop: an rclpy timer does not reach 500 Hz here)."""
     rclpy.init()
     node = rclpy.create_node('joint_state_driver')
     pub = node.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
     message = JointState(name=list(JOINT_NAMES), position=[0.1] * len(JOINT_NAMES))
-    node.create_timer(1.0 / rate_hz, lambda: pub.publish(message))
+    due = time.monotonic()
     while not stop.is_set():
-        rclpy.spin_once(node, timeout_sec=0.1)
+        pub.publish(message)
+        due += 1.0 / rate_hz
+        time.sleep(max(due - time.monotonic(), 0.0))
     node.destroy_node()
     rclpy.try_shutdown()
 
@@ -55,7 +58,8 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=15)
     args = parser.parse_args()
 
-    runners = {'thread': PolicyRunner(seed=0), 'process': InferenceProcess(seed=0)}
+    threads = cpu_threads(0)  # as policy_node's default
+    runners = {'thread': PolicyRunner(seed=0, num_threads=threads), 'process': InferenceProcess(seed=0, num_threads=threads)}
     rng = np.random.default_rng(0)
     request = ChunkRequest([rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in runners['thread'].camera_keys],
                            np.full(len(JOINT_NAMES), 0.1), 'pick up the purple block and place it on the green target',
@@ -77,9 +81,11 @@ def main() -> None:
     for rate in args.rates:
         stop = spawn.Event()
         driver = spawn.Process(target=publish_joint_states, args=(rate, stop)) if rate > 0 else None
+        received.clear()
         if driver:
             driver.start()
-            time.sleep(3.0)  # discovery
+            if not wait_until(lambda: len(received) > 0, timeout=30):
+                raise SystemExit('inference_gil: no joint states arrived from the driver process')
         received.clear()
         started = time.perf_counter()
         times = {name: [] for name in runners}

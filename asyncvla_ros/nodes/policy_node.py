@@ -252,7 +252,7 @@ class PolicyNode(LifecycleNode):
         request = ChunkRequest([self.images[t][2] for t in self.camera_topics], joints, self.instruction,
                                committed, p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
                                p['num_denoise_steps'], p['num_denoise_steps_afm'])
-        meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time,
+        meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time, 'dt': self.runner.dt,
                 'executor_step': executor_step, 'started': time.perf_counter(),
                 'chunk_id': max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1}
         return request, meta
@@ -266,7 +266,7 @@ class PolicyNode(LifecycleNode):
             self._set_state('error', f'inference failed: {exc!r}', error=True)
             return
         committed = 0 if request.committed is None else len(request.committed)
-        chunk = Chunk(meta['chunk_id'], meta['start_time'], self.runner.dt, list(self.p['joint_names']),
+        chunk = Chunk(meta['chunk_id'], meta['start_time'], meta['dt'], list(self.p['joint_names']),
                       prediction.positions, committed, prediction.confidence, prediction.refined)
         self.chunk_pub.publish(chunk_to_msg(chunk, meta['stamp']))
         elapsed = time.perf_counter() - meta['started']
@@ -276,7 +276,7 @@ class PolicyNode(LifecycleNode):
                     and executor.chunk_id == self.last_chunk.chunk_id:
                 self.delay.observe(executor.step - meta['executor_step'])
             else:
-                self.delay.observe_seconds(elapsed, self.runner.dt)
+                self.delay.observe_seconds(elapsed, meta['dt'])
             self.last_chunk = chunk
             self.busy = False
         if self.state == 'error':  # a failed request before this one
