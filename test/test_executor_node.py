@@ -343,12 +343,15 @@ def test_disabling_mid_motion_brakes_the_arm_to_rest_in_trajectory_mode(sim, spi
     probe = Probe(ros_context)
     spinner.add(probe.node)
     node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
-                 overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False})
+                 # late joint states on a loaded machine would make it hold (and stop) before the disable
+                 overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False,
+                            'max_joint_state_age_s': 2.0})
     assert wait_until(lambda: probe.latest_state() is not None and probe.measured() is not None, timeout=30)
     assert probe.enable().success
     start = probe.measured()
     probe.send_chunk(np.linspace(start, GOAL, 20), dt=0.15)  # 3 s to the goal, in one trajectory
     assert wait_until(lambda: np.max(np.abs(probe.measured() - start)) > 0.05, timeout=5), 'the arm never moved'
+    assert probe.latest_state().mode == 'executing'
     with probe.lock:
         sent = len(probe.commands)
     assert 'braking' in probe.enable(False).message
