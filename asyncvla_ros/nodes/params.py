@@ -146,7 +146,7 @@ POLICY_NODE = ParamSchema('policy_node', [
     Param('dtype', 'string', 'auto', 'Model weights dtype; auto is bfloat16 on CUDA, float32 on CPU.', choices=('auto', 'bfloat16', 'float32')),
     Param('attn_implementation', 'string', 'auto', "Attention kernel; auto is sdpa (FlashAttention-2 cannot take the action tokens' attention mask).",
           choices=('auto', 'sdpa', 'eager')),
-    Param('num_threads', 'int', 0, "CPU threads for the model's operations (torch.set_num_threads); 0: one fewer than the CPU cores, at least 1, which leaves a core to the node's callbacks, the executor and the drivers (torch's default of one per core stalls whenever one is busy: with the demo graph on 2 cores, p50 chunk 217 ms with one thread against 452-480 ms with two).", range=(0, 1024)),
+    Param('num_threads', 'int', 0, "CPU threads for the model's operations (torch.set_num_threads); 0: one fewer than the CPU cores, at least 1, which leaves a core to the node's callbacks, the executor and the drivers (torch's default of one per core stalls whenever one is busy: with the demo graph on 2 cores and the model in its child process, p50 chunk 207-217 ms with one thread against 452-480 ms with two; in the node's thread two did no worse).", range=(0, 1024)),
     Param('inference_process', 'bool', True, "Run the model in a child process, so that the node's callbacks (joint states at hundreds of Hz) do not share Python's GIL with inference; false runs it in a thread of the node."),
     Param('camera_topics', 'string_array', None,
           "Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed), one per checkpoint camera, in the checkpoint's order; unset: camera/<name>/image_raw for each checkpoint camera observation.images.<name>."),
