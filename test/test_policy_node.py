@@ -4,8 +4,11 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -392,3 +395,14 @@ def test_num_threads_zero_leaves_one_core_to_the_rest_of_the_robot_computer():
     from asyncvla_ros.nodes.policy_node import cpu_threads
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads(0) == max(1, cores - 1) and cpu_threads(3) == 3
+
+
+def test_the_node_process_imports_no_torch_when_the_model_runs_in_its_child():
+    """With inference_process (the default) torch and transformers belong to the child: the node imports
+    neither, so it starts in about a second and holds no model libraries' memory."""
+    probe = ('import sys, asyncvla_ros.nodes.policy_node, asyncvla_ros.model.inference_process; '
+             'print(sorted(m for m in ("torch", "transformers") if m in sys.modules))')
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '[]'

@@ -7,14 +7,11 @@ from pathlib import Path
 import torch
 
 from asyncvla_ros.model.configuration_asyncvla import AsyncVLAConfig
+from asyncvla_ros.model.interface import CheckpointError
 from asyncvla_ros.model.modeling_asyncvla import AsyncVLAPolicy
 from asyncvla_ros.model.processing_asyncvla import AsyncVLAProcessor
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt')
-
-
-class CheckpointError(ValueError):
-    pass
 
 
 ATTENTION_KERNELS = ('sdpa', 'eager')

@@ -19,8 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from asyncvla_ros.model.checkpoint import CheckpointError
-from asyncvla_ros.model.runner import ChunkPrediction, ChunkRequest, PolicyRunner
+from asyncvla_ros.model.interface import CheckpointError, ChunkPrediction, ChunkRequest
 
 _FRAME = struct.Struct('<II')  # JSON header bytes, array payload bytes
 _STOP_TIMEOUT_S = 5.0
@@ -150,6 +149,7 @@ class InferenceProcess:
 
 def serve(arguments: dict, requests: BinaryIO, replies: BinaryIO) -> int:
     """The child's loop: load, say ready (or why not), then one reply per request until stdin closes."""
+    from asyncvla_ros.model.runner import PolicyRunner  # torch and transformers: the child's, never the node's
     try:
         runner = PolicyRunner(**arguments)
     except (CheckpointError, OSError, RuntimeError, ValueError) as exc:

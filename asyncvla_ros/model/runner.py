@@ -2,42 +2,19 @@
 Holds the model and processor on their device and keeps the robot-side shapes honest."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from asyncvla_ros.model.checkpoint import CheckpointError, load_checkpoint
+from asyncvla_ros.model.checkpoint import load_checkpoint
+from asyncvla_ros.model.interface import CheckpointError, ChunkPrediction, ChunkRequest
 from asyncvla_ros.paths import share_dir
 
 
 def demo_checkpoint() -> Path:
     """The demo checkpoint shipped with the package (checkpoints/demo)."""
     return share_dir() / 'checkpoints' / 'demo'
-
-
-@dataclass
-class ChunkRequest:
-    images: list            # one (H, W, 3) uint8 RGB array per camera key, in the processor's order
-    state: np.ndarray       # (J,) joint positions, robot units
-    instruction: str
-    committed: np.ndarray | None = None   # (d, J) steps kept unchanged (delay compensation), robot units
-    self_correction: bool = True
-    # Sampling settings; None: the checkpoint's own configuration.
-    confidence_threshold: float | None = None
-    num_correction_rounds: int | None = None
-    num_steps: int | None = None
-    num_afm_steps: int | None = None
-
-
-@dataclass
-class ChunkPrediction:
-    positions: np.ndarray             # (L, J) robot units
-    confidence: np.ndarray            # (L,), empty when no rater ran
-    refined: np.ndarray               # (L,) bool
-    sfm_positions: np.ndarray         # (L, J) the chunk before self-correction (what SFM alone gives)
-    timings_ms: dict = field(default_factory=dict)
 
 
 class PolicyRunner:

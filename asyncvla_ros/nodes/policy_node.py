@@ -24,9 +24,8 @@ from std_msgs.msg import String
 from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
 from asyncvla_ros.control.observation import JointHistory, frame_time
-from asyncvla_ros.model.checkpoint import CheckpointError
 from asyncvla_ros.model.inference_process import InferenceProcess
-from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+from asyncvla_ros.model.interface import CheckpointError, ChunkRequest
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 from asyncvla_ros.nodes.conversions import chunk_to_msg, image_to_rgb, to_seconds, to_time
 from asyncvla_ros.nodes.loops import run_node
@@ -44,6 +43,13 @@ def cpu_threads(requested: int) -> int:
     return requested if requested > 0 else max(1, len(os.sched_getaffinity(0)) - 1)
 
 
+def _in_process_runner():
+    """PolicyRunner, imported only when the model runs in the node's own process: it brings torch and
+    transformers, which a node with the model in its child process never needs."""
+    from asyncvla_ros.model.runner import PolicyRunner
+    return PolicyRunner
+
+
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('policy_node', **kwargs)
@@ -51,7 +57,7 @@ class PolicyNode(LifecycleNode):
                                   on_change=lambda changed: self.p.update(changed), check=self._check_param)
         self.p = self.params.values()
         self.active = False
-        self.runner: PolicyRunner | InferenceProcess | None = None
+        self.runner = None  # InferenceProcess, or PolicyRunner with inference_process false
         self.camera_topics: list[str] = []  # resolved at configure (the checkpoint's cameras)
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
@@ -74,8 +80,7 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.p
         try:
-            runner = InferenceProcess if p['inference_process'] else PolicyRunner
-            self.runner = runner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
+            self.runner = (InferenceProcess if p['inference_process'] else _in_process_runner())(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
                                  cpu_threads(p['num_threads']))
             keys = self.runner.camera_keys
             self.camera_topics = list(p['camera_topics'] or camera_topics_for(keys))
