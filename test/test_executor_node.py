@@ -347,7 +347,8 @@ def test_disabling_mid_motion_brakes_the_arm_to_rest_in_trajectory_mode(sim, spi
                  overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False,
                             'max_joint_state_age_s': 2.0})
     assert wait_until(lambda: probe.latest_state() is not None and probe.measured() is not None, timeout=30)
-    assert probe.enable().success
+    # the probe hearing the sim does not mean the executor does yet: enable is refused until it has a joint state
+    assert wait_until(lambda: probe.enable().success, timeout=10, period=0.2)
     start = probe.measured()
     probe.send_chunk(np.linspace(start, GOAL, 20), dt=0.15)  # 3 s to the goal, in one trajectory
     assert wait_until(lambda: np.max(np.abs(probe.measured() - start)) > 0.05, timeout=5), 'the arm never moved'

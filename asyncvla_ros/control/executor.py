@@ -100,9 +100,10 @@ class ExecutorCore:
         self.filter.set_limits(profile.position_min, profile.position_max, profile.velocity_max, profile.acceleration_max)
 
     # --- enable
-    def enable(self, now: float, when_ready: bool = False) -> tuple[bool, str]:
+    def enable(self, now: float, when_ready: bool = False, at_rest_command: bool = False) -> tuple[bool, str]:
         """Starts commanding from the measured position; with `when_ready`, as soon as a fresh joint
-        state is there (now or later)."""
+        state is there (now or later). `at_rest_command`: the commands have not stopped (braking just
+        reached rest), so they go on from the last one; the measured position, which lags it, would be a jump."""
         if self.enabled:
             return True, 'already enabled'
         if self.braking:
@@ -114,9 +115,10 @@ class ExecutorCore:
                 return True, 'will enable on the first fresh joint state'
             return False, 'cannot enable: no fresh joint state (the ramp starts from the measured position)'
         self.enable_pending = False
-        self.filter.reset(self.measured)
-        self.enabled, self.enabled_at, self.enabled_from = True, now, self.measured.copy()
-        return True, f'enabled: ramping in from the measured position over {self.settings.ramp_in_s:.2f} s'
+        if not at_rest_command:
+            self.filter.reset(self.measured)
+        self.enabled, self.enabled_at, self.enabled_from = True, now, self.filter.position.copy()
+        return True, f'enabled: ramping in from the {"commanded" if at_rest_command else "measured"} position over {self.settings.ramp_in_s:.2f} s'
 
     def disable(self, brake: bool = True) -> None:
         """Stop executing. With `brake` a moving arm first decelerates to rest within the limits (ticks
@@ -147,7 +149,7 @@ class ExecutorCore:
             command = self.filter.step(None)
             self.braking = bool(np.any(self.filter.velocity != 0.0))
             if not self.braking and self.enable_pending:
-                self.enable(now)
+                self.enable(now, at_rest_command=True)
             return Tick(command, self.filter.velocity.copy(), 'holding', 'disabled: braking to rest', progress)
         if not self.enabled:
             return Tick(None, None, 'disabled', 'not enabled', progress)
