@@ -41,10 +41,11 @@ class Spinner:
             self.executor.spin()
         except ExternalShutdownException:
             return  # the context was shut down under the executor at teardown
-        except InvalidHandle:
+        except (InvalidHandle, AttributeError):
             if not self._stopping:
                 raise
-            # shutdown destroyed the executor's guard condition while a callback was finishing
+            # shutdown destroyed the executor's guard condition (InvalidHandle), or already set it to None
+            # (AttributeError in rclpy's handler: `gc.trigger()`), while a callback was finishing
 
     def add(self, *nodes):
         for node in nodes:
