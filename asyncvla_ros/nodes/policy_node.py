@@ -80,7 +80,8 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.p
         try:
-            self.runner = (InferenceProcess if p['inference_process'] else _in_process_runner())(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
+            runner = InferenceProcess if p['inference_process'] else _in_process_runner()
+            self.runner = runner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
                                  cpu_threads(p['num_threads']))
             keys = self.runner.camera_keys
             self.camera_topics = list(p['camera_topics'] or camera_topics_for(keys))

@@ -29,10 +29,10 @@ def cmd_docs(args) -> int:
         config = SOURCE_ROOT / 'config' / f'{node.removesuffix("_node")}.yaml'
         values = schema.load_yaml(config) if config.exists() else None
         config.write_text(render_yaml(schema, values))
-        kept = {name: value for name, value in (values or {}).items() if value != schema.defaults()[name]}
-        print(f'docs: wrote {config.relative_to(SOURCE_ROOT)}' + (
-            ', keeping its tuned values ' + ', '.join(f'{n}: {v!r} (default {schema.defaults()[n]!r})' for n, v in kept.items())
-            if kept else ''))
+        defaults = schema.defaults()
+        kept = [f'{name}: {value!r} (default {defaults[name]!r})' for name, value in (values or {}).items()
+                if value != defaults[name]]
+        print(f'docs: wrote {config.relative_to(SOURCE_ROOT)}' + (f', keeping its tuned values {", ".join(kept)}' if kept else ''))
     readme.write_text(text)
     print(f'docs: wrote the parameter tables in {readme.relative_to(SOURCE_ROOT)}')
     return 0
