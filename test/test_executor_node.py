@@ -73,6 +73,11 @@ class Probe:
         assert wait_until(future.done, timeout=10)
         return future.result()
 
+    def enable_once_ready(self):
+        """Enable, retried: the probe hearing the sim does not mean the executor has a fresh joint state
+        (a late one on a loaded machine), and until it has, enable is refused."""
+        return wait_until(lambda: self.enable().success, timeout=10, period=0.2)
+
     def latest_state(self):
         with self.lock:
             return self.states[-1][1] if self.states else None
@@ -143,7 +148,7 @@ def test_scripted_chunks_drive_the_sim_arm_to_a_target(sim, spinner, ros_context
     assert command_positions(probe).size == 0, 'the controller received commands before enable'
     assert probe.latest_state().mode == 'disabled'
 
-    assert probe.enable().success
+    assert probe.enable_once_ready()
     move_towards(probe, GOAL, seconds=4.0)
     assert wait_until(lambda: np.max(np.abs(probe.measured() - GOAL)) < 0.03, timeout=5), \
         f'arm at {probe.measured()}, target {GOAL}'
@@ -332,7 +337,7 @@ def test_a_failing_control_step_disables_and_an_enable_resumes(perfect_arm, exec
     assert wait_until(lambda: not executor.core.enabled, timeout=5)
     assert wait_until(lambda: probe.latest_state().mode == 'disabled', timeout=5)
     assert _command_rate(probe, 0.5) == 0, 'commands after the fault'
-    assert probe.enable().success
+    assert probe.enable_once_ready()
     assert _command_rate(probe, 0.5) > 20, 'the control loop did not survive the fault'
     assert 'control step failed' in capfd.readouterr().err
 
@@ -347,8 +352,7 @@ def test_disabling_mid_motion_brakes_the_arm_to_rest_in_trajectory_mode(sim, spi
                  overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False,
                             'max_joint_state_age_s': 2.0})
     assert wait_until(lambda: probe.latest_state() is not None and probe.measured() is not None, timeout=30)
-    # the probe hearing the sim does not mean the executor does yet: enable is refused until it has a joint state
-    assert wait_until(lambda: probe.enable().success, timeout=10, period=0.2)
+    assert probe.enable_once_ready()
     start = probe.measured()
     probe.send_chunk(np.linspace(start, GOAL, 20), dt=0.15)  # 3 s to the goal, in one trajectory
     assert wait_until(lambda: np.max(np.abs(probe.measured() - start)) > 0.05, timeout=5), 'the arm never moved'
