@@ -94,20 +94,22 @@ def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
 
 
 def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
-    from asyncvla_ros.tools.demo import LATENCY_STAGES, write_report
-    from asyncvla_ros.training.metrics import success_summary
+    from asyncvla_ros.tools.demo import LATENCY_STAGES, demo_summary, write_report
 
-    def episode(success, total_ms):
-        return {'success': success, 'seconds': 5.0, 'chunk_ms': total_ms, 'observation_age_ms': [40.0] * len(total_ms),
+    def episode(success, total_ms, phase='placed'):
+        return {'success': success, 'phase': phase, 'seconds': 5.0, 'chunk_ms': total_ms, 'observation_age_ms': [40.0] * len(total_ms),
                 'stages_ms': {stage: [i + 1.0 if stage != 'total' else ms for ms in total_ms]
                               for i, stage in enumerate(LATENCY_STAGES)},
                 'refined_fraction': [0.5], 'confidence': [[0.9] * 8], 'joints': [(0.0, [0.0] * 6), (0.1, [0.1] * 6)]}
 
-    results = {'self_correction': [episode(True, [100.0, 300.0]), episode(False, [200.0])],
-               'sfm': [episode(False, [50.0]), episode(False, [70.0])]}
-    summary = success_summary({mode: [e['success'] for e in episodes] for mode, episodes in results.items()})
+    results = {'self_correction': [episode(True, [100.0, 300.0]), episode(False, [200.0], 'carried')],
+               'sfm': [episode(False, [50.0], 'reached'), episode(False, [70.0], 'reached')]}
+    summary = demo_summary(results, real_time_factor=1.0)
+    assert summary['phases_sfm'] == {'none': 0, 'reached': 2, 'carried': 0, 'placed': 0}
+    assert summary['p50_chunk_ms'] == 200.0 and summary['episodes'] == 2
     report = write_report(tmp_path, results, summary).read_text()
-    assert '| self_correction | 2 | 0.50 | 0.095-0.905 |' in report and '| sfm | 2 | 0.00 | 0.000-0.658 |' in report
+    assert '| self_correction | 2 | 0.50 | 0.095-0.905 | none 0, reached 0, carried 1, placed 1 |' in report
+    assert '| sfm | 2 | 0.00 | 0.000-0.658 | none 0, reached 2, carried 0, placed 0 |' in report
     assert '| self_correction | 1 | 2 | 3 | 4 | 200 | 40 |' in report and '| sfm | 1 | 2 | 3 | 4 | 60 | 40 |' in report
     assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))
 

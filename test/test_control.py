@@ -29,19 +29,23 @@ def test_so101_profile_matches_the_simulated_arm():
     assert profile.command_topics['joint_trajectory'] == 'arm_controller/joint_trajectory'
 
 
-def _execute(plant, actions, profile) -> bool:
-    """The recorded 10 Hz targets as one chunk through ExecutorCore at 100 Hz on the plant; success?"""
+def _execute(plant, actions, profile) -> list[str]:
+    """The recorded 10 Hz targets as one chunk through ExecutorCore at 100 Hz on the plant: the phases the
+    episode went through, in order (success: it ends with 'placed')."""
     core = ExecutorCore(profile, ExecutorSettings(ramp_in_s=0.0, watchdog_timeout_s=100.0))
     core.on_joint_state(profile.joint_names, plant.joint_positions, 0.0)
     core.enable(0.0)
     assert core.on_chunk(Chunk(1, 0.1, 0.1, list(profile.joint_names), actions), 0.0) is None
-    success = False
+    phases = [plant.phase()]
     for k in range(int((len(actions) * 0.1 + 2.0) / 0.01)):
         core.on_joint_state(profile.joint_names, plant.joint_positions, k * 0.01)
         plant.set_targets(core.tick(k * 0.01).command)
         plant.advance(0.01)
-        success = success or plant.success()
-    return success
+        if plant.phase() != phases[-1]:
+            phases.append(plant.phase())
+        if phases[-1] == 'placed':
+            break
+    return phases
 
 
 def test_so101_limits_let_the_expert_complete_the_task_through_the_executor():
@@ -57,10 +61,12 @@ def test_so101_limits_let_the_expert_complete_the_task_through_the_executor():
         record = record_episode(plant, seed=1)
         assert record['success']
         plant.reset(1)
-        assert _execute(plant, record['action'], profile)
+        assert _execute(plant, record['action'], profile) == ['none', 'reached', 'carried', 'placed']
         plant.reset(1)
         slow = profile.with_overrides(velocity_max=np.full(6, 3.0), acceleration_max=np.full(6, 20.0))
-        assert not _execute(plant, record['action'], slow)
+        assert _execute(plant, record['action'], slow)[-1] != 'placed'
+        plant.reset(1)
+        assert plant.phase() == 'none', 'a reset starts the phases again'
     finally:
         plant.close()
 
@@ -316,6 +322,25 @@ def test_splice_is_continuous_in_position_and_velocity():
     assert np.allclose(q, q2) and np.allclose(v, v2)
 
 
+def test_a_late_chunk_is_faded_in_from_the_running_plan_in_proportion_to_its_lateness():
+    """Switched at once, the plan jumps to the new chunk within a step; with `fade_per_lateness` a chunk
+    that arrives 0.2 s after its first step was due takes over across 2 x 0.2 s, a prompt one at once."""
+    plans = {gain: ChunkTimeline(JOINTS, 'cubic', fade_per_lateness=gain) for gain in (0.0, 2.0)}
+    for timeline in plans.values():
+        timeline.offer(chunk(1, 0.0, np.zeros((10, 2))), 0.0, np.zeros(2), np.zeros(2))
+        timeline.offer(chunk(2, 0.0, np.full((10, 2), 0.5)), 0.2, *timeline.sample(0.2))  # 0.2 s late
+    assert np.allclose(plans[0.0].sample(0.3)[0], 0.5)
+    assert np.allclose(plans[2.0].sample(0.4)[0], 0.25)  # half-way through the fade, half-way between
+    assert np.allclose(plans[2.0].sample(0.6)[0], 0.5) and np.allclose(plans[2.0].sample(0.9)[0], 0.5)
+    t = np.linspace(0.2, 0.9, 200)
+    peak = {gain: np.max(np.abs(timeline.interpolant.velocity(t))) for gain, timeline in plans.items()}
+    assert peak[2.0] < 0.3 * peak[0.0], peak
+    prompt = ChunkTimeline(JOINTS, 'cubic', fade_per_lateness=2.0)
+    prompt.offer(chunk(1, 0.0, np.zeros((10, 2))), 0.0, np.zeros(2), np.zeros(2))
+    prompt.offer(chunk(2, 0.2, np.full((10, 2), 0.5)), 0.2, *prompt.sample(0.2))  # its first step due now
+    assert np.allclose(prompt.sample(0.3)[0], 0.5)
+
+
 # --- safety filter
 def test_filter_clamps_and_counts():
     f = SafetyFilter(PROFILE.position_min, PROFILE.position_max, PROFILE.velocity_max, PROFILE.acceleration_max, 0.01)
@@ -402,16 +427,17 @@ def chunk_streams(draw):
 # last command), which was a jump; it now goes on from the last command
 @example(stream=[dict(kind='good', at_tick=1, id=1, positions=np.array([[0.0, 0.0], [0.0, 1.0]]), dt=0.02, offset=0.0,
                       committed=0)],
-         interpolation='linear', start=[0.0, 0.0], state_gap=0, toggles={4: False, 5: True})
+         interpolation='linear', start=[0.0, 0.0], state_gap=0, toggles={4: False, 5: True}, fade=0.0)
 @given(stream=chunk_streams(), interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
        start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80),
-       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4))
-def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles):
+       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4), fade=st.sampled_from([0.0, 1.5, 10.0]))
+def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade):
     """Chunks of every kind, joint states that stop for a while, and disables and enables at any tick: every
     command stays inside the limits, and the commands only stop once the arm is at rest."""
     period = 0.01
     core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, interpolation=interpolation,
-                                                  watchdog_timeout_s=0.3, max_joint_state_age_s=0.05))
+                                                  watchdog_timeout_s=0.3, max_joint_state_age_s=0.05,
+                                                  chunk_fade_per_lateness=fade))
     core.on_joint_state(JOINTS, start, 0.0)
     assert core.enable(0.0)[0]
     previous_q, previous_v = np.array(start), np.zeros(2)

@@ -10,7 +10,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
@@ -33,13 +33,14 @@ class Probe:
     def __init__(self, context, interface='joint_trajectory'):
         self.node = rclpy.create_node('probe', context=context)
         self.lock = threading.Lock()
-        self.commands, self.states, self.joint_states = [], [], []
+        self.commands, self.states, self.joint_states, self.phases = [], [], [], []
         self.chunk_pub = self.node.create_publisher(ActionChunk, '/asyncvla/action_chunk', 10)
         self.joint_pub = self.node.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
         self.node.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', self._record, 10)
         self.node.create_subscription(Float64MultiArray, '/forward_position_controller/commands', self._record, 10)
         self.node.create_subscription(ExecutorState, '/asyncvla/executor_state', self._on_state, 10)
         self.node.create_subscription(JointState, '/joint_states', self._on_joints, qos_profile_sensor_data)
+        self.node.create_subscription(String, '/sim/task_phase', lambda msg: self.phases.append(msg.data), 10)
         self.enable_client = self.node.create_client(SetBool, '/executor_node/enable')
         self.next_id = 1
 
@@ -154,6 +155,8 @@ def test_scripted_chunks_drive_the_sim_arm_to_a_target(sim, spinner, ros_context
         f'arm at {probe.measured()}, target {GOAL}'
     commands = command_positions(probe)
     assert np.all(commands >= PROFILE.position_min - 1e-9) and np.all(commands <= PROFILE.position_max + 1e-9)
+    # the sim says how far the episode got: moving in joint space with the jaws open picks up nothing
+    assert probe.phases and set(probe.phases) <= {'none', 'reached'}, probe.phases
 
 
 def test_executor_holds_when_the_chunk_source_stops(spinner, ros_context, executor_in_process):

@@ -25,6 +25,7 @@ class ExecutorSettings:
     max_joint_state_age_s: float = 0.2
     max_chunk_delay_s: float = 1.0
     ramp_in_s: float = 1.0
+    chunk_fade_per_lateness: float = 1.5  # executor_node's default
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class ExecutorCore:
     def __init__(self, profile: RobotProfile, settings: ExecutorSettings):
         self.profile = profile
         self.settings = settings
-        self.timeline = ChunkTimeline(profile.joint_names, settings.interpolation, settings.max_chunk_delay_s)
+        self.timeline = ChunkTimeline(profile.joint_names, settings.interpolation, settings.max_chunk_delay_s,
+                                      settings.chunk_fade_per_lateness)
         self.filter = SafetyFilter(profile.position_min, profile.position_max, profile.velocity_max,
                                    profile.acceleration_max, 1.0 / settings.control_rate_hz)
         self.enabled = False
@@ -93,6 +95,7 @@ class ExecutorCore:
             setattr(self.settings, key, value)
         self.timeline.interpolation = self.settings.interpolation
         self.timeline.max_chunk_delay_s = self.settings.max_chunk_delay_s
+        self.timeline.fade_per_lateness = self.settings.chunk_fade_per_lateness
         self.filter.period = 1.0 / self.settings.control_rate_hz
 
     def set_limits(self, profile: RobotProfile) -> None:

@@ -19,15 +19,17 @@ class Progress:
 class ChunkTimeline:
     """Waypoints (t_i, q_i) in the robot's joint order.
 
-    A new chunk replaces the plan from its first non-committed step on; its steps whose time has
-    passed are dropped, and the interpolant restarts from the commanded state at `now`, so the
-    seam is continuous. Malformed, stale or not-newer chunks raise ChunkRejected and change nothing.
+    A new chunk replaces the plan from its first non-committed step on, faded in from the running plan
+    over `fade_per_lateness` times its lateness; its steps whose time has passed are dropped, and the interpolant restarts from
+    the commanded state at `now`, so the seam is continuous. Malformed, stale or not-newer chunks raise ChunkRejected and change nothing.
     """
 
-    def __init__(self, joint_names, interpolation: str = 'cubic', max_chunk_delay_s: float = 1.0):
+    def __init__(self, joint_names, interpolation: str = 'cubic', max_chunk_delay_s: float = 1.0,
+                 fade_per_lateness: float = 0.0):
         self.joint_names = list(joint_names)
         self.interpolation = interpolation
         self.max_chunk_delay_s = max_chunk_delay_s
+        self.fade_per_lateness = fade_per_lateness
         self.chunk: Chunk | None = None
         self.interpolant: Interpolant | None = None
         self.received_at: float | None = None
@@ -49,11 +51,24 @@ class ChunkTimeline:
             between = (old_t > now) & (old_t < splice_time)
             keep_old_t, keep_old = old_t[between], self.interpolant.positions[between]
         ahead = (times >= splice_time) & (times > now)
-        new_t = np.concatenate([[now], keep_old_t, times[ahead]])
-        new_q = np.concatenate([np.asarray(position, dtype=float)[None], keep_old, positions[ahead]])
+        ahead_t, ahead_q = times[ahead], positions[ahead]
+        fade = self.fade_per_lateness * (now - times[0])
+        if fade > 0 and self.interpolant is not None:
+            ahead_q = self._fade_in(ahead_t, ahead_q, max(now, splice_time), fade)
+        new_t = np.concatenate([[now], keep_old_t, ahead_t])
+        new_q = np.concatenate([np.asarray(position, dtype=float)[None], keep_old, ahead_q])
         self.interpolant = Interpolant(self.interpolation, new_t, new_q, velocity, acceleration)
         self.chunk = chunk
         self.received_at = now
+
+    def _fade_in(self, times: np.ndarray, positions: np.ndarray, seam: float, fade: float) -> np.ndarray:
+        """Moves from what the running plan would command (its last waypoint held past its end) to the new
+        chunk over `fade` seconds after the seam (smoothstep weights). A late chunk was computed from an old
+        observation, and following it at once makes the delayed loop overshoot; fading it in damps the loop
+        in proportion to the delay and leaves a prompt chunk nearly as it is."""
+        w = np.clip((times - seam) / fade, 0.0, 1.0)[:, None]
+        w = w * w * (3.0 - 2.0 * w)
+        return w * positions + (1.0 - w) * self.interpolant.position(times)
 
     def covers(self, now: float) -> bool:
         """True while the plan still has a waypoint at or after `now`."""

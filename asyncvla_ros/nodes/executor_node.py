@@ -30,7 +30,7 @@ from asyncvla_ros.tools.processes import wait_until
 
 LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
 SETTINGS = ('control_rate_hz', 'interpolation', 'watchdog_timeout_s', 'max_joint_state_age_s',
-            'max_chunk_delay_s', 'ramp_in_s')
+            'max_chunk_delay_s', 'ramp_in_s', 'chunk_fade_per_lateness')
 TRAJECTORY_HORIZON_S = 5.0
 MAX_BRAKING_WAIT_S = 2.0  # deactivate waits this long at most for a moving arm to brake to rest
 

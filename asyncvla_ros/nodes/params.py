@@ -184,6 +184,7 @@ EXECUTOR_NODE = ParamSchema('executor_node', [
     Param('watchdog_timeout_s', 'double', 2.0, 'Hold when no chunk has arrived for this long, even if the plan has steps left.', range=(0.01, 600.0), runtime=True),
     Param('max_joint_state_age_s', 'double', 0.2, 'Hold when the newest joint state is older than this.', range=(0.001, 10.0), runtime=True),
     Param('max_chunk_delay_s', 'double', 1.0, 'Reject chunks whose newest step is already this far in the past.', range=(0.0, 60.0), runtime=True),
+    Param('chunk_fade_per_lateness', 'double', 1.5, 'Fade a new chunk in from the running plan over this many times its lateness (how long after its first step was due it arrived; 0: switch at once). Damps the loop when inference is slow; a prompt chunk takes over almost at once.', range=(0.0, 10.0), runtime=True),
     Param('dry_run', 'bool', False, 'Publish commands only on ~/preview, never to the controller.', runtime=True),
     Param('start_enabled', 'bool', False, 'Enable commanding at activation; otherwise wait for ~/enable.'),
     Param('ramp_in_s', 'double', 1.0, 'After enable, blend from the measured position into the plan over this time.', range=(0.0, 30.0), runtime=True),

@@ -3,7 +3,8 @@
 Publishes /joint_states at the sim rate and /camera/<name>/image_raw (rgb8) per camera; takes
 /arm_controller/joint_trajectory (followed like a joint_trajectory_controller) and
 /forward_position_controller/commands; ~/reset (std_srvs/Trigger) starts a new episode,
-/sim/task_success reports the pick-and-place result, /clock is published on request.
+/sim/task_success reports the pick-and-place result and /sim/task_phase how far the episode got (none,
+reached, carried, placed), /clock is published on request.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -43,6 +44,7 @@ class SimArmNode(Node):
             raise ValueError(f'camera_names: no camera {sorted(unknown)} in the sim (it has {list(CAMERAS)})')
         self.image_pubs = {name: self.create_publisher(Image, f'camera/{name}/image_raw', 5) for name in self.p['camera_names']}
         self.success_pub = self.create_publisher(Bool, 'sim/task_success', 10)
+        self.phase_pub = self.create_publisher(String, 'sim/task_phase', 10)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.p['publish_clock'] else None
         self.create_subscription(JointTrajectory, 'arm_controller/joint_trajectory', self._on_trajectory, 10)
         self.create_subscription(Float64MultiArray, 'forward_position_controller/commands', self._on_forward, 10)
@@ -71,15 +73,16 @@ class SimArmNode(Node):
             self.plant.advance(period)
             self.sim_time += period
             q, v = self.plant.joint_positions, self.plant.joint_velocities
-            success = self.plant.success()
+            success, phase = self.plant.success(), self.plant.phase()
         msg = JointState(name=list(JOINT_NAMES), position=q.tolist(), velocity=v.tolist())
         msg.header.stamp = to_time(self._stamp())
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=msg.header.stamp))
         self.joint_pub.publish(msg)
         self._steps += 1
-        if self._steps % max(int(0.1 / period), 1) == 0:  # task success at 10 Hz
+        if self._steps % max(int(0.1 / period), 1) == 0:  # task success and phase at 10 Hz
             self.success_pub.publish(Bool(data=success))
+            self.phase_pub.publish(String(data=phase))
 
     def _camera_step(self) -> None:
         with self.lock:

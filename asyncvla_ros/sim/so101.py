@@ -22,10 +22,18 @@ from asyncvla_ros.sim import render_meshes
 
 JOINT_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
 _CARRY_RISE = 0.03  # block lifted this far above its reset height counts as carried (the env's rule)
+REACH_DISTANCE_M = 0.03  # gripper within this of the block centre counts as reached
+PHASES = ('none', 'reached', 'carried', 'placed')  # how far an episode got
 WORKSPACE_CAMERA = {'lookat': (0.22, 0.0, 0.06), 'distance': 0.6, 'azimuth': 145.0, 'elevation': -45.0}
 WRIST_CAMERA = {'back': 0.12, 'side': 0.07, 'beyond': 0.03}  # m along the jaws, across them, past the tips
 CAMERAS = ('front', 'wrist')
 GOAL_MARKER_RGBA = (0.1, 0.8, 0.2, 1.0)
+
+
+def phase_counts(phases) -> dict[str, int]:
+    """Episodes per phase, every phase listed."""
+    phases = list(phases)
+    return {phase: phases.count(phase) for phase in PHASES}
 
 
 class SO101Plant:
@@ -66,6 +74,7 @@ class SO101Plant:
             self.episode_seed = seed
         self.env.reset(seed=self.episode_seed)
         self.env._was_carried = False
+        self.closest_block_distance = self.gripper_block_distance()
         return {'seed': self.episode_seed, 'block': self.block_position.tolist(), 'goal': self.goal_position.tolist()}
 
     @property
@@ -103,6 +112,7 @@ class SO101Plant:
             mujoco.mj_step(self.model, self.data)
         rise = self.block_position[2] - self.env._z_init
         self.env._was_carried = self.env._was_carried or bool(rise > _CARRY_RISE)
+        self.closest_block_distance = min(self.closest_block_distance, self.gripper_block_distance())
 
     def resume_cartesian_control(self) -> None:
         """After joint-target control (`set_targets`, `advance`), the env's Cartesian IK target starts again from
@@ -117,6 +127,12 @@ class SO101Plant:
     def carried(self) -> bool:
         """The block has been lifted clear of the table this episode (what success needs before the place)."""
         return bool(self.env._was_carried)
+
+    def phase(self) -> str:
+        """How far the episode got (PHASES): a failure that carried the block differs from one that never reached it."""
+        if self.success():
+            return 'placed'
+        return 'carried' if self.carried else 'reached' if self.closest_block_distance < REACH_DISTANCE_M else 'none'
 
     def gripper_block_distance(self) -> float:
         """Metres from the gripper's end-effector point to the block's centre."""

@@ -231,7 +231,8 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
     settings = LoopSettings(args.instruction or defaults['instruction'], args.episode_seconds,
                             None if args.latency_ms is None else args.latency_ms / 1e3, args.refill_threshold,
                             args.delay_compensation == 'on', args.confidence_threshold, args.num_correction_rounds,
-                            args.num_denoise_steps, args.num_denoise_steps_afm, camera_rate_hz=args.camera_rate_hz)
+                            args.num_denoise_steps, args.num_denoise_steps_afm, camera_rate_hz=args.camera_rate_hz,
+                            chunk_fade_per_lateness=args.chunk_fade_per_lateness)
     try:
         runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
     except CheckpointError as exc:
@@ -275,7 +276,7 @@ def _remapping(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from asyncvla_ros.nodes.params import POLICY_NODE
+    from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 
     parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -386,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument('--camera-rate-hz', type=_at_least(1.0, float),
                       help='frames at this rate, each paired with the joints of its moment as policy_node does '
                            '(default: a fresh frame for each request)')
+    loop.add_argument('--chunk-fade-per-lateness', type=_at_least(0.0, float), default=EXECUTOR_NODE.defaults()['chunk_fade_per_lateness'],
+                      help="executor_node's chunk_fade_per_lateness (default: executor_node's)")
     ev.set_defaults(func=cmd_evaluate)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=_at_least(1, int), default=20)

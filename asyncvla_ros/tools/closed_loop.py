@@ -21,10 +21,8 @@ from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
 from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
-from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant
+from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant, phase_counts
 from asyncvla_ros.training.metrics import success_summary
-
-REACH_DISTANCE_M = 0.03  # gripper within this of the block centre counts as reached
 
 
 @dataclass
@@ -40,13 +38,14 @@ class LoopSettings:
     num_denoise_steps_afm: int | None = None
     control_rate_hz: float = 100.0
     camera_rate_hz: float | None = None  # None: images rendered at each request; else frames at this rate
+    chunk_fade_per_lateness: float = ExecutorSettings.chunk_fade_per_lateness
 
 
 @dataclass
 class EpisodeResult:
     seed: int
     success: bool
-    phase: str                  # how far it got: none | reached | carried | placed
+    phase: str                  # how far it got (PHASES)
     seconds: float              # simulated
     min_block_distance_m: float
     starved_s: float            # simulated seconds the executor held because its plan ran out before the next chunk
@@ -56,13 +55,14 @@ class EpisodeResult:
 
 def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings, seed: int, self_correction: bool) -> EpisodeResult:
     plant.reset(seed)
-    core = ExecutorCore(load_profile('so101'), ExecutorSettings(control_rate_hz=settings.control_rate_hz))
+    core = ExecutorCore(load_profile('so101'), ExecutorSettings(control_rate_hz=settings.control_rate_hz,
+                                                                      chunk_fade_per_lateness=settings.chunk_fade_per_lateness))
     cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
     delay, period = DelayEstimator(), 1.0 / settings.control_rate_hz
     frame_ticks = None if settings.camera_rate_hz is None else max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
     history, frame = JointHistory(), None  # frame: (stamp, images), as policy_node pairs them
     running = pending = None
-    chunk_id, closest, starved, chunk_ms, refined = 0, np.inf, 0.0, [], []
+    chunk_id, starved, chunk_ms, refined = 0, 0.0, [], []
     core.on_joint_state(JOINT_NAMES, plant.joint_positions, 0.0)
     core.enable(0.0)
     now = 0.0
@@ -104,12 +104,9 @@ def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings,
         if command is not None:
             plant.set_targets(command)
         plant.advance(period)
-        closest = min(closest, plant.gripper_block_distance())
         if plant.success():
             break
-    phase = 'placed' if plant.success() else 'carried' if plant.carried else \
-        'reached' if closest < REACH_DISTANCE_M else 'none'
-    return EpisodeResult(seed, plant.success(), phase, round(now, 2), round(float(closest), 4),
+    return EpisodeResult(seed, plant.success(), plant.phase(), round(now, 2), round(plant.closest_block_distance, 4),
                          round(starved, 2), chunk_ms, refined)
 
 
@@ -134,7 +131,7 @@ def summarize(results: dict[str, list[EpisodeResult]]) -> dict:
     summary = success_summary({mode: [e.success for e in episodes] for mode, episodes in results.items()})
     for mode, episodes in results.items():
         latencies = [ms for e in episodes for ms in e.chunk_ms]
-        summary[f'phases_{mode}'] = {p: sum(e.phase == p for e in episodes) for p in ('none', 'reached', 'carried', 'placed')}
+        summary[f'phases_{mode}'] = phase_counts([e.phase for e in episodes])
         summary[f'p50_chunk_ms_{mode}'] = float(np.median(latencies)) if latencies else None
         summary[f'starved_s_{mode}'] = round(float(sum(e.starved_s for e in episodes)), 2)
     summary['episodes'] = len(next(iter(results.values()), []))

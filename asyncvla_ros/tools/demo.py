@@ -2,8 +2,8 @@
 
 sim_arm_node, executor_node and policy_node run as separate processes (as `asyncvla bringup sim` starts
 them); this process resets the sim between episodes, enables the executor, and watches
-`sim/task_success`, once with self-correction and once without. It writes a report (markdown and PNG
-plots) and ends with one JSON line. Without a checkpoint it says so and stops.
+`sim/task_success` and `sim/task_phase` (how far a failed episode got), once with self-correction and once
+without. It writes a report (markdown and PNG plots) and ends with one JSON line. Without a checkpoint it says so and stops.
 
 With `real_time_factor` below 1 the sim runs slower than real time and publishes /clock, and the executor and
 the policy run on it (`use_sim_time`): inference then costs the arm that fraction of its wall time, as on a
@@ -23,7 +23,7 @@ import numpy as np
 
 from asyncvla_ros.model.runner import demo_checkpoint
 from asyncvla_ros.paths import config_path
-from asyncvla_ros.sim.so101 import JOINT_NAMES
+from asyncvla_ros.sim.so101 import JOINT_NAMES, phase_counts
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
 from asyncvla_ros.training.metrics import success_summary
 
@@ -37,7 +37,7 @@ class DemoProbe:
         from rclpy.parameter_client import AsyncParameterClient
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import JointState
-        from std_msgs.msg import Bool
+        from std_msgs.msg import Bool, String
         from std_srvs.srv import SetBool, Trigger
 
         from asyncvla_ros.msg import ActionChunk, PolicyStatus
@@ -46,9 +46,11 @@ class DemoProbe:
         self.node = rclpy.create_node('demo')
         self.lock = threading.Lock()
         self.success = False
+        self.phase = 'none'
         self.sim_time = 0.0  # stamp of the last joint state: sim time under /clock, else wall time
         self.statuses, self.chunks, self.joints = [], [], []
         self.node.create_subscription(Bool, 'sim/task_success', self._on_success, 10)
+        self.node.create_subscription(String, 'sim/task_phase', self._on_phase, 10)
         self.node.create_subscription(PolicyStatus, 'asyncvla/policy_status', lambda m: self._keep(self.statuses, m), 50)
         self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, m), 10)
         self.node.create_subscription(JointState, 'joint_states', self._on_joints, qos_profile_sensor_data)
@@ -71,6 +73,9 @@ class DemoProbe:
     def _on_success(self, msg):
         if msg.data:
             self.success = True
+
+    def _on_phase(self, msg):
+        self.phase = msg.data
 
     def call(self, client, request, timeout=10.0):
         future = client.call_async(request)
@@ -105,7 +110,7 @@ def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> di
     time.sleep(0.5)
     with probe.lock:
         first_status, first_chunk, first_joint = len(probe.statuses), len(probe.chunks), len(probe.joints)
-    probe.success = False
+    probe.success, probe.phase = False, 'none'
     probe.call(probe.enable_client, probe.SetBool.Request(data=True))
     started = probe.sim_time
     wait_until(lambda: probe.success or probe.sim_time - started >= seconds, 3 * seconds / real_time_factor + 10, period=0.1)
@@ -113,11 +118,25 @@ def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> di
         statuses = [s for s in probe.statuses[first_status:] if s.total_ms > 0]
         chunks = probe.chunks[first_chunk:]
         joints = probe.joints[first_joint:]
-    return {'success': probe.success, 'seconds': probe.sim_time - started,
+    return {'success': probe.success, 'phase': 'placed' if probe.success else probe.phase, 'seconds': probe.sim_time - started,
             'chunk_ms': [s.total_ms for s in statuses], 'observation_age_ms': [s.observation_age_ms for s in statuses],
             'stages_ms': {stage: [getattr(s, f'{stage}_ms') for s in statuses] for stage in LATENCY_STAGES},
             'refined_fraction': [s.refined_fraction for s in statuses],
             'confidence': [list(c.confidence) for c in chunks], 'joints': joints}
+
+
+def demo_summary(results: dict, real_time_factor: float) -> dict:
+    """The JSON line: success per mode (with the paired comparison), how far episodes got, and the
+    self-correction mode's latency and refined fraction."""
+    latencies = [ms for e in results['self_correction'] for ms in e['chunk_ms']]
+    ages = [ms for e in results['self_correction'] for ms in e['observation_age_ms']]
+    refined = [f for e in results['self_correction'] for f in e['refined_fraction']]
+    return {**success_summary({mode: [e['success'] for e in episodes] for mode, episodes in results.items()}),
+            **{f'phases_{mode}': phase_counts(e['phase'] for e in episodes) for mode, episodes in results.items()},
+            'episodes': len(results['self_correction']),
+            'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
+            'p50_observation_age_ms': float(np.median(ages)) if ages else None,
+            'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': real_time_factor}
 
 
 def write_report(output: Path, results: dict, summary: dict) -> Path:
@@ -150,11 +169,12 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
         ax.set(xlabel='ms', ylabel='chunks', title='chunk latency (request to publication)')
         fig.savefig(output / 'latency.png', dpi=100)
         plt.close(fig)
-    lines = ['# asyncvla demo on the simulated SO-101', '', '| mode | episodes | success rate | 95 % interval (Wilson) |',
-             '|---|---|---|---|']
+    lines = ['# asyncvla demo on the simulated SO-101', '',
+             '| mode | episodes | success rate | 95 % interval (Wilson) | how far episodes got |', '|---|---|---|---|---|']
     for mode, episodes in results.items():
         low, high = summary[f'success_ci95_{mode}']
-        lines.append(f'| {mode} | {len(episodes)} | {summary[f"success_rate_{mode}"]:.2f} | {low:.3f}-{high:.3f} |')
+        phases = ', '.join(f'{phase} {n}' for phase, n in summary[f'phases_{mode}'].items())
+        lines.append(f'| {mode} | {len(episodes)} | {summary[f"success_rate_{mode}"]:.2f} | {low:.3f}-{high:.3f} | {phases} |')
     lines += ['', '| mode | p50 ms: ' + ' | '.join(LATENCY_STAGES) + ' | observation age |',
               '|---|' + '---|' * (len(LATENCY_STAGES) + 1)]
     for mode, episodes in results.items():
@@ -206,20 +226,14 @@ def run_demo(args) -> int:
                 result = run_episode(probe, args.episode_seconds, factor)
                 results[mode].append(result)
                 print(f'demo: {mode} episode {episode + 1}/{args.episodes}: '
-                      f'{"success" if result["success"] else "failure"} after {result["seconds"]:.1f} s', flush=True)
+                      f'{"success" if result["success"] else "failure (" + result["phase"] + ")"} after {result["seconds"]:.1f} s',
+                      flush=True)
         probe.call(probe.enable_client, probe.SetBool.Request(data=False))
     finally:
         probe.shutdown()
         for node in nodes:
             node.stop()
-    latencies = [ms for e in results['self_correction'] for ms in e['chunk_ms']]
-    ages = [ms for e in results['self_correction'] for ms in e['observation_age_ms']]
-    refined = [f for e in results['self_correction'] for f in e['refined_fraction']]
-    summary = {**success_summary({mode: [e['success'] for e in episodes] for mode, episodes in results.items()}),
-               'episodes': args.episodes,
-               'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
-               'p50_observation_age_ms': float(np.median(ages)) if ages else None,
-               'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': factor}
+    summary = demo_summary(results, factor)
     report = write_report(output, results, summary)
     print(f'demo: success {summary["success_rate_self_correction"]:.2f} {summary["success_ci95_self_correction"]} with '
           f'self-correction, {summary["success_rate_sfm"]:.2f} {summary["success_ci95_sfm"]} without (95 % intervals); '

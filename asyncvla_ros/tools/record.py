@@ -15,7 +15,7 @@ from asyncvla_ros.nodes.conversions import message_class
 from asyncvla_ros.tools.bags import BagError, BagWriter
 
 DEFAULT_TOPICS = ('camera/*', 'joint_states', 'asyncvla/*', 'arm_controller/joint_trajectory',
-                  'forward_position_controller/commands', 'sim/task_success', '/diagnostics')
+                  'forward_position_controller/commands', 'sim/task_success', 'sim/task_phase', '/diagnostics')
 
 
 class Recorder:
