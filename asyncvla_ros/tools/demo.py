@@ -83,11 +83,17 @@ class DemoProbe:
             raise TimeoutError(f'no answer from {client.srv_name}')
         return future.result()
 
-    def set_parameters(self, node: str, **values):
+    def set_parameters(self, node: str, attempts: int = 3, **values):
+        """Sets parameters, asking again when no answer comes: Fast DDS drops a service's response when it has
+        not yet matched the client's reader ("failed to send response (timeout)" in the node's log)."""
         from rclpy.parameter import Parameter
-        future = self.params[node].set_parameters([Parameter(k, value=v) for k, v in values.items()])
-        if not wait_until(future.done, 10) or not all(r.successful for r in future.result().results):
-            raise RuntimeError(f'{node} did not take {values}')
+        for _ in range(attempts):
+            future = self.params[node].set_parameters([Parameter(k, value=v) for k, v in values.items()])
+            if wait_until(future.done, 5):
+                if all(r.successful for r in future.result().results):
+                    return
+                raise RuntimeError(f'{node} refused {values}: {[r.reason for r in future.result().results]}')
+        raise TimeoutError(f'{node} did not answer setting {values} ({attempts} tries)')
 
     def ready(self) -> bool:
         return self.reset_client.service_is_ready() and self.enable_client.service_is_ready() \
@@ -216,7 +222,7 @@ def run_demo(args) -> int:
     results = {}
     try:
         if not wait_until(probe.ready, 120):
-            print('demo: the nodes did not come up; see the logs')
+            print(f'demo: the nodes did not come up; see their logs in {output / "logs"}')
             return 1
         for mode, on in (('self_correction', True), ('sfm', False)):
             probe.set_parameters('sim_arm_node', seed=args.seed)  # both modes on the same scenes
@@ -229,6 +235,9 @@ def run_demo(args) -> int:
                       f'{"success" if result["success"] else "failure (" + result["phase"] + ")"} after {result["seconds"]:.1f} s',
                       flush=True)
         probe.call(probe.enable_client, probe.SetBool.Request(data=False))
+    except (TimeoutError, RuntimeError) as exc:
+        print(f'demo: stopped: {exc}; the nodes\' logs are in {output / "logs"}')
+        return 1
     finally:
         probe.shutdown()
         for node in nodes:
