@@ -41,8 +41,9 @@ def _execute(plant, actions, profile) -> list[str]:
         core.on_joint_state(profile.joint_names, plant.joint_positions, k * 0.01)
         plant.set_targets(core.tick(k * 0.01).command)
         plant.advance(0.01)
-        if plant.phase() != phases[-1]:
-            phases.append(plant.phase())
+        phase = plant.phase()
+        if phase != phases[-1]:
+            phases.append(phase)
         if phases[-1] == 'placed':
             break
     return phases

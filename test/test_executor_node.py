@@ -40,13 +40,16 @@ class Probe:
         self.node.create_subscription(Float64MultiArray, '/forward_position_controller/commands', self._record, 10)
         self.node.create_subscription(ExecutorState, '/asyncvla/executor_state', self._on_state, 10)
         self.node.create_subscription(JointState, '/joint_states', self._on_joints, qos_profile_sensor_data)
-        self.node.create_subscription(String, '/sim/task_phase', lambda msg: self.phases.append(msg.data), 10)
+        self.node.create_subscription(String, '/sim/task_phase', lambda msg: self._keep(self.phases, msg.data), 10)
         self.enable_client = self.node.create_client(SetBool, '/executor_node/enable')
         self.next_id = 1
 
-    def _record(self, msg):
+    def _keep(self, store, item):
         with self.lock:
-            self.commands.append((time.monotonic(), msg))
+            store.append(item)
+
+    def _record(self, msg):
+        self._keep(self.commands, (time.monotonic(), msg))
 
     def _on_state(self, msg):
         with self.lock:

@@ -20,8 +20,9 @@ class ChunkTimeline:
     """Waypoints (t_i, q_i) in the robot's joint order.
 
     A new chunk replaces the plan from its first non-committed step on, faded in from the running plan
-    over `fade_per_lateness` times its lateness; its steps whose time has passed are dropped, and the interpolant restarts from
-    the commanded state at `now`, so the seam is continuous. Malformed, stale or not-newer chunks raise ChunkRejected and change nothing.
+    over `fade_per_lateness` times its lateness; its steps whose time has passed are dropped, and the
+    interpolant restarts from the commanded state at `now`, so the seam is continuous. Malformed, stale or
+    not-newer chunks raise ChunkRejected and change nothing.
     """
 
     def __init__(self, joint_names, interpolation: str = 'cubic', max_chunk_delay_s: float = 1.0,

@@ -66,6 +66,7 @@ class SimArmNode(Node):
 
     def _physics_step(self) -> None:
         period = 1.0 / self.p['joint_state_rate_hz']
+        report_phase = self._steps % max(int(0.1 / period), 1) == 0  # task phase and success at 10 Hz
         with self.lock:
             target = self.follower.target(self._stamp())
             if target is not None:
@@ -73,15 +74,15 @@ class SimArmNode(Node):
             self.plant.advance(period)
             self.sim_time += period
             q, v = self.plant.joint_positions, self.plant.joint_velocities
-            success, phase = self.plant.success(), self.plant.phase()
+            phase = self.plant.phase() if report_phase else None
         msg = JointState(name=list(JOINT_NAMES), position=q.tolist(), velocity=v.tolist())
         msg.header.stamp = to_time(self._stamp())
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=msg.header.stamp))
         self.joint_pub.publish(msg)
         self._steps += 1
-        if self._steps % max(int(0.1 / period), 1) == 0:  # task success and phase at 10 Hz
-            self.success_pub.publish(Bool(data=success))
+        if phase is not None:
+            self.success_pub.publish(Bool(data=phase == 'placed'))
             self.phase_pub.publish(String(data=phase))
 
     def _camera_step(self) -> None:
