@@ -114,6 +114,21 @@ def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
     assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))
 
 
+def test_demo_paces_the_sim_by_where_the_policy_runs(tmp_path):
+    import torch
+
+    from asyncvla_ros.tools.cli import build_parser
+    from asyncvla_ros.tools.demo import CPU_REAL_TIME_FACTOR, auto_real_time_factor
+
+    parse = build_parser().parse_args
+    assert parse(['demo']).real_time_factor == 'auto' and parse(['demo', '--real-time-factor', '1']).real_time_factor == 1.0
+    assert auto_real_time_factor('cpu') == CPU_REAL_TIME_FACTOR < 1.0  # a GPU present or not
+    assert auto_real_time_factor('auto') == (1.0 if torch.cuda.is_available() else CPU_REAL_TIME_FACTOR)
+    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'demo', '--real-time-factor', 'fast',
+                             '--output', str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=SOURCE_ROOT)
+    assert result.returncode == 2 and "'fast' is neither auto nor a number" in result.stderr
+
+
 def test_success_summary_gives_wilson_intervals_and_the_paired_difference():
     from asyncvla_ros.training.metrics import success_summary
 

@@ -513,3 +513,18 @@ def test_the_light_meshes_are_built_once_and_rebuilt_when_their_cache_is_damaged
         for other in (again, rebuilt):
             np.testing.assert_array_equal(other[name][0], vertices)
             np.testing.assert_array_equal(other[name][1], faces)
+
+
+def test_clock_ticks_give_one_tick_per_period_of_a_polled_clock():
+    """executor_node on sim time: a slow sim (its clock moving 10 ms per four polls) gets one tick per 10 ms, a
+    fast one catches up in whole periods, and a clock that goes back or leaps restarts the count."""
+    from asyncvla_ros.control.pacing import ClockTicks
+
+    ticks, period = ClockTicks(max_ticks=10), 0.01
+    assert ticks.due(5.0, period) == [5.0]
+    assert [ticks.due(t, period) for t in (5.0, 5.0, 5.0)] == [[], [], []]  # polled faster than the clock moves
+    assert ticks.due(5.0101, period) == [pytest.approx(5.01)]
+    assert ticks.due(5.0399, period) == pytest.approx([5.02, 5.03])  # the rest of a period stays for the next
+    assert ticks.due(5.04, period) == [pytest.approx(5.04)]
+    assert ticks.due(1.0, period) == [1.0]  # went back (a replayed bag looping)
+    assert ticks.due(1.5, period) == [1.5]  # leapt 50 periods: one tick, not a burst

@@ -162,6 +162,32 @@ def test_scripted_chunks_drive_the_sim_arm_to_a_target(sim, spinner, ros_context
     assert probe.phases and set(probe.phases) <= {'none', 'reached'}, probe.phases
 
 
+def test_on_sim_time_the_executor_ticks_once_per_period_of_the_sim_clock(spinner, ros_context, node_process, executor_in_process):
+    """A sim at a quarter of real time publishing /clock: the safety filter's period must be a period of sim
+    time, so commands come at control_rate_hz of sim time (a loop paced by the wall clock alone sends four
+    times as many, each a period's move in a quarter of the arm's time)."""
+    probe = Probe(ros_context, 'forward_command')
+    spinner.add(probe.node)
+    node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')],
+                 overrides={'camera_rate_hz': 0.0, 'real_time_factor': 0.25, 'publish_clock': True})
+    executor = executor_in_process(command_interface='forward_command', control_rate_hz=100.0, start_enabled=True,
+                                   use_sim_time=True)
+    assert wait_until(lambda: executor.core.enabled and len(probe.commands) > 5, timeout=30)
+
+    def sim_now():
+        return executor.get_clock().now().nanoseconds * 1e-9
+
+    with probe.lock:
+        before = len(probe.commands)
+    started = sim_now()
+    time.sleep(2.0)
+    elapsed = sim_now() - started
+    with probe.lock:
+        count = len(probe.commands) - before
+    assert 0.1 < elapsed < 1.0, f'{elapsed:.2f} s of sim time in 2 s of wall time'
+    assert 0.7 * elapsed * 100 <= count <= 1.3 * elapsed * 100 + 2, f'{count} commands in {elapsed:.2f} s of sim time'
+
+
 def test_executor_holds_when_the_chunk_source_stops(spinner, ros_context, executor_in_process):
     probe = Probe(ros_context)
     spinner.add(probe.node)

@@ -20,6 +20,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.control.chunk import ChunkRejected
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
+from asyncvla_ros.control.pacing import ClockTicks
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.msg import ActionChunk, ExecutorState
 from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, joint_trajectory, to_time
@@ -45,6 +46,7 @@ class ExecutorNode(LifecycleNode):
         self.core: ExecutorCore | None = None
         self.lock = threading.Lock()
         self._loop: NodeLoop | None = None
+        self._clock_ticks: ClockTicks | None = None
         self._last_mode = 'disabled'
         self._joint_state_reason, self._joint_state_logged_at = None, 0.0
 
@@ -82,6 +84,8 @@ class ExecutorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True
+        # on sim time the loop polls /clock: one tick per control period of sim time, whatever the sim's pace
+        self._clock_ticks = ClockTicks() if self.get_parameter('use_sim_time').value else None
         self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period,
                               realtime_priority=self.p['realtime_priority'], on_error=self._on_control_error).start()
         if self.p['start_enabled']:
@@ -177,9 +181,11 @@ class ExecutorNode(LifecycleNode):
 
     # --- output
     def _control_step(self) -> None:
-        with self.lock:
-            tick = self.core.tick(self._now())
-        self._publish_tick(tick)
+        now = self._now()
+        for moment in self._clock_ticks.due(now, self.core.filter.period) if self._clock_ticks else [now]:
+            with self.lock:
+                tick = self.core.tick(moment)
+            self._publish_tick(tick)
 
     def _on_control_error(self, exc: Exception) -> None:
         """A control step that raises: nothing more is commanded until an operator enables again. A moving

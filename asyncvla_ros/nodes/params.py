@@ -191,7 +191,7 @@ EXECUTOR_NODE = ParamSchema('executor_node', [
 ])
 
 SIM_ARM_NODE = ParamSchema('sim_arm_node', [
-    Param('seed', 'int', 0, 'Scene seed: the k-th ~/reset since it was set places the block and goal from seed + k (setting it restarts the count, so two runs can share their scenes).',
+    Param('seed', 'int', 0, 'Scene seed: the scene at start and the first ~/reset since it was set are drawn from seed, the k-th reset from seed + k - 1 (setting it restarts the count, so two runs share their scenes, as evaluate --scene-seed does).',
           range=(0, 2**31 - 1), runtime=True),
     Param('camera_names', 'string_array', ['front', 'wrist'], 'Cameras published, each on /camera/<name>/image_raw: front (the workspace) and wrist (rides on the gripper).'),
     Param('image_width', 'int', 224, 'Camera image width (pixels).', range=(16, 1920)),

@@ -259,7 +259,7 @@ class PolicyNode(LifecycleNode):
                                committed, p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
                                p['num_denoise_steps'], p['num_denoise_steps_afm'])
         meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time, 'dt': self.runner.dt,
-                'executor_step': executor_step, 'started': time.perf_counter(),
+                'executor_step': executor_step, 'started': time.perf_counter(), 'requested_at': now,
                 'chunk_id': max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1}
         return request, meta
 
@@ -282,7 +282,7 @@ class PolicyNode(LifecycleNode):
                     and executor.chunk_id == self.last_chunk.chunk_id:
                 self.delay.observe(executor.step - meta['executor_step'])
             else:
-                self.delay.observe_seconds(elapsed, meta['dt'])
+                self.delay.observe_seconds(self._now() - meta['requested_at'], meta['dt'])  # the arm's time: sim time on /clock
             self.last_chunk = chunk
             self.busy = False
         if self.state == 'error':  # a failed request before this one

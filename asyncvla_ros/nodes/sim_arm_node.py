@@ -136,8 +136,8 @@ class SimArmNode(Node):
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self.lock:
-            self.episode += 1
             info = self.plant.reset(self.p['seed'] + self.episode)
+            self.episode += 1
             self.follower = TrajectoryFollower()
         response.success, response.message = True, json.dumps(info)
         self.get_logger().info(f'reset: episode {self.episode} {response.message}')

@@ -268,6 +268,16 @@ def _at_least(minimum, kind, maximum=None):
     return parse
 
 
+def _float_or_auto(text: str):
+    """An argparse type: `auto` or a number."""
+    if text == 'auto':
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is neither auto nor a number') from None
+
+
 def _remapping(text: str) -> tuple[str, str]:
     source, sep, target = text.partition(':=')
     if not sep or not source or not target:
@@ -397,8 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--seed', type=int, default=1000,
                       help='first scene seed (held out: the training recipes used scenes 0-149 and 10 000 000 on)')
     demo.add_argument('--output', type=Path, default=Path('runs/demo'))
-    demo.add_argument('--real-time-factor', type=float, default=1.0,
-                      help='sim seconds per wall second; below 1 the nodes run on the sim\'s /clock')
+    demo.add_argument('--real-time-factor', type=_float_or_auto, default='auto',
+                      help='sim seconds per wall second; below 1 the nodes run on the sim\'s /clock. auto: 1 when '
+                           'the policy runs on a GPU, a quarter of real time on the CPU (a chunk then costs the arm '
+                           'about what a GPU takes)')
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -7,8 +7,10 @@ without. It writes a report (markdown and PNG plots) and ends with one JSON line
 
 With `real_time_factor` below 1 the sim runs slower than real time and publishes /clock, and the executor and
 the policy run on it (`use_sim_time`): inference then costs the arm that fraction of its wall time, as on a
-machine that much faster (0.25: about what a GPU gives against these 2 shared cores, which also carry the
-sim). The default is 1, the real-time loop; the factor is printed and is in the JSON line.
+machine that much faster. The default, `auto`, runs in real time when policy_node's model runs on a GPU and
+at a quarter of real time when it runs on the CPU: a chunk then costs the arm about 50 ms, roughly what a GPU
+takes, rather than the 190-330 ms that 2 shared cores take beside the sim's physics and cameras. The factor
+is printed and is in the JSON line; `--real-time-factor 1` is the real-time loop on any machine.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from asyncvla_ros.model.runner import demo_checkpoint
+from asyncvla_ros.nodes.params import POLICY_NODE
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.sim.so101 import JOINT_NAMES, phase_counts
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
@@ -36,13 +39,14 @@ class DemoProbe:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter_client import AsyncParameterClient
         from rclpy.qos import qos_profile_sensor_data
+        from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, String
         from std_srvs.srv import SetBool, Trigger
 
         from asyncvla_ros.msg import ActionChunk, PolicyStatus
 
-        rclpy.init()
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C reaches run_demo, which stops the nodes
         self.node = rclpy.create_node('demo')
         self.lock = threading.Lock()
         self.success = False
@@ -104,6 +108,15 @@ class DemoProbe:
         import rclpy
         self.executor.shutdown()
         rclpy.try_shutdown()
+
+
+CPU_REAL_TIME_FACTOR = 0.25  # `auto` when the policy runs on the CPU (module docstring)
+
+
+def auto_real_time_factor(policy_device: str) -> float:
+    """The sim's pace for `--real-time-factor auto`: 1 when policy_node's `device` puts the model on a GPU."""
+    import torch
+    return 1.0 if policy_device != 'cpu' and torch.cuda.is_available() else CPU_REAL_TIME_FACTOR
 
 
 LATENCY_STAGES = ('prefix', 'sfm', 'rater', 'afm', 'total')  # PolicyStatus.<stage>_ms
@@ -205,6 +218,13 @@ def run_demo(args) -> int:
     output = Path(args.output)
     env = ros_environment(large_messages=True)
     factor = args.real_time_factor
+    if factor == 'auto':
+        device = POLICY_NODE.load_yaml(config_path('policy.yaml'))['device']
+        factor = auto_real_time_factor(device)
+        pace = ('policy_node runs the model on a GPU' if factor == 1.0 else
+                f'the model runs on the CPU here: at {factor:g}x a chunk costs the arm about what a GPU takes; '
+                '--real-time-factor 1 for real time')
+        print(f'demo: --real-time-factor auto: {factor:g} ({pace})')
     if not 0.0 < factor <= 100.0:
         print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
         return 2
@@ -238,6 +258,9 @@ def run_demo(args) -> int:
     except (TimeoutError, RuntimeError) as exc:
         print(f'demo: stopped: {exc}; the nodes\' logs are in {output / "logs"}')
         return 1
+    except KeyboardInterrupt:
+        print(f'demo: interrupted; stopping the nodes (their logs are in {output / "logs"})')
+        return 130
     finally:
         probe.shutdown()
         for node in nodes:
