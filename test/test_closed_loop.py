@@ -112,6 +112,11 @@ def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
     assert '| sfm | 2 | 0.00 | 0.000-0.658 | none 0, reached 2, carried 0, placed 0 |' in report
     assert '| self_correction | 1 | 2 | 3 | 4 | 200 | 40 |' in report and '| sfm | 1 | 2 | 3 | 4 | 60 | 40 |' in report
     assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))
+    # a demo stopped with Ctrl-C during the SFM-only episodes reports what it ran, unpaired
+    partial = {'self_correction': results['self_correction'], 'sfm': results['sfm'][:1]}
+    summary = demo_summary(partial, real_time_factor=0.25)
+    assert 'mcnemar_p' not in summary and summary['success_rate_sfm'] == 0.0 and summary['real_time_factor'] == 0.25
+    assert '| sfm | 1 | 0.00 |' in write_report(tmp_path / 'partial', partial, summary).read_text()
 
 
 def test_demo_paces_the_sim_by_where_the_policy_runs(tmp_path):

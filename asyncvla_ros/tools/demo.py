@@ -239,7 +239,7 @@ def run_demo(args) -> int:
     for node in nodes:
         node.start()
     probe = DemoProbe()
-    results = {}
+    results, interrupted = {}, False
     try:
         if not wait_until(probe.ready, 120):
             print(f'demo: the nodes did not come up; see their logs in {output / "logs"}')
@@ -259,17 +259,21 @@ def run_demo(args) -> int:
         print(f'demo: stopped: {exc}; the nodes\' logs are in {output / "logs"}')
         return 1
     except KeyboardInterrupt:
-        print(f'demo: interrupted; stopping the nodes (their logs are in {output / "logs"})')
-        return 130
+        interrupted = True
+        print(f'demo: interrupted; stopping the nodes (their logs are in {output / "logs"}), reporting the episodes run')
     finally:
         probe.shutdown()
         for node in nodes:
             node.stop()
+    results = {mode: episodes for mode, episodes in results.items() if episodes}
+    if 'self_correction' not in results:
+        return 130
     summary = demo_summary(results, factor)
     report = write_report(output, results, summary)
-    print(f'demo: success {summary["success_rate_self_correction"]:.2f} {summary["success_ci95_self_correction"]} with '
-          f'self-correction, {summary["success_rate_sfm"]:.2f} {summary["success_ci95_sfm"]} without (95 % intervals); '
-          f'on the same scenes only with it {summary["only_self_correction"]}, only without {summary["only_sfm"]}, '
-          f'McNemar p {summary["mcnemar_p"]:.2f}; report in {report}')
+    rates = ', '.join(f'{summary[f"success_rate_{mode}"]:.2f} {summary[f"success_ci95_{mode}"]} {label} ({len(results[mode])} episodes)'
+                      for mode, label in (('self_correction', 'with self-correction'), ('sfm', 'without')) if mode in results)
+    paired = (f'; on the same scenes only with it {summary["only_self_correction"]}, only without {summary["only_sfm"]}, '
+              f'McNemar p {summary["mcnemar_p"]:.2f}') if 'mcnemar_p' in summary else ''
+    print(f'demo: success {rates} (95 % intervals){paired}; report in {report}')
     print(json.dumps(summary))
-    return 0
+    return 130 if interrupted else 0
