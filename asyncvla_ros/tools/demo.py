@@ -8,7 +8,7 @@ without. It writes a report (markdown and PNG plots) and ends with one JSON line
 With `real_time_factor` below 1 the sim runs slower than real time and publishes /clock, and the executor and
 the policy run on it (`use_sim_time`): inference then costs the arm that fraction of its wall time, as on a
 machine that much faster. The default, `auto`, runs in real time when policy_node's model runs on a GPU and
-at a quarter of real time when it runs on the CPU: a chunk then costs the arm about 50 ms, roughly what a GPU
+at a quarter of real time when it runs on the CPU: a chunk then costs the arm 35-55 ms, roughly what a GPU
 takes, rather than the 190-330 ms that 2 shared cores take beside the sim's physics and cameras. The factor
 is printed and is in the JSON line; `--real-time-factor 1` is the real-time loop on any machine.
 """
