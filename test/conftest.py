@@ -19,7 +19,7 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
 
 import rclpy  # noqa: E402 (after the environment is set)
-from rclpy._rclpy_pybind11 import InvalidHandle  # noqa: E402
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment  # noqa: E402
@@ -41,11 +41,12 @@ class Spinner:
             self.executor.spin()
         except ExternalShutdownException:
             return  # the context was shut down under the executor at teardown
-        except (InvalidHandle, AttributeError):
+        except (InvalidHandle, AttributeError, RCLError):
             if not self._stopping:
                 raise
             # shutdown destroyed the executor's guard condition (InvalidHandle), or already set it to None
-            # (AttributeError in rclpy's handler: `gc.trigger()`), while a callback was finishing
+            # (AttributeError in rclpy's handler: `gc.trigger()`), while a callback was finishing, or removed
+            # the last node while the thread was waiting (RCLError "wait set is empty")
 
     def add(self, *nodes):
         for node in nodes:
