@@ -16,21 +16,13 @@ class Progress:
     steps_remaining: int   # waypoints of the plan still ahead
 
 
-SPLICE_MIN_GAP = 0.5  # in chunk steps: the closest a waypoint may follow the seam at `now`
-
-
 class ChunkTimeline:
     """Waypoints (t_i, q_i) in the robot's joint order.
 
     A new chunk replaces the plan from its first non-committed step on, faded in from the running plan
     over `fade_per_lateness` times its lateness; its steps whose time has passed are dropped, and the
-    interpolant restarts from the commanded state at `now`, so the seam is continuous. No waypoint is
-    kept within half a step after `now` (SPLICE_MIN_GAP): a new chunk's step due a few milliseconds after
-    the seam, a few hundredths of a radian off the running plan, makes the spline swing through it at
-    several rad/s, and the safety filter's clamping of that swing is what the arm then follows (in closed
-    loop the demo checkpoint placed the block in 0/6 scenes with 30 Hz frames, whose chunks arrive just before
-    their first step, against 4/6 with the gap; README, Status). Malformed, stale or not-newer chunks raise
-    ChunkRejected and change nothing.
+    interpolant restarts from the commanded state at `now`, so the seam is continuous. Malformed, stale or
+    not-newer chunks raise ChunkRejected and change nothing.
     """
 
     def __init__(self, joint_names, interpolation: str = 'cubic', max_chunk_delay_s: float = 1.0,
@@ -53,16 +45,13 @@ class ChunkTimeline:
         if times[-1] < now - self.max_chunk_delay_s:
             raise ChunkRejected(f'chunk {chunk.chunk_id} is too old: its last step was due {now - times[-1]:.3f} s ago')
         splice_time = times[chunk.num_committed]
-        after_seam = now + SPLICE_MIN_GAP * chunk.dt
         keep_old = np.zeros((0, len(self.joint_names)))
         keep_old_t = np.zeros(0)
         if self.interpolant is not None:
             old_t = self.interpolant.times
-            between = (old_t > after_seam) & (old_t < splice_time)
+            between = (old_t > now) & (old_t < splice_time)
             keep_old_t, keep_old = old_t[between], self.interpolant.positions[between]
-        ahead = (times >= splice_time) & (times > after_seam)
-        if not ahead.any() and times[-1] > now:
-            ahead[-1] = True  # the chunk's last step, however close: where the arm is to come to rest
+        ahead = (times >= splice_time) & (times > now)
         ahead_t, ahead_q = times[ahead], positions[ahead]
         fade = self.fade_per_lateness * (now - times[0])
         if fade > 0 and self.interpolant is not None:
