@@ -18,9 +18,10 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ExpertPlan:
-    """A policy that answers each request with the expert's recorded targets for the chunk's own steps: the
-    target recorded at frame k is due at (k + 1) / FPS, and without kept steps a chunk's step 0 is due one
-    period after the request."""
+    """A policy that answers each request with the expert's recorded targets at the chunk's own step times, as
+    a time-continuous expert would: the target recorded at frame k is due at (k + 1/2) / FPS, the middle of the
+    period it was held (where request_timing puts step 0 after an observation), and a request between frames
+    gets the targets interpolated in between, so consecutive chunks agree where they overlap."""
 
     chunk_size, dt = 8, 1.0 / FPS
     processor = SimpleNamespace(camera_keys=['observation.images.front'])
@@ -30,9 +31,10 @@ class ExpertPlan:
 
     def predict(self, request) -> ChunkPrediction:
         assert request.committed is None  # delay compensation is off
-        first = int(round(self.plant.time / self.dt))
-        steps = np.clip(np.arange(first, first + self.chunk_size), 0, len(self.targets) - 1)
-        return ChunkPrediction(self.targets[steps], np.zeros(0, np.float32), np.zeros(self.chunk_size, bool), self.targets[steps])
+        frames = self.plant.time / self.dt + np.arange(self.chunk_size)
+        recorded = np.arange(len(self.targets))
+        steps = np.stack([np.interp(frames, recorded, joint) for joint in self.targets.T], axis=1).astype(np.float32)
+        return ChunkPrediction(steps, np.zeros(0, np.float32), np.zeros(self.chunk_size, bool), steps)
 
 
 def test_the_experts_plan_through_the_executor_places_the_block():

@@ -42,12 +42,13 @@ class ExecutorCore:
         self.profile = profile
         self.settings = settings
         self.timeline = ChunkTimeline(profile.joint_names, settings.interpolation, settings.max_chunk_delay_s,
-                                      settings.chunk_fade_per_lateness)
+                                      settings.chunk_fade_per_lateness, profile.acceleration_max)
         self.filter = SafetyFilter(profile.position_min, profile.position_max, profile.velocity_max,
                                    profile.acceleration_max, 1.0 / settings.control_rate_hz)
         self.enabled = False
         self.enable_pending = False  # enable as soon as a fresh joint state arrives (start_enabled), or braking ends
         self.braking = False  # disabled while moving: decelerate to rest, then command nothing
+        self.braked_at: float | None = None  # when braking last reached rest (the arm holds that last command)
         self.measured: np.ndarray | None = None
         self.measured_at: float | None = None
         self.enabled_at: float | None = None
@@ -100,13 +101,15 @@ class ExecutorCore:
 
     def set_limits(self, profile: RobotProfile) -> None:
         self.profile = profile
+        self.timeline.acceleration_max = profile.acceleration_max
         self.filter.set_limits(profile.position_min, profile.position_max, profile.velocity_max, profile.acceleration_max)
 
     # --- enable
-    def enable(self, now: float, when_ready: bool = False, at_rest_command: bool = False) -> tuple[bool, str]:
+    def enable(self, now: float, when_ready: bool = False) -> tuple[bool, str]:
         """Starts commanding from the measured position; with `when_ready`, as soon as a fresh joint
-        state is there (now or later). `at_rest_command`: the commands have not stopped (braking just
-        reached rest), so they go on from the last one; the measured position, which lags it, would be a jump."""
+        state is there (now or later). After a braking, from its last command unless the reading is newer:
+        a reading taken before the arm came to rest lags that command, which the controller holds, so
+        starting from it would be a jump."""
         if self.enabled:
             return True, 'already enabled'
         if self.braking:
@@ -118,10 +121,11 @@ class ExecutorCore:
                 return True, 'will enable on the first fresh joint state'
             return False, 'cannot enable: no fresh joint state (the ramp starts from the measured position)'
         self.enable_pending = False
-        if not at_rest_command:
+        from_command = self.braked_at is not None and self.measured_at <= self.braked_at
+        if not from_command:
             self.filter.reset(self.measured)
         self.enabled, self.enabled_at, self.enabled_from = True, now, self.filter.position.copy()
-        return True, f'enabled: ramping in from the {"commanded" if at_rest_command else "measured"} position over {self.settings.ramp_in_s:.2f} s'
+        return True, f'enabled: ramping in from the {"commanded" if from_command else "measured"} position over {self.settings.ramp_in_s:.2f} s'
 
     def disable(self, brake: bool = True) -> None:
         """Stop executing. With `brake` a moving arm first decelerates to rest within the limits (ticks
@@ -151,8 +155,9 @@ class ExecutorCore:
         if self.braking:
             command = self.filter.step(None)
             self.braking = bool(np.any(self.filter.velocity != 0.0))
+            self.braked_at = None if self.braking else now
             if not self.braking and self.enable_pending:
-                self.enable(now, at_rest_command=True)
+                self.enable(now)
             return Tick(command, self.filter.velocity.copy(), 'holding', 'disabled: braking to rest', progress)
         if not self.enabled:
             return Tick(None, None, 'disabled', 'not enabled', progress)

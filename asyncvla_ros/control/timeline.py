@@ -21,16 +21,18 @@ class ChunkTimeline:
 
     A new chunk replaces the plan from its first non-committed step on, faded in from the running plan
     over `fade_per_lateness` times its lateness; its steps whose time has passed are dropped, and the
-    interpolant restarts from the commanded state at `now`, so the seam is continuous. Malformed, stale or
-    not-newer chunks raise ChunkRejected and change nothing.
+    interpolant restarts from the commanded state at `now`, so the seam is continuous. Waypoints due so soon
+    that the arm could not reach them within `acceleration_max` are skipped (see `_reachable`). Malformed,
+    stale or not-newer chunks raise ChunkRejected and change nothing.
     """
 
     def __init__(self, joint_names, interpolation: str = 'cubic', max_chunk_delay_s: float = 1.0,
-                 fade_per_lateness: float = 0.0):
+                 fade_per_lateness: float = 0.0, acceleration_max: np.ndarray | None = None):
         self.joint_names = list(joint_names)
         self.interpolation = interpolation
         self.max_chunk_delay_s = max_chunk_delay_s
         self.fade_per_lateness = fade_per_lateness
+        self.acceleration_max = acceleration_max
         self.chunk: Chunk | None = None
         self.interpolant: Interpolant | None = None
         self.received_at: float | None = None
@@ -56,11 +58,34 @@ class ChunkTimeline:
         fade = self.fade_per_lateness * (now - times[0])
         if fade > 0 and self.interpolant is not None:
             ahead_q = self._fade_in(ahead_t, ahead_q, max(now, splice_time), fade)
-        new_t = np.concatenate([[now], keep_old_t, ahead_t])
-        new_q = np.concatenate([np.asarray(position, dtype=float)[None], keep_old, ahead_q])
+        new_t, new_q = self._reachable(now, np.asarray(position, dtype=float), velocity,
+                                       np.concatenate([keep_old_t, ahead_t]), np.concatenate([keep_old, ahead_q]))
         self.interpolant = Interpolant(self.interpolation, new_t, new_q, velocity, acceleration)
         self.chunk = chunk
         self.received_at = now
+
+    def _reachable(self, now: float, position: np.ndarray, velocity: np.ndarray | None, times: np.ndarray,
+                   positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The plan's knots from the commanded state on, without the leading waypoints whose change from the
+        running plan could not be made within the acceleration limit by the time they are due (the last one
+        is kept). Without a running plan the reference is the commanded state moving on at its velocity.
+
+        A chunk that arrives just before its step 0 puts a knot a few ms after `now`; consecutive chunks differ
+        by centimetres, so the spline through it swings at several rad/s, the safety filter clips the swing and
+        the arm falls behind on every chunk. The next knot, a whole step later, is then the target. A knot on
+        the running plan (a consistent chunk) asks for no change and is kept."""
+        if self.acceleration_max is not None and len(times):
+            gaps = (times - now)[:, None]
+            if self.interpolant is not None:
+                reference = self.interpolant.position(times)
+            else:
+                reference = position + (0.0 if velocity is None else np.asarray(velocity, dtype=float)) * gaps
+            needed = 2.0 * np.abs(positions - reference) / gaps ** 2
+            reachable = np.all(needed <= np.asarray(self.acceleration_max), axis=1)
+            reachable[-1] = True
+            first = int(np.argmax(reachable))
+            times, positions = times[first:], positions[first:]
+        return np.concatenate([[now], times]), np.concatenate([position[None], positions])
 
     def _fade_in(self, times: np.ndarray, positions: np.ndarray, seam: float, fade: float) -> np.ndarray:
         """Moves from what the running plan would command (its last waypoint held past its end) to the new
