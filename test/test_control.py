@@ -245,6 +245,26 @@ def test_splice_keeps_committed_steps_and_drops_the_past():
     assert timeline.interpolant.times[0] == 0.25 and timeline.progress(0.5).step == 5
 
 
+def test_a_knot_due_too_soon_for_the_change_it_asks_is_skipped_and_a_consistent_one_kept():
+    """A chunk arriving 5 ms before its step 0, 0.05 rad off the running plan there, would make the spline
+    swing at about 15 rad/s; that knot is skipped and step 1 is the target. A chunk on the running plan keeps
+    its step 0; without limits every knot is kept."""
+    old = np.stack([np.linspace(0.0, 0.45, 10)] * 2, axis=1)
+    new = old[3:] + 0.05
+    plans = {}
+    for name, limits, positions in [('off', PROFILE.acceleration_max, new), ('on', PROFILE.acceleration_max, old[3:]),
+                                    ('unlimited', None, new)]:
+        timeline = ChunkTimeline(JOINTS, 'cubic', acceleration_max=limits)
+        timeline.offer(chunk(1, 0.0, old), 0.0, np.zeros(2), np.zeros(2))
+        position, velocity = timeline.sample(0.295)
+        timeline.offer(chunk(2, 0.3, positions), 0.295, position, velocity)
+        plans[name] = timeline.interpolant
+    assert plans['off'].times[1] == pytest.approx(0.4) and plans['unlimited'].times[1] == pytest.approx(0.3)
+    assert plans['on'].times[1] == pytest.approx(0.3)
+    peak = {name: np.abs(plan.velocity(np.linspace(0.295, 0.5, 200))).max() for name, plan in plans.items()}
+    assert peak['off'] < 2.0 < 10.0 < peak['unlimited']
+
+
 def test_a_new_chunk_is_due_half_a_period_after_its_observation_or_at_the_step_the_arm_heads_for():
     """The demonstrations hold the target set at frame t from frame t to t + 1; the interpolating executor
     passes through it at the middle of that period (test_closed_loop: the expert's own plan through the
