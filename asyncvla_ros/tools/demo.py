@@ -44,16 +44,19 @@ class DemoProbe:
         from std_msgs.msg import Bool, String
         from std_srvs.srv import SetBool, Trigger
 
-        from asyncvla_ros.msg import ActionChunk, PolicyStatus
+        from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C reaches run_demo, which stops the nodes
         self.node = rclpy.create_node('demo')
         self.lock = threading.Lock()
         self.success = False
         self.phase = 'none'
+        self.executor_mode = ''
         self.sim_time = 0.0  # stamp of the last joint state: sim time under /clock, else wall time
         self.statuses, self.chunks, self.joints = [], [], []
         self.node.create_subscription(Bool, 'sim/task_success', self._on_success, 10)
+        self.node.create_subscription(ExecutorState, 'asyncvla/executor_state',
+                                      lambda m: setattr(self, 'executor_mode', m.mode), 10)
         self.node.create_subscription(String, 'sim/task_phase', self._on_phase, 10)
         self.node.create_subscription(PolicyStatus, 'asyncvla/policy_status', lambda m: self._keep(self.statuses, m), 50)
         self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, m), 10)
@@ -125,6 +128,10 @@ LATENCY_STAGES = ('prefix', 'sfm', 'rater', 'afm', 'total')  # PolicyStatus.<sta
 def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> dict:
     """One episode of `seconds` sim seconds (read from the joint states' stamps)."""
     probe.call(probe.enable_client, probe.SetBool.Request(data=False))
+    # A moving arm brakes to rest before its commands stop; a reset before then would teleport the arm home and
+    # the rest of the braking would drive it back towards the last episode's pose.
+    if not wait_until(lambda: probe.executor_mode == 'disabled', 10 + 5 / real_time_factor, period=0.02):
+        raise TimeoutError(f'executor_node did not come to rest after the disable (mode {probe.executor_mode!r})')
     probe.call(probe.reset_client, probe.Trigger.Request())
     time.sleep(0.5)
     with probe.lock:
