@@ -9,6 +9,8 @@ from asyncvla_ros.control.interpolation import Interpolant
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.control.safety import SafetyFilter
 from asyncvla_ros.control.timeline import ChunkTimeline
+from asyncvla_ros.control.trajectory_output import TrajectoryOutput, lead_time
+from trajectory_checks import FollowerRecord
 
 JOINTS = ('a', 'b')
 PROFILE = RobotProfile('test', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0])
@@ -492,6 +494,45 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
         assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
         assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
         previous_q, previous_v = q, tick.velocity
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=chunk_streams(), interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
+       start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80),
+       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4), fade=st.sampled_from([0.0, 1.5, 10.0]),
+       arrival=st.floats(0.0, 0.99), latency=st.floats(0.0, 0.99))
+def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade,
+                                                              arrival, latency):
+    """joint_trajectory mode, as executor_node runs it: chunks of every kind arriving between ticks, joint states
+    that stop for a while, disables and enables, and trajectories that reach the controller up to a period
+    late (the lead covers that). Every point of every trajectory is inside the limits, and where a trajectory replaces another the
+    controller is asked for no more than one period of motion and of acceleration (trajectory_checks)."""
+    period = 0.01
+    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, interpolation=interpolation,
+                                                  watchdog_timeout_s=0.3, max_joint_state_age_s=0.05,
+                                                  chunk_fade_per_lateness=fade))
+    output, controller = TrajectoryOutput(), FollowerRecord(PROFILE, period)
+    core.on_joint_state(JOINTS, start, 0.0)
+    assert core.enable(0.0)[0]
+    by_tick = {}
+    for event in stream:
+        by_tick.setdefault(event['at_tick'], []).append(event)
+    arm = np.array(start)  # a perfect arm: where the controller's trajectory is
+    for k in range(1, 160):
+        now = k * period
+        if not state_gap <= k < state_gap + 10:
+            core.on_joint_state(JOINTS, arm, now)
+        trajectory = output.after_tick(core, core.tick(now + lead_time(period)))
+        if trajectory is not None:
+            controller.receive(now + latency * period, trajectory.times, trajectory.positions, trajectory.velocities)
+        target = controller.follower.target(now)
+        arm = arm if target is None else target
+        between = now + arrival * period  # chunks and enables arrive between ticks
+        for e in by_tick.get(k, []):
+            core.on_chunk(Chunk(e['id'], between + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), between)
+        if k in toggles:
+            core.enable(between) if toggles[k] else core.disable()
+    controller.assert_within_limits()
 
 
 def test_the_cameras_draw_light_meshes_that_look_like_the_full_ones():

@@ -17,10 +17,11 @@ from trajectory_msgs.msg import JointTrajectory
 from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.msg import ActionChunk, ExecutorState
-from asyncvla_ros.nodes.conversions import chunk_to_msg
+from asyncvla_ros.nodes.conversions import chunk_to_msg, to_seconds
 from asyncvla_ros.nodes.executor_node import ExecutorNode
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.tools.processes import wait_until
+from trajectory_checks import FollowerRecord
 
 PROFILE = load_profile('so101')
 JOINTS = list(PROFILE.joint_names)
@@ -402,3 +403,50 @@ def test_disabling_mid_motion_brakes_the_arm_to_rest_in_trajectory_mode(sim, spi
     assert np.max(np.abs(probe.measured() - stopped)) < 0.01, 'the arm still moves after the disable'
     travelled, total = np.linalg.norm(stopped - start), np.linalg.norm(GOAL - start)
     assert travelled < 0.6 * total, f'the arm went on towards the goal ({travelled:.2f} of {total:.2f} rad)'
+
+
+def test_each_trajectory_continues_the_one_it_replaces_for_a_trajectory_controller(spinner, ros_context, node_process):
+    """joint_trajectory mode over DDS with a plausible policy: an 8-step chunk every 0.3 s, each a smooth path
+    from where the arm is towards a new goal, so every chunk changes the plan. A controller that follows each
+    trajectory by its header stamp and time_from_start, from the desired state it has (trajectory_checks),
+    is never asked for a jump at a seam or for a point beyond the limits."""
+    probe = Probe(ros_context)
+    spinner.add(probe.node)
+    period = 0.01
+    controller, lock, stop = FollowerRecord(PROFILE, period), threading.Lock(), threading.Event()
+    start = np.array([0.1, -0.2, 0.2, 0.1, 0.0, 0.3])
+
+    def on_trajectory(msg):
+        stamp = to_seconds(msg.header.stamp)
+        times = np.array([stamp + to_seconds(p.time_from_start) for p in msg.points])
+        with lock:
+            controller.receive(probe.now(), times, np.array([p.positions for p in msg.points]),
+                               np.array([p.velocities for p in msg.points]))
+
+    def arm():  # a perfect arm: where the controller's trajectory is
+        while not stop.is_set():
+            with lock:
+                target = controller.follower.target(probe.now())
+            probe.joint_pub.publish(JointState(name=JOINTS, position=list(start if target is None else target)))
+            time.sleep(period)
+
+    probe.node.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', on_trajectory, 100)
+    threading.Thread(target=arm, daemon=True).start()
+    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
+                 overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False,
+                            'control_rate_hz': 1 / period, 'start_enabled': True, 'max_joint_state_age_s': 1.0})
+    rng = np.random.default_rng(7)
+    try:
+        assert wait_until(lambda: probe.latest_state() is not None and probe.latest_state().mode != 'disabled',
+                          timeout=30)
+        for _ in range(25):
+            here, goal = probe.measured(), start + rng.uniform(-0.4, 0.4, 6)
+            s = np.linspace(1 / 8, 1.0, 8)[:, None]
+            probe.send_chunk(here + (goal - here) * s * s * (3 - 2 * s), start_delay=0.0, dt=0.1)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+    with lock:
+        print(controller.summary())
+        assert controller.trajectories >= 25 and len(controller.seams) >= 24, 'too few replacements to prove anything'
+        controller.assert_within_limits()

@@ -53,6 +53,7 @@ class ExecutorCore:
         self.measured_at: float | None = None
         self.enabled_at: float | None = None
         self.enabled_from: np.ndarray | None = None
+        self.last_tick_at: float | None = None  # the time of the filter's state: the commanded state is of then
         self.rejected_chunks = 0
 
     # --- inputs
@@ -73,14 +74,15 @@ class ExecutorCore:
 
     def on_chunk(self, chunk: Chunk, now: float) -> str | None:
         """Splices a chunk into the plan; the reason when it is rejected (the plan is then unchanged)."""
-        if self.enabled:
+        if self.enabled and self.last_tick_at is not None:
+            state_time = self.last_tick_at
             position, velocity, acceleration = self.filter.position, self.filter.velocity, self.filter.acceleration
         elif self.measured is not None:
-            position, velocity, acceleration = self.measured, None, None
+            state_time, position, velocity, acceleration = now, self.measured, None, None
         else:
             return f'chunk {chunk.chunk_id} refused: no joint state received yet'
         try:
-            self.timeline.offer(chunk, now, position, velocity, acceleration)
+            self.timeline.offer(chunk, now, position, velocity, acceleration, state_time)
         except ChunkRejected as exc:
             return self.reject(chunk.chunk_id, exc)
         return None
@@ -151,6 +153,7 @@ class ExecutorCore:
         return ''
 
     def tick(self, now: float) -> Tick:
+        self.last_tick_at = now
         progress = self.timeline.progress(now)
         if self.braking:
             command = self.filter.step(None)
@@ -173,21 +176,25 @@ class ExecutorCore:
         command = self.filter.step(desired, velocity)
         return Tick(command, self.filter.velocity.copy(), 'holding' if reason else 'executing', reason, progress)
 
-    def rollout(self, now: float, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What the next `duration` seconds of ticks will command if nothing new arrives: times (T,),
-        positions and velocities (T, J); for one multi-point trajectory per chunk. It ends early where the
-        commands end (braking after a disable reaches rest)."""
+    def rollout(self, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the ticks after the last one will command over `duration` seconds if nothing new arrives:
+        times (T,) on the control grid, positions and velocities (T, J); for one multi-point trajectory.
+        Joint states stay as fresh (or as stale) as they are now. It ends where the commands end (braking
+        after a disable reaches rest) or with the first tick that holds at rest: both last until new input."""
         future = copy.deepcopy(self)
-        future.measured_at = now  # the rollout assumes joint states keep arriving
-        period = self.filter.period
-        times = now + period * np.arange(1, max(int(round(duration / period)), 1) + 1)
+        start, period = self.last_tick_at, self.filter.period
+        fresh = self._joint_state_fresh(start)
+        times = start + period * np.arange(1, max(int(round(duration / period)), 1) + 1)
         ticks = []
         for t in times:
-            future.measured_at = t
+            if fresh:
+                future.measured_at = t
             tick = future.tick(t)
             if tick.command is None:
                 break
             ticks.append(tick)
+            if tick.mode == 'holding' and not np.any(tick.velocity):
+                break
         joints = len(self.profile.joint_names)
         return (times[:len(ticks)], np.array([k.command for k in ticks]).reshape(-1, joints),
                 np.array([k.velocity for k in ticks]).reshape(-1, joints))

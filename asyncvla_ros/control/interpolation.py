@@ -24,6 +24,7 @@ class Interpolant:
         zeros = np.zeros(positions.shape[1])
         v0 = zeros if velocity0 is None else np.asarray(velocity0, dtype=float)
         a0 = zeros if acceleration0 is None else np.asarray(acceleration0, dtype=float)
+        self._derivative = None
         if len(times) == 1:
             self._spline = None
         elif kind == 'linear':
@@ -51,5 +52,7 @@ class Interpolant:
         inside = (np.asarray(t) >= self.start) & (np.asarray(t) <= self.end)
         if self._spline is None:
             return np.zeros(np.shape(t) + self.positions.shape[1:])
-        v = self._spline.derivative(1)(np.clip(t, self.start, self.end))
+        if self._derivative is None:
+            self._derivative = self._spline.derivative(1)
+        v = self._derivative(np.clip(t, self.start, self.end))
         return np.where(np.expand_dims(inside, -1), v, 0.0)

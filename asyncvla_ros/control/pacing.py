@@ -24,20 +24,23 @@ def run_paced(step: Callable[[], None], period: Callable[[], float], stop: Calla
 
 
 class ClockTicks:
-    """The control periods a polled clock has moved through since the last tick. For a loop paced by the wall
-    clock that runs on another clock (sim time from /clock, at any pace): each tick is one period of that clock,
-    as the safety filter assumes, however many wall periods it took. A clock that went back or jumped more
-    than `max_ticks` periods restarts the count with one tick at its time."""
+    """The control periods a polled clock has moved through since the last tick, on a fixed grid. For a loop
+    paced by the wall clock that runs on another clock (sim time from /clock, at any pace): each tick is one
+    period of that clock, as the safety filter assumes, however many wall periods it took. On the loop's own
+    clock, `lead` (a fraction of a period) lets a poll that wakes a little early take the tick it woke for,
+    so a jittery loop still gets one grid tick a wake. A clock that went back or jumped more than `max_ticks`
+    periods restarts the grid with one tick at its time."""
 
-    def __init__(self, max_ticks: int = 10):
+    def __init__(self, max_ticks: int = 10, lead: float = 0.0):
         self.max_ticks = max_ticks
+        self.lead = lead
         self.last: float | None = None
 
     def due(self, now: float, period: float) -> list[float]:
-        if self.last is None or now < self.last or now - self.last > self.max_ticks * period:
+        if self.last is None or now < self.last - period or now - self.last > self.max_ticks * period:
             self.last = now
             return [now]
-        ticks = [self.last + k * period for k in range(1, int((now - self.last) / period + 1e-6) + 1)]
+        ticks = [self.last + k * period for k in range(1, int((now - self.last) / period + self.lead + 1e-6) + 1)]
         if ticks:
             self.last = ticks[-1]
         return ticks

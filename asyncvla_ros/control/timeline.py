@@ -38,27 +38,29 @@ class ChunkTimeline:
         self.received_at: float | None = None
 
     def offer(self, chunk: Chunk, now: float, position: np.ndarray, velocity: np.ndarray,
-              acceleration: np.ndarray | None = None) -> None:
-        """Splices `chunk` in at `now`, starting from the commanded state (position, velocity)."""
+              acceleration: np.ndarray | None = None, state_time: float | None = None) -> None:
+        """Splices `chunk` in at `now`, starting from the commanded state (position, velocity), which is the
+        state at `state_time` (the last control tick; default `now`)."""
         positions = validate_chunk(chunk, self.joint_names)
         if self.chunk is not None and chunk.chunk_id <= self.chunk.chunk_id:
             raise ChunkRejected(f'chunk {chunk.chunk_id} is not newer than the running chunk {self.chunk.chunk_id}')
         times = chunk.step_times()
         if times[-1] < now - self.max_chunk_delay_s:
             raise ChunkRejected(f'chunk {chunk.chunk_id} is too old: its last step was due {now - times[-1]:.3f} s ago')
+        start = now if state_time is None else state_time
         splice_time = times[chunk.num_committed]
         keep_old = np.zeros((0, len(self.joint_names)))
         keep_old_t = np.zeros(0)
         if self.interpolant is not None:
             old_t = self.interpolant.times
-            between = (old_t > now) & (old_t < splice_time)
+            between = (old_t > max(now, start)) & (old_t < splice_time)
             keep_old_t, keep_old = old_t[between], self.interpolant.positions[between]
-        ahead = (times >= splice_time) & (times > now)
+        ahead = (times >= splice_time) & (times > max(now, start))
         ahead_t, ahead_q = times[ahead], positions[ahead]
         fade = self.fade_per_lateness * (now - times[0])
         if fade > 0 and self.interpolant is not None:
             ahead_q = self._fade_in(ahead_t, ahead_q, max(now, splice_time), fade)
-        new_t, new_q = self._reachable(now, np.asarray(position, dtype=float), velocity,
+        new_t, new_q = self._reachable(start, np.asarray(position, dtype=float), velocity,
                                        np.concatenate([keep_old_t, ahead_t]), np.concatenate([keep_old, ahead_q]))
         self.interpolant = Interpolant(self.interpolation, new_t, new_q, velocity, acceleration)
         self.chunk = chunk

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import traceback
 
-import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -22,6 +21,7 @@ from asyncvla_ros.control.chunk import ChunkRejected
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
 from asyncvla_ros.control.pacing import ClockTicks
 from asyncvla_ros.control.profile import RobotProfile, load_profile
+from asyncvla_ros.control.trajectory_output import TrajectoryOutput, lead_time
 from asyncvla_ros.msg import ActionChunk, ExecutorState
 from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, joint_trajectory, to_time
 from asyncvla_ros.nodes.loops import NodeLoop, run_node
@@ -32,7 +32,6 @@ from asyncvla_ros.tools.processes import wait_until
 LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
 SETTINGS = ('control_rate_hz', 'interpolation', 'watchdog_timeout_s', 'max_joint_state_age_s',
             'max_chunk_delay_s', 'ramp_in_s', 'chunk_fade_per_lateness')
-TRAJECTORY_HORIZON_S = 5.0
 MAX_BRAKING_WAIT_S = 2.0  # deactivate waits this long at most for a moving arm to brake to rest
 
 
@@ -47,6 +46,7 @@ class ExecutorNode(LifecycleNode):
         self.lock = threading.Lock()
         self._loop: NodeLoop | None = None
         self._clock_ticks: ClockTicks | None = None
+        self._trajectories: TrajectoryOutput | None = None  # joint_trajectory mode, one trajectory per change
         self._last_mode = 'disabled'
         self._joint_state_reason, self._joint_state_logged_at = None, 0.0
 
@@ -65,6 +65,8 @@ class ExecutorNode(LifecycleNode):
             self.get_logger().error(f'configure failed: no command_topic and profile {profile.name} has none for {self.interface}')
             return TransitionCallbackReturn.FAILURE
         message_type = JointTrajectory if self.interface == 'joint_trajectory' else Float64MultiArray
+        multi_point = self.interface == 'joint_trajectory' and not p['trajectory_streaming']
+        self._trajectories = TrajectoryOutput() if multi_point else None
         self.command_pub = self.create_publisher(message_type, topic, 10)
         self.preview_pub = self.create_publisher(message_type, '~/preview', 10)
         self.state_pub = self.create_publisher(ExecutorState, 'asyncvla/executor_state', 10)
@@ -84,8 +86,9 @@ class ExecutorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = True
-        # on sim time the loop polls /clock: one tick per control period of sim time, whatever the sim's pace
-        self._clock_ticks = ClockTicks() if self.get_parameter('use_sim_time').value else None
+        # ticks on a grid of control periods; on sim time the loop polls /clock: one tick per control period of
+        # sim time, whatever the sim's pace
+        self._clock_ticks = ClockTicks() if self.get_parameter('use_sim_time').value else ClockTicks(lead=0.5)
         self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period,
                               realtime_priority=self.p['realtime_priority'], on_error=self._on_control_error).start()
         if self.p['start_enabled']:
@@ -159,8 +162,6 @@ class ExecutorNode(LifecycleNode):
                 reason = self.core.reject(msg.chunk_id, exc)
         if reason:
             self.get_logger().warning(reason)
-        elif self.interface == 'joint_trajectory' and not self.p['trajectory_streaming']:
-            self._send_trajectory(now)
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         response.success, response.message = self._enable(request.data)
@@ -181,11 +182,16 @@ class ExecutorNode(LifecycleNode):
 
     # --- output
     def _control_step(self) -> None:
-        now = self._now()
-        for moment in self._clock_ticks.due(now, self.core.filter.period) if self._clock_ticks else [now]:
+        period = self.core.filter.period
+        lead = lead_time(period) if self._trajectories is not None else 0.0
+        for moment in self._clock_ticks.due(self._now(), period):
             with self.lock:
-                tick = self.core.tick(moment)
+                tick = self.core.tick(moment + lead)
+                trajectory = self._trajectories.after_tick(self.core, tick) if self._trajectories else None
             self._publish_tick(tick)
+            if trajectory is not None:
+                self._output(joint_trajectory(self.core.profile.joint_names, trajectory.times[0], trajectory.times,
+                                              trajectory.positions, trajectory.velocities))
 
     def _on_control_error(self, exc: Exception) -> None:
         """A control step that raises: nothing more is commanded until an operator enables again. A moving
@@ -207,24 +213,6 @@ class ExecutorNode(LifecycleNode):
         elif self.p['trajectory_streaming']:  # one point, due one period after arrival
             self._output(joint_trajectory(self.core.profile.joint_names, 0.0, [self.core.filter.period],
                                           [tick.command], [tick.velocity]))
-        elif mode_changed and tick.mode == 'holding':
-            self._send_trajectory(self._now(), tick)
-
-    def _send_trajectory(self, now: float, tick: Tick | None = None) -> None:
-        """One multi-point trajectory for the plan ahead (or the stop), stamped one period ahead. When the
-        commands end with `tick` (braking reached rest in it), its command is the whole trajectory."""
-        with self.lock:
-            stamp = now + self.core.filter.period
-            if self.core.enabled or self.core.braking:
-                horizon = TRAJECTORY_HORIZON_S
-                if self.core.timeline.interpolant is not None:
-                    horizon = float(np.clip(self.core.timeline.interpolant.end - now + 0.5, 0.1, TRAJECTORY_HORIZON_S))
-                times, positions, velocities = self.core.rollout(now, horizon)
-            elif tick is not None:
-                times, positions, velocities = np.array([stamp]), tick.command[None], tick.velocity[None]
-            else:
-                return
-        self._output(joint_trajectory(self.core.profile.joint_names, stamp, times, positions, velocities))
 
     def _output(self, msg) -> None:
         (self.preview_pub if self.p['dry_run'] else self.command_pub).publish(msg)
