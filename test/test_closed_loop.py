@@ -11,7 +11,7 @@ import pytest
 
 from asyncvla_ros.model.runner import ChunkPrediction
 from asyncvla_ros.sim.so101 import SO101Plant
-from asyncvla_ros.tools.closed_loop import LoopSettings, run_episode
+from asyncvla_ros.tools.closed_loop import LoopSettings, node_request_settings, run_episode
 from asyncvla_ros.training.demonstrations import FPS, INSTRUCTIONS, record_episode
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +42,8 @@ def test_the_experts_plan_through_the_executor_places_the_block():
     try:
         episode = record_episode(plant, seed=7)
         assert episode['success']
-        settings = LoopSettings(INSTRUCTIONS[0], episode_seconds=len(episode['action']) / FPS + 3.0, latency_s=0.02,
-                                delay_compensation=False)
+        settings = LoopSettings(INSTRUCTIONS[0], node_request_settings(delay_compensation=False),
+                                episode_seconds=len(episode['action']) / FPS + 3.0, latency_s=0.02)
         result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
     finally:
         plant.close()
@@ -57,8 +57,8 @@ def test_a_slow_policy_is_asked_sooner_so_the_arm_never_waits_for_a_plan():
     plant = SO101Plant(0, 64, 64)
     try:
         episode = record_episode(plant, seed=7)
-        settings = LoopSettings(INSTRUCTIONS[0], episode_seconds=4.0, latency_s=0.3, refill_threshold=0,
-                                delay_compensation=False)
+        settings = LoopSettings(INSTRUCTIONS[0], node_request_settings(refill_threshold=0, delay_compensation=False),
+                                episode_seconds=4.0, latency_s=0.3)
         result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
     finally:
         plant.close()

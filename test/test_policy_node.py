@@ -22,6 +22,7 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.control.profile import load_profile
+from asyncvla_ros.control.trajectory_output import POSITION_TOLERANCE
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 from asyncvla_ros.nodes.conversions import to_seconds
 from asyncvla_ros.nodes.policy_node import PolicyNode
@@ -131,7 +132,8 @@ def test_killing_the_policy_holds_the_arm_and_a_restart_resumes(spinner, ros_con
         last_trajectory = observer.trajectories[-1]
     assert len(held) >= 10 and all(m.mode == 'holding' for m in held), [m.mode for m in held]
     assert np.allclose(held[0].last_command, held[-1].last_command), 'the held command moved'
-    assert np.allclose(last_trajectory.points[-1].positions, held[-1].last_command, atol=1e-6), \
+    # a trajectory is resent when the loop leaves it by more than POSITION_TOLERANCE
+    assert np.allclose(last_trajectory.points[-1].positions, held[-1].last_command, atol=POSITION_TOLERANCE), \
         'the controller was not sent the hold'
     assert np.allclose(last_trajectory.points[-1].velocities, 0.0, atol=1e-6)
     # Restarted: a new process, chunk ids continue from the executor's. Fast DDS shared memory can leave a process
@@ -377,7 +379,7 @@ def test_run_time_parameters_apply_to_the_next_chunk(policy):
                 assert getattr(requests[-1], field) == steps, (name, steps)
         # delay compensation: with the executor running our latest chunk, steps are committed; off, none
         def running_ours(chunks: int):
-            observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.last_chunk.chunk_id, step=2,
+            observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.loop.last_chunk.chunk_id, step=2,
                                                         steps_remaining=3))
             return observer.count(observer.chunks) >= chunks
 

@@ -1,11 +1,11 @@
 """policy_node: cameras + joint states + instruction -> AsyncVLA (SFM -> rater -> AFM) -> ActionChunk.
 
 Wiring only: inference is asyncvla_ros/model/runner.py (in a child process, model/inference_process.py,
-unless `inference_process` is false), delay compensation control/delay.py. One request is in flight at a
-time, sent from a worker thread, so callbacks never block. A request starts when
-the executor is about to run out of steps (`refill_threshold`, or the measured delay when that is more)
-or at `rate_hz`; a missing, stale or bad input skips it and says why (PolicyStatus, /diagnostics, log).
-Each request pairs the images with the joint states of their moment (control/observation.py).
+unless `inference_process` is false); when a request is due and what it asks for is the request loop
+(control/request_loop.py), which the offline tools run too. One request is in flight at a time, sent from a
+worker thread, so callbacks never block. A missing, stale or bad input skips a request and says why
+(PolicyStatus, /diagnostics, log). Each request pairs the images with the joint states of their moment
+(control/observation.py).
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
-from asyncvla_ros.control.chunk import Chunk
-from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
 from asyncvla_ros.control.observation import JointHistory, frame_time
+from asyncvla_ros.control.request_loop import ExecutorProgress, PendingRequest, RequestLoop, RequestSettings
 from asyncvla_ros.model.inference_process import InferenceProcess
 from asyncvla_ros.model.interface import CheckpointError, ChunkRequest
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
@@ -66,10 +65,8 @@ class PolicyNode(LifecycleNode):
         self.joints = JointHistory()  # by header stamp, to pair each image with the joints of its moment
         self.joints_received: float | None = None
         self.instruction = self.p['instruction']
-        self.executor_state: ExecutorState | None = None
-        self.last_chunk: Chunk | None = None
-        self.last_request_at = -np.inf
-        self.delay = DelayEstimator()
+        self.executor_progress: ExecutorProgress | None = None
+        self.loop: RequestLoop | None = None  # made at configure, for the checkpoint's chunk
         self.state, self.message = 'unconfigured', ''
         self.status_pub = self.create_publisher(PolicyStatus, 'asyncvla/policy_status', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -158,7 +155,8 @@ class PolicyNode(LifecycleNode):
         prediction = self.runner.predict(ChunkRequest(images, np.zeros(joints), self.instruction,
                                                       num_steps=self.p['num_denoise_steps'],
                                                       num_afm_steps=self.p['num_denoise_steps_afm']))
-        self.delay = DelayEstimator(initial_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1)
+        self.loop = RequestLoop(self.p['joint_names'], self.runner.dt, self.runner.chunk_size,
+                                initial_delay_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1)
 
     # --- inputs (fast: store and return)
     def _now(self) -> float:
@@ -202,25 +200,14 @@ class PolicyNode(LifecycleNode):
 
     def _on_executor_state(self, msg: ExecutorState) -> None:
         with self.lock:
-            self.executor_state = msg
+            self.executor_progress = ExecutorProgress(msg.chunk_id, msg.step, msg.steps_remaining,
+                                             msg.mode in ('executing', 'dry_run'))
 
     # --- requests
-    def _due(self, now: float) -> bool:
-        if self.p['rate_hz'] > 0:
-            return now - self.last_request_at >= 1.0 / self.p['rate_hz']
-        chunk, executor = self.last_chunk, self.executor_state
-        if chunk is None:
-            return True
-        refill = refill_steps(self.p['refill_threshold'], self.delay.delay)
-        if executor is not None and executor.chunk_id == chunk.chunk_id:
-            return executor.steps_remaining <= refill
-        # the executor is not running our latest chunk (rejected, or no executor state): refill by time
-        return now >= chunk.start_time + chunk.dt * (chunk.num_steps - refill)
-
     def _maybe_request(self) -> None:
         now = self._now()
         with self.lock:
-            if self.busy or self.runner is None or not self._due(now):
+            if self.busy or self.runner is None or not self.loop.due(now, RequestSettings.from_params(self.p), self.executor_progress):
                 return
             reason = self._missing_input(now)
             joints, note = (None, '') if reason else self.joints.pair(min(self.images[t][1] for t in self.camera_topics))
@@ -229,9 +216,12 @@ class PolicyNode(LifecycleNode):
                 return
             if note:
                 self._report(note)
-            request, meta = self._build_request(now, joints)
-            self.busy, self.last_request_at = True, now
-        self.worker.submit(self._infer, request, meta)
+            observed = min(self.images[t][0] for t in self.camera_topics)  # when the observation was taken
+            pending = self.loop.request(now, RequestSettings.from_params(self.p), observed,
+                                        [self.images[t][2] for t in self.camera_topics], joints, self.instruction,
+                                        self.executor_progress)
+            self.busy = True
+        self.worker.submit(self._infer, pending, time.perf_counter())
 
     def _missing_input(self, now: float) -> str:
         max_age = self.p['max_observation_age_s']
@@ -245,55 +235,30 @@ class PolicyNode(LifecycleNode):
                 return f'image on {topic} is {now - self.images[topic][0]:.2f} s old'
         return ''
 
-    def _build_request(self, now: float, joints: np.ndarray):
-        p = self.p
-        oldest = min(self.images[t][0] for t in self.camera_topics)  # when the observation was taken
-        chunk, executor = self.last_chunk, self.executor_state
-        executor_step = None
-        if p['delay_compensation'] and chunk is not None and executor is not None \
-                and executor.chunk_id == chunk.chunk_id and executor.mode in ('executing', 'dry_run'):
-            executor_step = executor.step
-        start_time, committed = request_timing(oldest, self.runner.dt, self.delay.delay, self.runner.chunk_size,
-                                               chunk, executor_step)
-        request = ChunkRequest([self.images[t][2] for t in self.camera_topics], joints, self.instruction,
-                               committed, p['self_correction'], p['confidence_threshold'], p['num_correction_rounds'],
-                               p['num_denoise_steps'], p['num_denoise_steps_afm'])
-        meta = {'stamp': oldest, 'observation_age_ms': (now - oldest) * 1e3, 'start_time': start_time, 'dt': self.runner.dt,
-                'executor_step': executor_step, 'started': time.perf_counter(), 'requested_at': now,
-                'chunk_id': max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1}
-        return request, meta
-
-    def _infer(self, request: ChunkRequest, meta: dict) -> None:
+    def _infer(self, pending: PendingRequest, started: float) -> None:
         try:
-            prediction = self.runner.predict(request)
+            prediction = self.runner.predict(pending.request)
         except Exception as exc:  # keep serving: a failed request is reported, the next one may work
             with self.lock:
                 self.busy = False
             self._set_state('error', f'inference failed: {exc!r}', error=True)
             return
-        committed = 0 if request.committed is None else len(request.committed)
-        chunk = Chunk(meta['chunk_id'], meta['start_time'], meta['dt'], list(self.p['joint_names']),
-                      prediction.positions, committed, prediction.confidence, prediction.refined)
-        self.chunk_pub.publish(chunk_to_msg(chunk, meta['stamp']))
-        elapsed = time.perf_counter() - meta['started']
         with self.lock:
-            executor = self.executor_state
-            if meta['executor_step'] is not None and executor is not None and self.last_chunk is not None \
-                    and executor.chunk_id == self.last_chunk.chunk_id:
-                self.delay.observe(executor.step - meta['executor_step'])
-            else:
-                self.delay.observe_seconds(self._now() - meta['requested_at'], meta['dt'])  # the arm's time: sim time on /clock
-            self.last_chunk = chunk
+            chunk = self.loop.complete(pending, prediction, self._now(), self.executor_progress)  # the arm's time: sim time on /clock
+        self.chunk_pub.publish(chunk_to_msg(chunk, pending.observed))
+        elapsed = time.perf_counter() - started
+        with self.lock:
             self.busy = False
         if self.state == 'error':  # a failed request before this one
             self.get_logger().info('inference works again')
             self.state = 'running'
         self.message = ''  # what was wrong is over: a new reason is reported again
+        committed = chunk.num_committed
         free = ~prediction.refined[committed:] if len(prediction.refined) else np.zeros(0, bool)
         refined_fraction = float(1.0 - free.mean()) if free.size else 0.0
         confidence = float(prediction.confidence[committed:].mean()) if prediction.confidence.size else 0.0
-        self._publish_status(chunk.chunk_id, meta['observation_age_ms'], prediction.timings_ms, elapsed * 1e3,
-                             refined_fraction, confidence)
+        self._publish_status(chunk.chunk_id, (pending.requested_at - pending.observed) * 1e3, prediction.timings_ms,
+                             elapsed * 1e3, refined_fraction, confidence)
 
     # --- status
     def _publish_status(self, chunk_id, age_ms, timings, total_ms, refined_fraction, confidence) -> None:
@@ -305,7 +270,7 @@ class PolicyNode(LifecycleNode):
         self.status_pub.publish(msg)
         values = {'chunk_id': chunk_id, 'total_ms': f'{total_ms:.1f}', 'observation_age_ms': f'{age_ms:.1f}',
                   'refined_fraction': f'{refined_fraction:.3f}', 'mean_confidence': f'{confidence:.3f}',
-                  'delay_steps': self.delay.delay}
+                  'delay_steps': self.loop.delay.delay}
         self._publish_diagnostics(DiagnosticStatus.OK, 'chunk published', values)
 
     def _publish_diagnostics(self, level, message: str, values: dict | None = None) -> None:
@@ -329,7 +294,7 @@ class PolicyNode(LifecycleNode):
         self.message = reason
         self.get_logger().warning(reason)
         msg = PolicyStatus(state=self.state, message=reason,
-                           last_chunk_id=self.last_chunk.chunk_id if self.last_chunk else 0)
+                           last_chunk_id=self.loop.last_chunk.chunk_id if self.loop and self.loop.last_chunk else 0)
         msg.header.stamp = to_time(self._now())
         self.status_pub.publish(msg)
         self._publish_diagnostics(DiagnosticStatus.WARN, reason)

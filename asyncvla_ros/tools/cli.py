@@ -6,6 +6,7 @@ import functools
 import json
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from asyncvla_ros.paths import SOURCE_ROOT
@@ -225,14 +226,19 @@ def cmd_evaluate(args) -> int:
 def _evaluate_closed_loop(args, defaults: dict) -> int:
     from asyncvla_ros.model.checkpoint import CheckpointError
     from asyncvla_ros.model.runner import PolicyRunner
-    from asyncvla_ros.tools.closed_loop import LoopSettings, evaluate_closed_loop, summarize, write_results
+    from asyncvla_ros.tools.closed_loop import (LoopSettings, evaluate_closed_loop, node_request_settings, summarize,
+                                                write_results)
 
     modes = {'on': {'self_correction': True}, 'off': {'sfm': False}, 'both': {'self_correction': True, 'sfm': False}}
-    settings = LoopSettings(args.instruction or defaults['instruction'], args.episode_seconds,
-                            None if args.latency_ms is None else args.latency_ms / 1e3, args.refill_threshold,
-                            args.delay_compensation == 'on', args.confidence_threshold, args.num_correction_rounds,
-                            args.num_denoise_steps, args.num_denoise_steps_afm, camera_rate_hz=args.camera_rate_hz,
-                            chunk_fade_per_lateness=args.chunk_fade_per_lateness)
+    request = node_request_settings(refill_threshold=args.refill_threshold,
+                                    delay_compensation=args.delay_compensation == 'on',
+                                    confidence_threshold=args.confidence_threshold,
+                                    num_correction_rounds=args.num_correction_rounds,
+                                    num_denoise_steps=args.num_denoise_steps,
+                                    num_denoise_steps_afm=args.num_denoise_steps_afm)
+    settings = LoopSettings(args.instruction or defaults['instruction'], request, args.episode_seconds,
+                            None if args.latency_ms is None else args.latency_ms / 1e3,
+                            camera_rate_hz=args.camera_rate_hz, chunk_fade_per_lateness=args.chunk_fade_per_lateness)
     try:
         runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
     except CheckpointError as exc:
@@ -245,7 +251,7 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
     results = evaluate_closed_loop(runner, settings, args.closed_loop, args.scene_seed, modes[args.self_correction])
     summary = summarize(results)
     path = write_results(args.output, results, summary, {'checkpoint': str(args.checkpoint or 'the demo checkpoint'),
-                                                         'settings': vars(settings)})
+                                                         'settings': asdict(settings)})
     for mode in results:
         print(f'evaluate: {mode}: success {summary[f"success_rate_{mode}"]:.2f}, how far episodes got '
               f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms, '

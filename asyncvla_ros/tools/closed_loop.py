@@ -1,6 +1,6 @@
 """`asyncvla evaluate --closed-loop`: the policy drives the simulated SO-101 through the executor's core,
-without ROS, in simulated time. The loop is the graph's: the executor ticks at its control rate, a chunk is
-requested when `refill_threshold` steps (or the measured delay) are left (with policy_node's timing and delay compensation), and it
+without ROS, in simulated time. The loop is the graph's: the executor ticks at its control rate, policy_node's
+own request loop (control/request_loop.py) decides when a chunk is asked for and what it keeps, and the chunk
 reaches the executor after a latency: the inference's own wall time (`latency_s=None`) or a fixed one.
 It separates what the policy can do from what the machine's speed costs, and it says how far each failed
 episode got (reached the block, carried it, placed it): the failures to fix first.
@@ -9,36 +9,37 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from asyncvla_ros.control.chunk import Chunk
-from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
 from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
-from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+from asyncvla_ros.control.request_loop import ExecutorProgress, RequestLoop, RequestSettings
+from asyncvla_ros.model.interface import ChunkPrediction
+from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant, phase_counts
 from asyncvla_ros.training.metrics import success_summary
+
+
+def node_request_settings(**changes) -> RequestSettings:
+    """policy_node's request settings as it runs by default, with `changes`."""
+    return RequestSettings.from_params({**POLICY_NODE.defaults(), **changes})
 
 
 @dataclass
 class LoopSettings:
     instruction: str
+    request: RequestSettings = field(default_factory=node_request_settings)
     episode_seconds: float = 30.0
     latency_s: float | None = None      # None: each inference's wall time
-    refill_threshold: int = 4
-    delay_compensation: bool = True
-    confidence_threshold: float | None = None
-    num_correction_rounds: int | None = None
-    num_denoise_steps: int | None = None
-    num_denoise_steps_afm: int | None = None
-    control_rate_hz: float = 100.0
+    control_rate_hz: float = EXECUTOR_NODE.defaults()['control_rate_hz']
     camera_rate_hz: float | None = None  # None: images rendered at each request; else frames at this rate
-    chunk_fade_per_lateness: float = ExecutorSettings.chunk_fade_per_lateness
+    chunk_fade_per_lateness: float = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
 
 
 @dataclass
@@ -53,61 +54,83 @@ class EpisodeResult:
     refined_fraction: list = field(default_factory=list)
 
 
-def run_episode(plant: SO101Plant, runner: PolicyRunner, settings: LoopSettings, seed: int, self_correction: bool) -> EpisodeResult:
-    plant.reset(seed)
-    core = ExecutorCore(load_profile('so101'), ExecutorSettings(control_rate_hz=settings.control_rate_hz,
-                                                                      chunk_fade_per_lateness=settings.chunk_fade_per_lateness))
-    cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
-    delay, period = DelayEstimator(), 1.0 / settings.control_rate_hz
-    frame_ticks = None if settings.camera_rate_hz is None else max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
-    history, frame = JointHistory(), None  # frame: (stamp, images), as policy_node pairs them
-    running = pending = None
-    chunk_id, starved, chunk_ms, refined = 0, 0.0, [], []
-    core.on_joint_state(JOINT_NAMES, plant.joint_positions, 0.0)
-    core.enable(0.0)
-    now = 0.0
-    for tick in range(int(round(settings.episode_seconds * settings.control_rate_hz))):
-        now = tick * period
-        core.on_joint_state(JOINT_NAMES, plant.joint_positions, now)
-        history.add(now, plant.joint_positions)
-        if frame_ticks is not None and tick % frame_ticks == 0:
-            plant.capture(cameras)
-            frame = (now, [plant.draw(c) for c in cameras])
-        progress = core.timeline.progress(now)
-        if pending is None and (running is None or progress.steps_remaining <= refill_steps(settings.refill_threshold, delay.delay)):
-            if frame_ticks is None:
-                plant.capture(cameras)
-                frame = (now, [plant.draw(c) for c in cameras])
-            executor_step = progress.step if settings.delay_compensation and running is not None else None
-            start, committed = request_timing(frame[0], runner.dt, delay.delay, runner.chunk_size, running, executor_step)
-            request = ChunkRequest(frame[1], history.at(frame[0]), settings.instruction,
-                                   committed, self_correction, settings.confidence_threshold,
-                                   settings.num_correction_rounds, settings.num_denoise_steps, settings.num_denoise_steps_afm)
+class PolicyDrive:
+    """The graph without ROS on the simulated arm: the executor's core ticking at its control rate, fed the
+    arm's joints, and the request loop asking `runner` for chunks from the sim's cameras, each reaching the
+    executor after its latency."""
+
+    def __init__(self, plant: SO101Plant, runner, settings: LoopSettings, self_correction: bool):
+        self.plant, self.runner, self.settings = plant, runner, settings
+        self.request_settings = replace(settings.request, self_correction=self_correction)
+        self.core = ExecutorCore(load_profile('so101'), ExecutorSettings(control_rate_hz=settings.control_rate_hz,
+                                                                          chunk_fade_per_lateness=settings.chunk_fade_per_lateness))
+        self.loop = RequestLoop(JOINT_NAMES, runner.dt, runner.chunk_size)
+        self.cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
+        self.period = 1.0 / settings.control_rate_hz
+        self.frame_ticks = None if settings.camera_rate_hz is None else \
+            max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
+        self.history, self.frame = JointHistory(), None  # frame: (stamp, images), as policy_node pairs them
+        self.pending = None  # (due, request, prediction)
+        self.executing, self.ticks, self.starved = False, 0, 0.0
+        self.chunk_ms: list[float] = []
+        self.refined: list[float] = []
+        self.core.on_joint_state(JOINT_NAMES, plant.joint_positions, 0.0)
+        self.core.enable(0.0)
+
+    @property
+    def now(self) -> float:
+        return self.ticks * self.period
+
+    def run(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+        for _ in range(int(round(seconds * self.settings.control_rate_hz))):
+            self.step()
+            if until():
+                return
+
+    def _capture(self, now: float) -> None:
+        self.plant.capture(self.cameras)
+        self.frame = (now, [self.plant.draw(c) for c in self.cameras])
+
+    def step(self) -> None:
+        """One control period: joints in, maybe a request or a chunk delivered, a tick, the arm moves."""
+        now, plant = self.now, self.plant
+        self.core.on_joint_state(JOINT_NAMES, plant.joint_positions, now)
+        self.history.add(now, plant.joint_positions)
+        if self.frame_ticks is not None and self.ticks % self.frame_ticks == 0:
+            self._capture(now)
+        progress = self.core.timeline.progress(now)
+        executor = ExecutorProgress(progress.chunk_id, progress.step, progress.steps_remaining, self.executing)
+        if self.pending is None and self.loop.due(now, self.request_settings, executor):
+            if self.frame_ticks is None:
+                self._capture(now)
+            pending = self.loop.request(now, self.request_settings, self.frame[0], self.frame[1],
+                                        self.history.at(self.frame[0]), self.settings.instruction, executor)
             began = time.perf_counter()
-            prediction = runner.predict(request)
+            prediction: ChunkPrediction = self.runner.predict(pending.request)
             wall = time.perf_counter() - began
-            latency = wall if settings.latency_s is None else settings.latency_s
-            delay.observe_seconds(latency, runner.dt)
-            chunk_id += 1
-            chunk_ms.append(wall * 1e3)
-            refined.append(float(np.mean(prediction.refined)))
-            pending = (now + latency, Chunk(chunk_id, start, runner.dt, list(JOINT_NAMES), prediction.positions,
-                                            0 if committed is None else len(committed), prediction.confidence,
-                                            prediction.refined))
-        if pending is not None and now >= pending[0] - 1e-9:
-            if core.on_chunk(pending[1], now) is None:
-                running = pending[1]
-            pending = None
-        tick_result = core.tick(now)
-        starved += period if tick_result.reason == 'plan exhausted' else 0.0
-        command = tick_result.command
-        if command is not None:
-            plant.set_targets(command)
-        plant.advance(period)
-        if plant.success():
-            break
-    return EpisodeResult(seed, plant.success(), plant.phase(), round(now, 2), round(plant.closest_block_distance, 4),
-                         round(starved, 2), chunk_ms, refined)
+            self.chunk_ms.append(wall * 1e3)
+            self.refined.append(float(np.mean(prediction.refined)))
+            latency = wall if self.settings.latency_s is None else self.settings.latency_s
+            self.pending = (now + latency, pending, prediction)
+        if self.pending is not None and now >= self.pending[0] - 1e-9:
+            _, pending, prediction = self.pending
+            self.core.on_chunk(self.loop.complete(pending, prediction, now, executor), now)
+            self.pending = None
+        tick = self.core.tick(now)
+        self.executing = tick.mode == 'executing'
+        self.starved += self.period if tick.reason == 'plan exhausted' else 0.0
+        if tick.command is not None:
+            plant.set_targets(tick.command)
+        plant.advance(self.period)
+        self.ticks += 1
+
+
+def run_episode(plant: SO101Plant, runner, settings: LoopSettings, seed: int, self_correction: bool) -> EpisodeResult:
+    plant.reset(seed)
+    drive = PolicyDrive(plant, runner, settings, self_correction)
+    drive.run(settings.episode_seconds, until=plant.success)
+    return EpisodeResult(seed, plant.success(), plant.phase(), round(drive.now - drive.period, 2),
+                         round(plant.closest_block_distance, 4), round(drive.starved, 2), drive.chunk_ms, drive.refined)
 
 
 def evaluate_closed_loop(runner: PolicyRunner, settings: LoopSettings, episodes: int, seed: int,

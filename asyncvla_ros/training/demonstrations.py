@@ -24,7 +24,7 @@ FPS = 10  # the env's control period (0.1 s)
 RECOVERY_OFFSET_M = (0.02, 0.06)  # how far beside the block a recovery episode's detour aims
 RECOVERY_MAX_DETOUR_STEPS = 30
 POLICY_DETOUR_STEPS = (4, 40)  # control steps a policy drives before the expert takes over (inclusive)
-REPLAN_STEPS = 4  # a new chunk every 4 steps, as executor_node's refill threshold asks for one
+DETOUR_LATENCY_S = 0.1
 
 
 def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200, recovery: bool = False,
@@ -81,23 +81,19 @@ def _detour(plant: SO101Plant, expert, rng: np.random.Generator) -> None:
 
 
 def _policy_detour(plant: SO101Plant, policy, rng: np.random.Generator) -> None:
-    """Lets `policy` drive the arm from home for a random number of control steps (a new chunk every
-    REPLAN_STEPS, as in closed loop), then hands the arm over to the expert where the policy left it."""
+    """Lets `policy` drive the arm from home for a random number of control steps, through policy_node's request
+    loop and the executor's core as in closed loop (a fixed DETOUR_LATENCY_S a chunk, so the data does not
+    depend on the machine's speed), then hands the arm over to the expert where the policy left it."""
     from asyncvla_ros.model.checkpoint import CheckpointError
-    from asyncvla_ros.model.runner import ChunkRequest
+    from asyncvla_ros.tools.closed_loop import LoopSettings, PolicyDrive
 
     cameras = [key.removeprefix('observation.images.') for key in policy.processor.camera_keys]
     if not set(cameras) <= set(CAMERAS):
         raise CheckpointError(f'the recovery policy reads cameras {policy.processor.camera_keys}; the sim has '
                               f'{sorted(CAMERA_KEYS.values())}')
-    positions = None
-    for step in range(int(rng.integers(*POLICY_DETOUR_STEPS, endpoint=True))):
-        if step % REPLAN_STEPS == 0:
-            plant.capture(cameras)
-            request = ChunkRequest([plant.draw(name) for name in cameras], plant.joint_positions, INSTRUCTIONS[0])
-            positions = policy.predict(request).positions
-        plant.set_targets(positions[step % REPLAN_STEPS])
-        plant.advance(1.0 / FPS)
+    settings = LoopSettings(INSTRUCTIONS[0], latency_s=DETOUR_LATENCY_S)
+    drive = PolicyDrive(plant, policy, settings, self_correction=settings.request.self_correction)
+    drive.run(int(rng.integers(*POLICY_DETOUR_STEPS, endpoint=True)) / FPS)
     plant.resume_cartesian_control()
 
 
