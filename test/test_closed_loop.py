@@ -11,7 +11,7 @@ import pytest
 
 from asyncvla_ros.model.runner import ChunkPrediction
 from asyncvla_ros.sim.so101 import SO101Plant
-from asyncvla_ros.tools.closed_loop import LoopSettings, node_request_settings, run_episode
+from asyncvla_ros.tools.closed_loop import LoopSettings, node_request_settings, run_episode, sweep_runs
 from asyncvla_ros.training.demonstrations import FPS, INSTRUCTIONS, record_episode
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +65,65 @@ def test_a_slow_policy_is_asked_sooner_so_the_arm_never_waits_for_a_plan():
     assert result.starved_s <= 0.1, result  # one period while the delay estimate settles (1.4 s without)
 
 
+class AlternatingPolicy:
+    """A scripted policy that disagrees with itself: each chunk holds the start pose shifted by +0.1 or -0.1 rad on
+    the first joint, in turn, so every splice asks for a 0.2 rad jump."""
+
+    chunk_size, dt = 8, 0.1
+    processor = SimpleNamespace(camera_keys=['observation.images.front'])
+
+    def __init__(self, start: np.ndarray):
+        self.start, self.sign = start, 1.0
+
+    def predict(self, request) -> ChunkPrediction:
+        self.sign = -self.sign
+        steps = np.tile(self.start + np.array([0.1 * self.sign, 0, 0, 0, 0, 0]), (self.chunk_size, 1))
+        return ChunkPrediction(steps, np.zeros(0, np.float32), np.zeros(self.chunk_size, bool), steps)
+
+
+@pytest.mark.parametrize('latency_s, starved', [(0.2, False), (0.6, True)])
+def test_seam_metrics_see_the_jumps_a_policy_asks_for_and_the_holds_a_slow_one_causes(latency_s, starved):
+    """Switching at once (fade 0), each splice asks for the 0.2 rad the policy changed its mind by: command jerk at the
+    seams far above the jerk inside chunks. A policy slower than a chunk lasts leaves the executor without a plan."""
+    plant = SO101Plant(0, 32, 32)
+    try:
+        plant.reset(3)
+        policy = AlternatingPolicy(plant.joint_positions)
+        base = LoopSettings(INSTRUCTIONS[0], node_request_settings(refill_threshold=0), episode_seconds=6.0)
+        settings, = sweep_runs(base, [latency_s * 1e3], ['switch']).values()
+        result = run_episode(plant, policy, settings, seed=3, self_correction=False)
+    finally:
+        plant.close()
+    seams = result.seams
+    assert 0.15 <= seams['splice_jump_max_rad'] <= 0.25 and seams['splice_jump_mean_rad'] >= 0.1, seams
+    # the filter's catching up spills past a step; a starved executor's braking adds jerk inside too
+    assert starved or seams['jerk_rms_seam'] > 3 * seams['jerk_rms_inside'], seams
+    assert (seams['holds'] > 0) == starved and (seams['held_s'] > 0.1) == starved, seams
+    assert seams['time_to_success_s'] is None and not result.success
+
+
+def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table_and_a_plot(tiny_checkpoint, tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '2',
+                             '--checkpoint', str(tiny_checkpoint), '--episode-seconds', '1.5', '--latency-ms', '0,200',
+                             '--modes', 'switch,committed', '--camera-rate-hz', '10', '--output', str(tmp_path / 'sweep')],
+                            capture_output=True, text=True, timeout=300, cwd=SOURCE_ROOT)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / 'sweep' / 'closed_loop.json').read_text())
+    rows = report['sweep']
+    assert [(r['latency_ms'], r['mode']) for r in rows] == [(0, 'switch'), (0, 'committed'), (200, 'switch'),
+                                                             (200, 'committed')]
+    assert all(r['episodes'] == 2 and len(r['ci95']) == 2 for r in rows)
+    assert all('mcnemar_p_vs_switch' in r for r in rows if r['mode'] == 'committed')
+    assert all('jerk_rms_seam' in r and 'episodes_with_holds' in r for r in rows)
+    by_run = report['episodes_by_mode']
+    assert set(by_run) == {'switch@0ms', 'committed@0ms', 'switch@200ms', 'committed@200ms'}
+    assert all([e['seed'] for e in episodes] == [1000, 1001] for episodes in by_run.values())  # paired scenes
+    assert all('jerk_rms_seam' in e['seams'] for episodes in by_run.values() for e in episodes)
+    table = (tmp_path / 'sweep' / 'sweep.md').read_text()
+    assert table.startswith('`asyncvla evaluate --closed-loop 2') and table.count('\n| ') == 5
+    assert (tmp_path / 'sweep' / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
     result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '2',
                              '--checkpoint', str(tiny_checkpoint), '--episode-seconds', '1.5', '--latency-ms', '150',
@@ -81,7 +140,8 @@ def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_pat
 
 
 @pytest.mark.parametrize('bad', [['--closed-loop', '0'], ['--closed-loop', '1', '--latency-ms', '-5'],
-                                 ['--closed-loop', '1', '--refill-threshold', '-1'], ['--closed-loop', '1', '--camera-rate-hz', '0']])
+                                 ['--closed-loop', '1', '--refill-threshold', '-1'], ['--closed-loop', '1', '--camera-rate-hz', '0'],
+                                 ['--closed-loop', '1', '--latency-ms', '100,-1']])
 def test_closed_loop_refuses_bad_arguments(bad, tmp_path):
     result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', *bad, '--output', str(tmp_path)],
                             capture_output=True, text=True, timeout=60, cwd=SOURCE_ROOT)

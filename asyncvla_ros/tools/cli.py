@@ -227,9 +227,13 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
     from asyncvla_ros.model.checkpoint import CheckpointError
     from asyncvla_ros.model.runner import PolicyRunner
     from asyncvla_ros.tools.closed_loop import (LoopSettings, evaluate_closed_loop, node_request_settings, summarize,
-                                                write_results)
+                                                sweep_runs, sweep_table, write_results, write_sweep)
 
-    modes = {'on': {'self_correction': True}, 'off': {'sfm': False}, 'both': {'self_correction': True, 'sfm': False}}
+    latencies = args.latency_ms or []
+    sweep = args.modes is not None or len(latencies) > 1
+    if sweep and not latencies:
+        print('evaluate: --modes needs --latency-ms (the delays to sweep)', file=sys.stderr)
+        return 2
     request = node_request_settings(refill_threshold=args.refill_threshold,
                                     delay_compensation=args.delay_compensation == 'on',
                                     confidence_threshold=args.confidence_threshold,
@@ -237,28 +241,61 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
                                     num_denoise_steps=args.num_denoise_steps,
                                     num_denoise_steps_afm=args.num_denoise_steps_afm)
     settings = LoopSettings(args.instruction or defaults['instruction'], request, args.episode_seconds,
-                            None if args.latency_ms is None else args.latency_ms / 1e3,
-                            camera_rate_hz=args.camera_rate_hz, chunk_fade_per_lateness=args.chunk_fade_per_lateness)
+                            latencies[0] / 1e3 if latencies else None, camera_rate_hz=args.camera_rate_hz,
+                            chunk_fade_per_lateness=args.chunk_fade_per_lateness)
+    if sweep:
+        modes = args.modes or ['switch', 'fade', 'committed']
+        runs = {name: (run, args.self_correction != 'off') for name, run in sweep_runs(settings, latencies, modes).items()}
+    else:
+        choices = {'on': {'self_correction': True}, 'off': {'sfm': False}, 'both': {'self_correction': True, 'sfm': False}}
+        runs = {name: (settings, on) for name, on in choices[args.self_correction].items()}
     try:
         runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
     except CheckpointError as exc:
         print(f'evaluate: {exc}', file=sys.stderr)
         return 2
-    latency = 'each inference\'s wall time' if settings.latency_s is None else f'{args.latency_ms:g} ms'
-    print(f'evaluate: {args.closed_loop} simulated SO-101 episodes (scene seeds from {args.scene_seed}) per mode, '
-          f'ROS-free, latency {latency}, '
+    latency = 'each inference\'s wall time' if not latencies else ', '.join(f'{ms:g}' for ms in latencies) + ' ms'
+    print(f'evaluate: {args.closed_loop} simulated SO-101 episodes (scene seeds from {args.scene_seed}) per run, '
+          f'{len(runs)} runs, ROS-free, latency {latency}, '
           + (f'camera at {args.camera_rate_hz:g} Hz' if args.camera_rate_hz else 'a fresh frame for each request'))
-    results = evaluate_closed_loop(runner, settings, args.closed_loop, args.scene_seed, modes[args.self_correction])
+    results = evaluate_closed_loop(runner, runs, args.closed_loop, args.scene_seed)
     summary = summarize(results)
-    path = write_results(args.output, results, summary, {'checkpoint': str(args.checkpoint or 'the demo checkpoint'),
-                                                         'settings': asdict(settings)})
+    description = {'checkpoint': str(args.checkpoint or 'the demo checkpoint'), 'settings': asdict(settings)}
+    if sweep:
+        rows = sweep_table(results, latencies, modes)
+        table, plot = write_sweep(args.output, rows, 'asyncvla ' + ' '.join(sys.argv[1:]))
+        description['sweep'] = rows
+        print(table.read_text(), end='')
+        print(f'evaluate: wrote {table} and {plot}')
+    path = write_results(args.output, results, summary, description)
     for mode in results:
         print(f'evaluate: {mode}: success {summary[f"success_rate_{mode}"]:.2f}, how far episodes got '
               f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms, '
               f'{summary[f"starved_s_{mode}"]:.1f} s held for want of a plan')
     print(f'evaluate: wrote {path}')
-    print(json.dumps({k: v for k, v in summary.items() if not k.startswith('phases_')}))
+    print(json.dumps({k: v for k, v in summary.items() if not k.startswith(('phases_', 'seams_'))}))
     return 0
+
+
+def _delays(text: str) -> list[float]:
+    """An argparse type: comma-separated delays in ms, none negative."""
+    try:
+        values = [float(part) for part in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a comma-separated list of numbers') from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f'{min(values):g} is below 0')
+    return values
+
+
+def _modes(text: str) -> list[str]:
+    from asyncvla_ros.tools.closed_loop import execution_modes
+
+    modes, known = text.split(','), execution_modes()
+    unknown = [m for m in modes if m not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f'unknown mode(s) {unknown}: choose from {", ".join(known)}')
+    return modes
 
 
 def _at_least(minimum, kind, maximum=None):
@@ -395,8 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     loop = ev.add_argument_group('closed loop')
     loop.add_argument('--scene-seed', type=int, default=1000, help='first scene seed (one per episode)')
     loop.add_argument('--episode-seconds', type=float, default=30.0)
-    loop.add_argument('--latency-ms', type=_at_least(0.0, float), help='fixed inference latency (default: each inference\'s wall time)')
-    loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'])
+    loop.add_argument('--latency-ms', type=_delays, metavar='MS[,MS...]',
+                      help='fixed inference latency (default: each inference\'s wall time); several: a sweep over them')
+    loop.add_argument('--modes', type=_modes, metavar='MODE[,MODE...]',
+                      help='a sweep: every (delay, mode) pair on the same scenes, with a table and a plot; modes: switch '
+                           '(a new chunk replaces the plan at once), fade (a late chunk fades in), committed (fade plus '
+                           'delay compensation); default with several delays: all three')
+    loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'],
+                      help='both: a run with and one without; in a sweep, on unless off')
     loop.add_argument('--refill-threshold', type=_at_least(0, int), default=POLICY_NODE.defaults()['refill_threshold'])
     loop.add_argument('--delay-compensation', choices=['on', 'off'],
                       default='on' if POLICY_NODE.defaults()['delay_compensation'] else 'off')

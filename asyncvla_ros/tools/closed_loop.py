@@ -20,6 +20,7 @@ from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
 from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, RequestLoop, RequestSettings
+from asyncvla_ros.control.seams import SeamRecorder, splice_jump
 from asyncvla_ros.model.interface import ChunkPrediction
 from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant, phase_counts
@@ -50,6 +51,7 @@ class EpisodeResult:
     seconds: float              # simulated
     min_block_distance_m: float
     starved_s: float            # simulated seconds the executor held because its plan ran out before the next chunk
+    seams: dict = field(default_factory=dict)  # control/seams.py: jumps, jerk, holds, time to success
     chunk_ms: list = field(default_factory=list)
     refined_fraction: list = field(default_factory=list)
 
@@ -71,7 +73,8 @@ class PolicyDrive:
             max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
         self.history, self.frame = JointHistory(), None  # frame: (stamp, images), as policy_node pairs them
         self.pending = None  # (due, request, prediction)
-        self.executing, self.ticks, self.starved = False, 0, 0.0
+        self.executing, self.ticks = False, 0
+        self.seams = SeamRecorder(self.period, window_s=runner.dt)
         self.chunk_ms: list[float] = []
         self.refined: list[float] = []
         self.core.on_joint_state(JOINT_NAMES, plant.joint_positions, 0.0)
@@ -114,11 +117,14 @@ class PolicyDrive:
             self.pending = (now + latency, pending, prediction)
         if self.pending is not None and now >= self.pending[0] - 1e-9:
             _, pending, prediction = self.pending
-            self.core.on_chunk(self.loop.complete(pending, prediction, now, executor), now)
+            chunk = self.loop.complete(pending, prediction, now, executor)
+            jump = splice_jump(self.core.timeline, chunk, now)
+            if self.core.on_chunk(chunk, now) is None:
+                self.seams.on_splice(now, jump)
             self.pending = None
         tick = self.core.tick(now)
         self.executing = tick.mode == 'executing'
-        self.starved += self.period if tick.reason == 'plan exhausted' else 0.0
+        self.seams.on_tick(now, tick)
         if tick.command is not None:
             plant.set_targets(tick.command)
         plant.advance(self.period)
@@ -129,22 +135,52 @@ def run_episode(plant: SO101Plant, runner, settings: LoopSettings, seed: int, se
     plant.reset(seed)
     drive = PolicyDrive(plant, runner, settings, self_correction)
     drive.run(settings.episode_seconds, until=plant.success)
-    return EpisodeResult(seed, plant.success(), plant.phase(), round(drive.now - drive.period, 2),
-                         round(plant.closest_block_distance, 4), round(drive.starved, 2), drive.chunk_ms, drive.refined)
+    seconds = drive.now - drive.period
+    return EpisodeResult(seed, plant.success(), plant.phase(), round(seconds, 2), round(plant.closest_block_distance, 4),
+                         round(drive.seams.held_s, 2), drive.seams.summary(seconds if plant.success() else None),
+                         drive.chunk_ms, drive.refined)
 
 
-def evaluate_closed_loop(runner: PolicyRunner, settings: LoopSettings, episodes: int, seed: int,
-                         modes: dict[str, bool]) -> dict[str, list[EpisodeResult]]:
-    """`episodes` scenes (seeds seed, seed + 1, ...) per mode ({name: self_correction})."""
+def execution_modes() -> dict[str, dict]:
+    """How a new chunk meets the running plan, as policy_node and executor_node settings: `switch` replaces the
+    plan at once, `fade` fades a late chunk in (executor_node's chunk_fade_per_lateness), `committed` also keeps
+    the steps that run during inference as the model's committed tokens (delay compensation)."""
+    fade = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
+    return {'switch': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': False},
+            'fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': False},
+            'committed': {'chunk_fade_per_lateness': fade, 'delay_compensation': True}}
+
+
+def sweep_runs(base: LoopSettings, latencies_ms: list[float], modes: list[str]) -> dict[str, LoopSettings]:
+    """One run per (delay, mode), named `mode@<delay>ms`."""
+    known = execution_modes()
+    runs = {}
+    for latency in latencies_ms:
+        for mode in modes:
+            change = known[mode]
+            runs[sweep_name(mode, latency)] = replace(
+                base, latency_s=latency / 1e3, chunk_fade_per_lateness=change['chunk_fade_per_lateness'],
+                request=replace(base.request, delay_compensation=change['delay_compensation']))
+    return runs
+
+
+def sweep_name(mode: str, latency_ms: float) -> str:
+    return f'{mode}@{latency_ms:g}ms'
+
+
+def evaluate_closed_loop(runner, runs: dict[str, tuple[LoopSettings, bool]], episodes: int,
+                         seed: int) -> dict[str, list[EpisodeResult]]:
+    """`episodes` scenes (seeds seed, seed + 1, ...) per run ({name: (settings, self_correction)}): every run on
+    the same scenes, so runs compare pairwise."""
     plant = SO101Plant(seed)
     results = {}
     try:
-        for mode, self_correction in modes.items():
-            results[mode] = []
-            with tqdm(range(episodes), desc=f'closed loop ({mode})', unit='episode') as bar:
+        for name, (settings, self_correction) in runs.items():
+            results[name] = []
+            with tqdm(range(episodes), desc=f'closed loop ({name})', unit='episode') as bar:
                 for i in bar:
-                    results[mode].append(run_episode(plant, runner, settings, seed + i, self_correction))
-                    bar.set_postfix(success=f'{np.mean([r.success for r in results[mode]]):.2f}')
+                    results[name].append(run_episode(plant, runner, settings, seed + i, self_correction))
+                    bar.set_postfix(success=f'{np.mean([r.success for r in results[name]]):.2f}')
     finally:
         plant.close()
     return results
@@ -157,8 +193,82 @@ def summarize(results: dict[str, list[EpisodeResult]]) -> dict:
         summary[f'phases_{mode}'] = phase_counts([e.phase for e in episodes])
         summary[f'p50_chunk_ms_{mode}'] = float(np.median(latencies)) if latencies else None
         summary[f'starved_s_{mode}'] = round(float(sum(e.starved_s for e in episodes)), 2)
+        summary[f'seams_{mode}'] = seam_summary(episodes)
     summary['episodes'] = len(next(iter(results.values()), []))
     return summary
+
+
+def seam_summary(episodes: list[EpisodeResult]) -> dict:
+    """Over a run's episodes: mean jerk RMS at seams and inside chunks, the largest splice jump, the episodes with
+    a hold and the median time to success."""
+    def values(key):
+        return [e.seams[key] for e in episodes if e.seams.get(key) is not None]
+
+    def mean(key):
+        return round(float(np.mean(values(key))), 1) if values(key) else None
+
+    return {'jerk_rms_seam': mean('jerk_rms_seam'), 'jerk_rms_inside': mean('jerk_rms_inside'),
+            'splice_jump_max_rad': max(values('splice_jump_max_rad'), default=None),
+            'episodes_with_holds': sum(1 for e in episodes if e.seams.get('holds')),
+            'median_time_to_success_s': float(np.median(values('time_to_success_s'))) if values('time_to_success_s') else None}
+
+
+def sweep_table(results: dict[str, list[EpisodeResult]], latencies_ms: list[float], modes: list[str]) -> list[dict]:
+    """One row per (delay, mode): success with its 95 % Wilson interval, the paired McNemar test against `switch`
+    at the same delay (when it ran), and the seam figures."""
+    rows = []
+    for latency in latencies_ms:
+        for mode in modes:
+            name = sweep_name(mode, latency)
+            row = {'latency_ms': latency, 'mode': mode}
+            pair = {name: [e.success for e in results[name]]}
+            baseline = sweep_name('switch', latency)
+            if mode != 'switch' and baseline in results:
+                pair[baseline] = [e.success for e in results[baseline]]
+            stats = success_summary(pair)
+            row.update(success=stats[f'success_rate_{name}'], ci95=stats[f'success_ci95_{name}'],
+                       placed=sum(pair[name]), episodes=len(pair[name]))
+            if 'mcnemar_p' in stats:
+                row.update(only_mode=stats[f'only_{name}'], only_switch=stats[f'only_{baseline}'],
+                           mcnemar_p_vs_switch=stats['mcnemar_p'])
+            row.update(seam_summary(results[name]))
+            rows.append(row)
+    return rows
+
+
+def write_sweep(output: Path, rows: list[dict], command: str) -> tuple[Path, Path]:
+    """sweep.md (the table and the command that made it) and sweep.png (success against delay, a curve per mode
+    with its Wilson interval)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    output.mkdir(parents=True, exist_ok=True)
+    lines = [f'`{command}`', '', '| delay (ms) | mode | placed | success (95 % CI) | vs switch: only mode / only switch, McNemar p '
+             '| jerk RMS at seams / inside (rad/s^3) | largest splice jump (rad) | episodes with holds |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        versus = f"{r['only_mode']} / {r['only_switch']}, p {r['mcnemar_p_vs_switch']:.3f}" if 'mcnemar_p_vs_switch' in r else '-'
+        lines.append(f"| {r['latency_ms']:g} | {r['mode']} | {r['placed']}/{r['episodes']} | {r['success']:.2f} "
+                     f"({r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}) | {versus} | {r['jerk_rms_seam']} / {r['jerk_rms_inside']} "
+                     f"| {r['splice_jump_max_rad']} | {r['episodes_with_holds']} |")
+    table = output / 'sweep.md'
+    table.write_text('\n'.join(lines) + '\n')
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for mode in dict.fromkeys(r['mode'] for r in rows):
+        mine = [r for r in rows if r['mode'] == mode]
+        x = [r['latency_ms'] for r in mine]
+        y = np.array([r['success'] for r in mine])
+        low, high = np.array([r['ci95'][0] for r in mine]), np.array([r['ci95'][1] for r in mine])
+        axes.errorbar(x, y, yerr=[y - low, high - y], marker='o', capsize=3, label=mode)
+    axes.set(xlabel='inference delay a chunk (ms)', ylabel='block placed (95 % Wilson interval)', ylim=(0, 1.05),
+             title=f'closed loop, {rows[0]["episodes"]} scenes per point')
+    axes.legend()
+    figure.tight_layout()
+    plot = output / 'sweep.png'
+    figure.savefig(plot, dpi=100)
+    plt.close(figure)
+    return table, plot
 
 
 def write_results(output: Path, results: dict[str, list[EpisodeResult]], summary: dict, description: dict) -> Path:
