@@ -102,12 +102,19 @@ def test_seam_metrics_see_the_jumps_a_policy_asks_for_and_the_holds_a_slow_one_c
     assert seams['time_to_success_s'] is None and not result.success
 
 
-def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table_and_a_plot(tiny_checkpoint, tmp_path):
+def closed_loop_of_two_short_episodes(checkpoint, output, *options):
+    """`asyncvla evaluate --closed-loop 2` of 1.5 s episodes with a 10 Hz camera; the finished process."""
     result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '2',
-                             '--checkpoint', str(tiny_checkpoint), '--episode-seconds', '1.5', '--latency-ms', '0,200',
-                             '--modes', 'switch,committed', '--camera-rate-hz', '10', '--output', str(tmp_path / 'sweep')],
-                            capture_output=True, text=True, timeout=300, cwd=SOURCE_ROOT)
+                             '--checkpoint', str(checkpoint), '--episode-seconds', '1.5', '--camera-rate-hz', '10',
+                             *options, '--output', str(output)], capture_output=True, text=True, timeout=300,
+                            cwd=SOURCE_ROOT)
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table_and_a_plot(tiny_checkpoint, tmp_path):
+    closed_loop_of_two_short_episodes(tiny_checkpoint, tmp_path / 'sweep', '--latency-ms', '0,200',
+                                      '--modes', 'switch,committed')
     report = json.loads((tmp_path / 'sweep' / 'closed_loop.json').read_text())
     rows = report['sweep']
     assert [(r['latency_ms'], r['mode']) for r in rows] == [(0, 'switch'), (0, 'committed'), (200, 'switch'),
@@ -120,16 +127,13 @@ def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table
     assert all([e['seed'] for e in episodes] == [1000, 1001] for episodes in by_run.values())  # paired scenes
     assert all('jerk_rms_seam' in e['seams'] for episodes in by_run.values() for e in episodes)
     table = (tmp_path / 'sweep' / 'sweep.md').read_text()
-    assert table.startswith('`asyncvla evaluate --closed-loop 2') and table.count('\n| ') == 5
+    assert table.startswith('`asyncvla evaluate --closed-loop 2 ') and table.count('\n| ') == 5
     assert (tmp_path / 'sweep' / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '2',
-                             '--checkpoint', str(tiny_checkpoint), '--episode-seconds', '1.5', '--latency-ms', '150',
-                             '--camera-rate-hz', '10', '--self-correction', 'on', '--output', str(tmp_path / 'loop')],
-                            capture_output=True, text=True, timeout=300, cwd=SOURCE_ROOT)
-    assert result.returncode == 0, result.stderr
+    result = closed_loop_of_two_short_episodes(tiny_checkpoint, tmp_path / 'loop', '--latency-ms', '150',
+                                               '--self-correction', 'on')
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary['episodes'] == 2 and summary['success_rate_self_correction'] == 0.0  # a random policy
     report = json.loads((tmp_path / 'loop' / 'closed_loop.json').read_text())

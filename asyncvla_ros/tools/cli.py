@@ -436,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='fixed inference latency (default: each inference\'s wall time); several: a sweep over them')
     loop.add_argument('--modes', type=_modes, metavar='MODE[,MODE...]',
                       help='a sweep: every (delay, mode) pair on the same scenes, with a table and a plot; modes: switch '
-                           '(a new chunk replaces the plan at once), fade (a late chunk fades in), committed (fade plus '
-                           'delay compensation); default with several delays: all three')
+                           '(a new chunk replaces the plan at once), fade (a late chunk fades in), committed (delay '
+                           'compensation, the rest spliced at once), committed_fade (both); default with several delays: '
+                           'switch, fade, committed')
     loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'],
                       help='both: a run with and one without; in a sweep, on unless off')
     loop.add_argument('--refill-threshold', type=_at_least(0, int), default=POLICY_NODE.defaults()['refill_threshold'])

@@ -143,12 +143,14 @@ def run_episode(plant: SO101Plant, runner, settings: LoopSettings, seed: int, se
 
 def execution_modes() -> dict[str, dict]:
     """How a new chunk meets the running plan, as policy_node and executor_node settings: `switch` replaces the
-    plan at once, `fade` fades a late chunk in (executor_node's chunk_fade_per_lateness), `committed` also keeps
-    the steps that run during inference as the model's committed tokens (delay compensation)."""
+    plan at once, `fade` fades a late chunk in (executor_node's chunk_fade_per_lateness), `committed` keeps the
+    steps that run during inference as the model's committed tokens (delay compensation) and splices the rest at
+    once (the chunk continues the running plan by construction), `committed_fade` fades that in as well."""
     fade = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
     return {'switch': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': False},
             'fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': False},
-            'committed': {'chunk_fade_per_lateness': fade, 'delay_compensation': True}}
+            'committed': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': True},
+            'committed_fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': True}}
 
 
 def sweep_runs(base: LoopSettings, latencies_ms: list[float], modes: list[str]) -> dict[str, LoopSettings]:
