@@ -9,7 +9,7 @@ from asyncvla_ros.control.interpolation import Interpolant
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.control.safety import SafetyFilter
 from asyncvla_ros.control.timeline import ChunkTimeline
-from asyncvla_ros.control.trajectory_output import TrajectoryOutput, lead_time
+from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from trajectory_checks import FollowerRecord
 
 JOINTS = ('a', 'b')
@@ -528,7 +528,7 @@ def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolat
         now = k * period
         if not state_gap <= k < state_gap + 10:
             core.on_joint_state(JOINTS, arm, now)
-        trajectory = output.after_tick(core, core.tick(now + lead_time(period)))
+        trajectory = output.after_tick(core, core.tick(now + output.lead(period)))
         if trajectory is not None:
             controller.receive(now + latency * period, trajectory.times, trajectory.positions, trajectory.velocities)
         target = controller.follower.target(now)

@@ -21,7 +21,7 @@ from asyncvla_ros.control.chunk import ChunkRejected
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
 from asyncvla_ros.control.pacing import ClockTicks
 from asyncvla_ros.control.profile import RobotProfile, load_profile
-from asyncvla_ros.control.trajectory_output import TrajectoryOutput, lead_time
+from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from asyncvla_ros.msg import ActionChunk, ExecutorState
 from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, joint_trajectory, to_time
 from asyncvla_ros.nodes.loops import NodeLoop, run_node
@@ -183,15 +183,15 @@ class ExecutorNode(LifecycleNode):
     # --- output
     def _control_step(self) -> None:
         period = self.core.filter.period
-        lead = lead_time(period) if self._trajectories is not None else 0.0
         for moment in self._clock_ticks.due(self._now(), period):
             with self.lock:
-                tick = self.core.tick(moment + lead)
+                tick = self.core.tick(moment + (self._trajectories.lead(period) if self._trajectories else 0.0))
                 trajectory = self._trajectories.after_tick(self.core, tick) if self._trajectories else None
             self._publish_tick(tick)
             if trajectory is not None:
                 self._output(joint_trajectory(self.core.profile.joint_names, trajectory.times[0], trajectory.times,
                                               trajectory.positions, trajectory.velocities))
+                self._trajectories.sent_after(self._now() - moment, period)
 
     def _on_control_error(self, exc: Exception) -> None:
         """A control step that raises: nothing more is commanded until an operator enables again. A moving
