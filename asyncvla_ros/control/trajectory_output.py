@@ -8,11 +8,11 @@ command (which the replaced trajectory asks for too, so the controller takes ove
 or velocity), this tick's, and the rollout of the ticks ahead. Its points are the loop's own commands, so the
 limits the safety filter keeps hold across trajectories as they do within one.
 
-The loop computes each command a lead of whole control periods before it is due, so that a new trajectory's
-first point is still ahead when the controller receives it, and the controller switches at that point instead
-of mid-segment, where the two trajectories have drifted apart. The lead is what sending takes (the rollout and
-the publish, measured on the loop's clock) plus a period for the transport: it grows when a send takes longer,
-and never shrinks, which would step the loop's clock back. Every chunk takes effect that much later.
+The loop computes each command `LEAD_S` (in whole control periods) before it is due, so that a new trajectory's
+first point is still ahead when the controller receives it (after the rollout and the transport), and the
+controller switches at that point instead of mid-segment, where the two trajectories have drifted apart. Every
+chunk takes effect that much later. The lead is fixed: changing it would step the loop's clock, and the points
+of the trajectory sent after the step with it.
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import numpy as np
 
 from asyncvla_ros.control.executor import ExecutorCore, Tick
 
-MIN_LEAD_PERIODS = 2
-MAX_LEAD_S = 0.1
+LEAD_S = 0.05
 HORIZON_S = 5.0
 GRID_TOLERANCE_S = 1e-6
 POSITION_TOLERANCE = 1e-5  # rad: tick times at ROS epoch seconds carry float rounding of about 2e-7 s
@@ -51,17 +50,12 @@ class TrajectoryOutput:
     def __init__(self, tolerance: float = POSITION_TOLERANCE):
         self.tolerance = tolerance
         self.sent: Trajectory | None = None
-        self.lead_periods = MIN_LEAD_PERIODS
         self._previous: tuple[float, np.ndarray, np.ndarray] | None = None
 
-    def lead(self, period: float) -> float:
-        """How far ahead of its clock the loop computes its commands."""
-        return self.lead_periods * period
-
-    def sent_after(self, seconds: float, period: float) -> None:
-        """The last trajectory reached the wire `seconds` after its tick's moment (on the loop's clock)."""
-        needed = math.ceil(seconds / period - 1e-9) + 1
-        self.lead_periods = max(self.lead_periods, min(needed, max(math.floor(MAX_LEAD_S / period), MIN_LEAD_PERIODS)))
+    @staticmethod
+    def lead(period: float) -> float:
+        """How far ahead of its clock the loop computes its commands: LEAD_S in whole periods, at least two."""
+        return max(math.ceil(LEAD_S / period - 1e-9), 2) * period
 
     def after_tick(self, core: ExecutorCore, tick: Tick) -> Trajectory | None:
         """The trajectory to send after `core` ticked `tick` (at core.last_tick_at), or None when the one

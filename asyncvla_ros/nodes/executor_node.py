@@ -191,7 +191,6 @@ class ExecutorNode(LifecycleNode):
             if trajectory is not None:
                 self._output(joint_trajectory(self.core.profile.joint_names, trajectory.times[0], trajectory.times,
                                               trajectory.positions, trajectory.velocities))
-                self._trajectories.sent_after(self._now() - moment, period)
 
     def _on_control_error(self, exc: Exception) -> None:
         """A control step that raises: nothing more is commanded until an operator enables again. A moving
