@@ -517,7 +517,7 @@ def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolat
     core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, interpolation=interpolation,
                                                   watchdog_timeout_s=0.3, max_joint_state_age_s=0.05,
                                                   chunk_fade_per_lateness=fade))
-    output, controller = TrajectoryOutput(), FollowerRecord(PROFILE, period)
+    output, controller = TrajectoryOutput(lead_s=0.05), FollowerRecord(PROFILE, period)
     core.on_joint_state(JOINTS, start, 0.0)
     assert core.enable(0.0)[0]
     by_tick = {}
@@ -538,6 +538,7 @@ def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolat
             core.on_chunk(Chunk(e['id'], between + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), between)
         if k in toggles:
             core.enable(between) if toggles[k] else core.disable()
+    assert controller.late_seams == 0  # a period of latency is well inside the lead
     controller.assert_within_limits()
 
 

@@ -3,10 +3,11 @@ what it is asked for stays inside a profile's limits across trajectories as well
 
 The controller (sim/trajectory.py's follower) takes a trajectory on receipt and follows its points by
 absolute time. A seam is judged where the new trajectory takes over: at its first point when that is still
-ahead on receipt, else at receipt. There the new trajectory's desired position may differ from the replaced
-one's by at most one period of motion at the velocity limit, and, when it arrived before its first point, its
-desired velocity by at most one period of the acceleration limit (one that arrives later is taken over
-mid-segment, after the two have parted: no sender can promise that; the lead is what keeps it rare).
+ahead on receipt, else at receipt. When it arrived before its first point, the new trajectory's desired position
+may differ from the replaced one's there by at most one period of motion at the velocity limit, and its desired
+velocity by at most one period of the acceleration limit. One that arrives later is taken over mid-segment,
+after the two have parted (by up to a·δ² after δ): no sender can promise continuity there, so such seams are
+counted and reported, not judged; the executor's lead is what keeps them rare.
 """
 from __future__ import annotations
 
@@ -63,21 +64,32 @@ class FollowerRecord:
             if np.any(change > p.acceleration_max * (1 + RELATIVE) + ABSOLUTE / self.period ** 2):
                 self.point_violations.append(f'points whose change of velocity is beyond the acceleration limit: {change.max(0)}')
 
+    @property
+    def late_seams(self) -> int:
+        return sum(s[3] > 0 for s in self.seams)
+
     def summary(self) -> str:
-        """The largest position and velocity jump over all seams, as fractions of one period's bound."""
-        dq = max((float(np.max(s[1] / (self.profile.velocity_max * self.period))) for s in self.seams), default=0.0)
-        dv = max((float(np.max(s[2] / (self.profile.acceleration_max * self.period))) for s in self.seams), default=0.0)
-        late = sum(s[3] > 0 for s in self.seams)
-        return (f'{self.trajectories} trajectories, {len(self.seams)} seams ({late} received after their first point); '
-                f'largest jump {dq:.3f} of one period at the velocity limit in position, {dv:.3f} of one period at '
-                f'the acceleration limit in velocity')
+        """The largest position and velocity jump over the seams received in time and over the late ones, as
+        fractions of one period's bound."""
+        def largest(seams):
+            dq = max((float(np.max(s[1] / (self.profile.velocity_max * self.period))) for s in seams), default=0.0)
+            dv = max((float(np.max(s[2] / (self.profile.acceleration_max * self.period))) for s in seams), default=0.0)
+            return f'{dq:.3f} in position, {dv:.3f} in velocity'
+
+        on_time = [s for s in self.seams if s[3] <= 0]
+        late = [s for s in self.seams if s[3] > 0]
+        worst_late = max((s[3] for s in late), default=0.0) * 1e3
+        return (f'{self.trajectories} trajectories, {len(self.seams)} seams: {len(on_time)} received in time, largest '
+                f'jump {largest(on_time)} (1 = one period at the limit); {len(late)} late (up to {worst_late:.0f} ms '
+                f'after the first point), largest {largest(late)}')
 
     def assert_within_limits(self) -> None:
         assert not self.point_violations, self.point_violations[:3]
         p, period = self.profile, self.period
         for takeover, dq, dv, late in self.seams:
-            when = f'seam at {takeover:.3f} (received {late * 1e3:.1f} ms after the first point)'
+            if late > 0:
+                continue
             assert np.all(dq <= p.velocity_max * period * (1 + RELATIVE) + ABSOLUTE), \
-                f'{when}: position jump {dq} beyond one period at the velocity limit'
-            assert late > 0 or np.all(dv <= p.acceleration_max * period * (1 + RELATIVE) + ABSOLUTE), \
-                f'{when}: velocity jump {dv} beyond one period at the acceleration limit'
+                f'seam at {takeover:.3f}: position jump {dq} beyond one period at the velocity limit'
+            assert np.all(dv <= p.acceleration_max * period * (1 + RELATIVE) + ABSOLUTE), \
+                f'seam at {takeover:.3f}: velocity jump {dv} beyond one period at the acceleration limit'

@@ -8,11 +8,11 @@ command (which the replaced trajectory asks for too, so the controller takes ove
 or velocity), this tick's, and the rollout of the ticks ahead. Its points are the loop's own commands, so the
 limits the safety filter keeps hold across trajectories as they do within one.
 
-The loop computes each command `LEAD_S` (in whole control periods) before it is due, so that a new trajectory's
-first point is still ahead when the controller receives it (after the rollout and the transport), and the
-controller switches at that point instead of mid-segment, where the two trajectories have drifted apart. Every
-chunk takes effect that much later. The lead is fixed: changing it would step the loop's clock, and the points
-of the trajectory sent after the step with it.
+The loop computes each command a lead (executor_node's `trajectory_lead_s`, in whole control periods) before
+it is due, so that a new trajectory's first point is still ahead when the controller receives it (after the
+rollout and the transport), and the controller switches at that point instead of mid-segment, where the two
+trajectories have drifted apart. Every chunk takes effect that much later. The lead is fixed while the loop
+runs: changing it would step the loop's clock, and the trajectory sent across the step with it.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import numpy as np
 
 from asyncvla_ros.control.executor import ExecutorCore, Tick
 
-LEAD_S = 0.05
 HORIZON_S = 5.0
 GRID_TOLERANCE_S = 1e-6
 POSITION_TOLERANCE = 1e-5  # rad: tick times at ROS epoch seconds carry float rounding of about 2e-7 s
@@ -47,15 +46,15 @@ class Trajectory:
 
 
 class TrajectoryOutput:
-    def __init__(self, tolerance: float = POSITION_TOLERANCE):
-        self.tolerance = tolerance
+    def __init__(self, lead_s: float, tolerance: float = POSITION_TOLERANCE):
+        self.lead_s, self.tolerance = lead_s, tolerance
         self.sent: Trajectory | None = None
         self._previous: tuple[float, np.ndarray, np.ndarray] | None = None
 
-    @staticmethod
-    def lead(period: float) -> float:
-        """How far ahead of its clock the loop computes its commands: LEAD_S in whole periods, at least two."""
-        return max(math.ceil(LEAD_S / period - 1e-9), 2) * period
+    def lead(self, period: float) -> float:
+        """How far ahead of its clock the loop computes its commands: lead_s in whole periods, at least two (the
+        first point of a new trajectory is the previous tick's)."""
+        return max(math.ceil(self.lead_s / period - 1e-9), 2) * period
 
     def after_tick(self, core: ExecutorCore, tick: Tick) -> Trajectory | None:
         """The trajectory to send after `core` ticked `tick` (at core.last_tick_at), or None when the one

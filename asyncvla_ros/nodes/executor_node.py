@@ -66,7 +66,7 @@ class ExecutorNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         message_type = JointTrajectory if self.interface == 'joint_trajectory' else Float64MultiArray
         multi_point = self.interface == 'joint_trajectory' and not p['trajectory_streaming']
-        self._trajectories = TrajectoryOutput() if multi_point else None
+        self._trajectories = TrajectoryOutput(p['trajectory_lead_s']) if multi_point else None
         self.command_pub = self.create_publisher(message_type, topic, 10)
         self.preview_pub = self.create_publisher(message_type, '~/preview', 10)
         self.state_pub = self.create_publisher(ExecutorState, 'asyncvla/executor_state', 10)

@@ -177,6 +177,7 @@ EXECUTOR_NODE = ParamSchema('executor_node', [
           choices=('joint_trajectory', 'forward_command')),
     Param('command_topic', 'string', '', "Controller topic; empty: the profile's topic for the chosen interface."),
     Param('trajectory_streaming', 'bool', False, 'joint_trajectory only: stream single points at control_rate_hz instead of one multi-point trajectory per chunk.'),
+    Param('trajectory_lead_s', 'double', 0.05, 'joint_trajectory only: compute each command this long (in whole control periods, at least two) before it is due, so that a new trajectory reaches the controller before its first point; every chunk takes effect that much later.', range=(0.0, 1.0)),
     Param('control_rate_hz', 'double', 100.0, 'Command and safety-filter rate.', range=(1.0, 1000.0), runtime=True),
     Param('realtime_priority', 'int', 50, 'SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE or rtprio); 0 for normal scheduling.', range=(0, 99)),
     Param('state_rate_hz', 'double', 50.0, 'ExecutorState publication rate.', range=(1.0, 1000.0)),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from asyncvla_ros.model.runner import demo_checkpoint
-from asyncvla_ros.nodes.params import POLICY_NODE
+from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.sim.so101 import JOINT_NAMES, phase_counts
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
@@ -236,10 +236,13 @@ def run_demo(args) -> int:
         print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
         return 2
     sim_clock = {'use_sim_time': True} if factor != 1.0 else {}
+    # the trajectory lead covers wall-clock work (rollout, transport): on a slowed sim, that fraction of it
+    lead = {'trajectory_lead_s': EXECUTOR_NODE.defaults()['trajectory_lead_s'] * min(factor, 1.0)}
     nodes = [NodeProcess(name, f'asyncvla_ros.nodes.{name}', output / 'logs', [config_path(f'{name.removesuffix("_node")}.yaml')],
                          overrides=overrides, env=env)
              for name, overrides in (('sim_arm_node', {'seed': args.seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
-                                     ('executor_node', sim_clock), ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}))]
+                                     ('executor_node', {**sim_clock, **lead}),
+                                     ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}))]
     print(f'demo: starting {", ".join(n.name for n in nodes)} (logs in {output / "logs"}), {args.episodes} episodes '
           f'with self-correction, then without; the sim at {factor:g}x real time'
           + (' (/clock, use_sim_time: inference costs the arm that fraction of its wall time)' if sim_clock else ''))
