@@ -39,8 +39,10 @@ class TrajectoryFollower:
         self._spline, self._times, self._hold = CubicHermiteSpline(t, q, v), t, q[-1].copy()
 
     def target(self, now: float) -> np.ndarray | None:
-        """The position target at `now`, or None when no trajectory has arrived."""
-        return self.desired(now)[0]
+        """The position target at `now`, or None when no trajectory has arrived (every physics step: no velocity)."""
+        if self._spline is None or now >= self._times[-1]:
+            return None if self._hold is None else self._hold.copy()
+        return self._spline(max(now, self._times[0]))
 
     def desired(self, now: float) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The desired position and velocity at `now` (None, None when no trajectory has arrived)."""
