@@ -47,8 +47,7 @@ class SafetyFilter:
 
     def velocity_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         dt, a = self.period, self.acceleration_max
-        up = braking_velocity(self.position_max - self.position, a, dt)
-        down = braking_velocity(self.position - self.position_min, a, dt)
+        up, down = braking_velocity(np.stack([self.position_max - self.position, self.position - self.position_min]), a, dt)
         high = np.minimum.reduce([self.velocity_max, self.velocity + a * dt, up])
         low = np.maximum.reduce([-self.velocity_max, self.velocity - a * dt, -down])
         # Only reachable from a state outside the limits (e.g. limits tightened at run time):
@@ -86,7 +85,7 @@ class SafetyFilter:
             wanted_velocity = np.where(finite, feedforward + correction, 0.0)
         velocity = np.clip(wanted_velocity, low, high)
         command = self.position + velocity * self.period
-        if desired is not None and not np.allclose(command, desired, rtol=0.0, atol=1e-9):
+        if desired is not None and np.max(np.abs(command - desired)) > 1e-9:
             self.limit_events += 1
         self.acceleration = (velocity - self.velocity) / self.period
         self.position, self.velocity = command, velocity
