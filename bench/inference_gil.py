@@ -30,11 +30,11 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from asyncvla_ros.control.pacing import wait_until  # noqa: E402
 from asyncvla_ros.model.inference_process import InferenceProcess  # noqa: E402
 from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner  # noqa: E402
 from asyncvla_ros.nodes.policy_node import PolicyNode, cpu_threads  # noqa: E402
 from asyncvla_ros.sim.so101 import JOINT_NAMES  # noqa: E402
-from asyncvla_ros.tools.processes import wait_until  # noqa: E402
 
 
 def publish_joint_states(rate_hz: float, stop) -> None:

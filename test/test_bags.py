@@ -16,11 +16,12 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.msg import ActionChunk
 from asyncvla_ros.paths import SOURCE_ROOT, config_path
 from asyncvla_ros.tools.bags import BagError, open_bag
-from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
+from asyncvla_ros.tools.processes import NodeProcess, ros_environment
 
 PROFILE = load_profile('so101')
 CUSTOM = ('/asyncvla/action_chunk', '/asyncvla/executor_state', '/asyncvla/policy_status')

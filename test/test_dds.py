@@ -7,8 +7,9 @@ from pathlib import Path
 
 import rclpy
 
+from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.msg import ActionChunk
-from asyncvla_ros.tools.processes import ros_environment, wait_until
+from asyncvla_ros.tools.processes import ros_environment
 from conftest import DOMAIN_ID, OTHER_DOMAIN_ID
 
 SUPPORT = Path(__file__).parent / 'support'

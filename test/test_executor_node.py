@@ -16,12 +16,12 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.control.chunk import Chunk
+from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.msg import ActionChunk, ExecutorState
 from asyncvla_ros.nodes.conversions import chunk_to_msg, to_seconds
 from asyncvla_ros.nodes.executor_node import ExecutorNode
 from asyncvla_ros.paths import config_path
-from asyncvla_ros.tools.processes import wait_until
 from trajectory_checks import FollowerRecord
 
 PROFILE = load_profile('so101')

@@ -90,7 +90,8 @@ def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it
     import rclpy
 
     from asyncvla_ros.msg import ExecutorState
-    from asyncvla_ros.tools.processes import SOURCE_ROOT, wait_until
+    from asyncvla_ros.control.pacing import wait_until
+    from asyncvla_ros.tools.processes import SOURCE_ROOT
 
     node = spinner.add(rclpy.create_node('bringup_probe', context=ros_context))
     states = []

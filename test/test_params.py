@@ -8,9 +8,9 @@ import rclpy
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 
+from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.nodes.params import SCHEMAS, Param, ParamSchema
 from asyncvla_ros.nodes.ros_params import BoundParams
-from asyncvla_ros.tools.processes import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ParamSchema('demo_node', [

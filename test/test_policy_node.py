@@ -21,13 +21,13 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.trajectory_output import POSITION_TOLERANCE
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 from asyncvla_ros.nodes.conversions import to_seconds
 from asyncvla_ros.nodes.policy_node import PolicyNode
 from asyncvla_ros.paths import config_path
-from asyncvla_ros.tools.processes import wait_until
 
 PROFILE = load_profile('so101')
 JOINTS = list(PROFILE.joint_names)

@@ -44,3 +44,13 @@ class ClockTicks:
         if ticks:
             self.last = ticks[-1]
         return ticks
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    """Polls `predicate` every `period` seconds until it holds (True) or `timeout` passes (its last value)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()

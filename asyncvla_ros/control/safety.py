@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-_TOLERANCE = 1e-9
-
 
 def braking_velocity(distance: np.ndarray, acceleration: np.ndarray, period: float) -> np.ndarray:
     """Largest velocity v >= 0 such that moving one period at v and then decelerating by

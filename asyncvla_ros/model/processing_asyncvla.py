@@ -44,8 +44,6 @@ class AsyncVLAProcessor:
         if self.state_dim > max_state_dim or self.action_dim > max_action_dim:
             raise ValueError(f'state/action dims {self.state_dim}/{self.action_dim} exceed the model maximum '
                              f'{max_state_dim}/{max_action_dim}')
-        self.token_ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
-                          (('image', '<|image_pad|>'), ('state', '<|state_pad|>'), ('action', '<|action_pad|>'))}
 
     # --------------------------------------------------------------- prompt
     def prompt(self, instruction: str, image_tokens: Sequence[int]) -> str:

@@ -19,7 +19,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.control.chunk import ChunkRejected
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
-from asyncvla_ros.control.pacing import ClockTicks
+from asyncvla_ros.control.pacing import ClockTicks, wait_until
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from asyncvla_ros.msg import ActionChunk, ExecutorState
@@ -27,7 +27,6 @@ from asyncvla_ros.nodes.conversions import chunk_from_msg, forward_command, join
 from asyncvla_ros.nodes.loops import NodeLoop, run_node
 from asyncvla_ros.nodes.params import EXECUTOR_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
-from asyncvla_ros.tools.processes import wait_until
 
 LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
 SETTINGS = ('control_rate_hz', 'interpolation', 'watchdog_timeout_s', 'max_joint_state_age_s',

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.model.runner import demo_checkpoint
 from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.sim.so101 import JOINT_NAMES, phase_counts
-from asyncvla_ros.tools.processes import NodeProcess, ros_environment, wait_until
+from asyncvla_ros.tools.processes import NodeProcess, ros_environment
 from asyncvla_ros.training.metrics import success_summary
 
 
