@@ -159,14 +159,16 @@ def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
     assert result.returncode == 2 and str(tmp_path / 'none') in result.stderr and 'Traceback' not in result.stderr
 
 
-def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
+def test_demo_report_states_rates_latency_per_stage_and_seams(tmp_path):
     from asyncvla_ros.tools.demo import LATENCY_STAGES, demo_summary, write_report
 
     def episode(success, total_ms, phase='placed'):
         return {'success': success, 'phase': phase, 'seconds': 5.0, 'chunk_ms': total_ms, 'observation_age_ms': [40.0] * len(total_ms),
                 'stages_ms': {stage: [i + 1.0 if stage != 'total' else ms for ms in total_ms]
                               for i, stage in enumerate(LATENCY_STAGES)},
-                'refined_fraction': [0.5], 'confidence': [[0.9] * 8], 'joints': [(0.0, [0.0] * 6), (0.1, [0.1] * 6)]}
+                'refined_fraction': [0.5], 'confidence': [[0.9] * 8], 'joints': [(0.0, [0.0] * 6), (0.1, [0.1] * 6)],
+                'seams': {'jerk_rms_seam': 30.0 if success else 50.0, 'jerk_rms_inside': 10.0, 'splice_jump_max_rad': 0.2,
+                          'holds': 0 if success else 2, 'time_to_success_s': 5.0 if success else None}}
 
     results = {'self_correction': [episode(True, [100.0, 300.0]), episode(False, [200.0], 'carried')],
                'sfm': [episode(False, [50.0], 'reached'), episode(False, [70.0], 'reached')]}
@@ -177,6 +179,7 @@ def test_demo_report_states_rates_and_latency_per_stage(tmp_path):
     assert '| self_correction | 2 | 0.50 | 0.095-0.905 | none 0, reached 0, carried 1, placed 1 |' in report
     assert '| sfm | 2 | 0.00 | 0.000-0.658 | none 0, reached 2, carried 0, placed 0 |' in report
     assert '| self_correction | 1 | 2 | 3 | 4 | 200 | 40 |' in report and '| sfm | 1 | 2 | 3 | 4 | 60 | 40 |' in report
+    assert '| self_correction | 40.0 / 10.0 | 0.2 | 1 | 5.0 |' in report and '| sfm | 50.0 / 10.0 | 0.2 | 2 | None |' in report
     assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))
     # a demo stopped with Ctrl-C during the SFM-only episodes reports what it ran, unpaired
     partial = {'self_correction': results['self_correction'], 'sfm': results['sfm'][:1]}

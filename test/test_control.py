@@ -8,6 +8,8 @@ from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
 from asyncvla_ros.control.interpolation import Interpolant
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.control.safety import SafetyFilter
+from asyncvla_ros.control.seams import (SeamRecorder, commanded_stream, splice_jump, stream_seams,
+                                        trajectory_splice_jumps)
 from asyncvla_ros.control.timeline import ChunkTimeline
 from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from trajectory_checks import FollowerRecord
@@ -540,6 +542,48 @@ def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolat
             core.enable(between) if toggles[k] else core.disable()
     assert controller.late_seams == 0  # a period of latency is well inside the lead
     controller.assert_within_limits()
+
+
+def test_seam_figures_from_the_trajectories_sent_match_those_from_the_ticks():
+    """The demo measures seams from what the controller was sent (commanded_stream over the trajectories); the
+    closed loop from the executor's ticks. On one run both give the same jerk and holds, and the same splice jumps
+    where the commands follow the plan (no ramp-in, no clipping: the demo's are against the commands, the closed
+    loop's against the plan)."""
+    period, dt = 0.01, 0.1
+    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, watchdog_timeout_s=5.0, ramp_in_s=0.0,
+                                                  chunk_fade_per_lateness=0.0))
+    output = TrajectoryOutput(lead_s=0.0)
+    ticks, chunks, trajectories, holding = SeamRecorder(period, dt), [], [], []
+    core.on_joint_state(JOINTS, [0.0, 0.0], 0.0)
+    core.enable(0.0)
+    rng = np.random.default_rng(3)
+    for k in range(1, 400):
+        now = k * period
+        core.on_joint_state(JOINTS, core.filter.position, now)
+        if k % 40 == 1 and k < 300:  # the last chunk runs out: a hold
+            here, arrival = core.filter.position, now - period / 2  # between ticks
+            chunk = Chunk(k, now + 0.05, dt, list(JOINTS), here + np.cumsum(rng.uniform(-0.03, 0.03, (8, 2)), axis=0))
+            ticks.on_splice(arrival, splice_jump(core.timeline, chunk, arrival))
+            assert core.on_chunk(chunk, arrival) is None
+            chunks.append((arrival, chunk))
+        tick = core.tick(now + output.lead(period))
+        trajectory = output.after_tick(core, tick)
+        if trajectory is not None:
+            trajectories.append((now, trajectory.times, trajectory.positions))
+        ticks.on_tick(now, tick)
+        holding.append(tick.mode == 'holding')  # as ExecutorState reports it
+    lead = output.lead(period)  # the loop computes each command this far ahead of the clock
+    times, commands = commanded_stream([(t, q) for _, t, q in trajectories], period, period + lead, 399 * period + lead)
+    assert len(times) == 399 and np.allclose(np.diff(times), period)
+    splices = trajectory_splice_jumps(trajectories, chunks, JOINTS)
+    from_stream = stream_seams(times - lead, commands, holding, splices, period, dt, None)
+    from_ticks = ticks.summary(None)
+    for key in ('jerk_rms_seam', 'jerk_rms_inside', 'jerk_peak_seam', 'jerk_peak_inside'):
+        assert from_stream[key] == pytest.approx(from_ticks[key], rel=1e-6), key
+    assert from_stream['holds'] == from_ticks['holds'] == 1
+    assert from_stream['held_s'] == pytest.approx(from_ticks['held_s']) and from_ticks['held_s'] > 0.2
+    for key in ('splice_jump_max_rad', 'splice_jump_mean_rad'):
+        assert from_stream[key] == pytest.approx(from_ticks[key], abs=1e-4), key
 
 
 def test_the_cameras_draw_light_meshes_that_look_like_the_full_ones():

@@ -28,7 +28,7 @@ def splice_jump(timeline: ChunkTimeline, chunk: Chunk, now: float) -> float | No
 
 
 class SeamRecorder:
-    """Fed every tick's command and every accepted splice. A tick within `window_s` after a splice is at a seam."""
+    """Fed every control period's command and every accepted splice. A tick within `window_s` after a splice is at a seam."""
 
     def __init__(self, period: float, window_s: float):
         self.period, self.window_s = period, window_s
@@ -45,11 +45,14 @@ class SeamRecorder:
             self.jumps.append(jump)
 
     def on_tick(self, now: float, tick: Tick) -> None:
-        if tick.command is None:
-            return
-        self.commands.append(np.asarray(tick.command, dtype=float))
+        if tick.command is not None:
+            self.on_command(now, tick.command, tick.reason in NO_PLAN)
+
+    def on_command(self, now: float, command: np.ndarray, no_plan: bool) -> None:
+        """One control period's command; `no_plan`: the executor holds because it has no plan to follow."""
+        self.commands.append(np.asarray(command, dtype=float))
         self.at_seam.append(self.last_splice is not None and now - self.last_splice < self.window_s)
-        holding = self.last_splice is not None and tick.reason in NO_PLAN
+        holding = self.last_splice is not None and no_plan
         if holding and not self._holding:
             self.holds += 1
         self.held_s += self.period if holding else 0.0
@@ -69,3 +72,76 @@ class SeamRecorder:
             result[f'jerk_rms_{name}'] = round(float(np.sqrt(np.mean(part ** 2))), 1) if len(part) else None
             result[f'jerk_peak_{name}'] = round(float(np.max(part)), 1) if len(part) else None
         return result
+
+
+def commanded_stream(trajectories: list[tuple[np.ndarray, np.ndarray]], period: float, start: float,
+                     end: float) -> tuple[np.ndarray, np.ndarray]:
+    """The per-period commands a trajectory controller was sent, from the multi-point trajectories executor_node
+    sends in joint_trajectory mode (each carries the loop's own ticks; a later one replaces an earlier one from
+    its first point on): (T,) times on the control grid in [start, end] and (T, J) positions; where a trajectory ends,
+    the controller holds its last point."""
+    by_tick: dict[int, np.ndarray] = {}
+    for times, positions in trajectories:
+        ticks = np.round(np.asarray(times) / period).astype(int)
+        for tick in [t for t in by_tick if t >= ticks[0]]:
+            del by_tick[tick]
+        by_tick.update(zip(ticks.tolist(), np.asarray(positions, float)))
+    grid = [t for t in sorted(by_tick) if t * period <= end + 1e-9]
+    if not grid:
+        return np.zeros(0), np.zeros((0, 0))
+    commands, times, last = [], [], None
+    for tick in range(grid[0], int(np.floor(end / period + 1e-6)) + 1):
+        last = by_tick.get(tick, last)
+        if tick * period >= start - 1e-9:
+            times.append(tick * period)
+            commands.append(last)
+    return np.array(times), np.array(commands).reshape(len(times), -1)
+
+
+def trajectory_splice_jumps(trajectories: list[tuple[float, np.ndarray, np.ndarray]], chunks: list[tuple[float, Chunk]],
+                            joint_names) -> list[tuple[float, float | None]]:
+    """(received at, jump) for each chunk: splice_jump against the trajectory the controller ran when the chunk
+    arrived (trajectories are (received at, times, positions), in order), at the chunk's first step due after."""
+    received = np.array([r for r, _, _ in trajectories])
+    jumps = []
+    for arrival, chunk in chunks:
+        running = int(np.searchsorted(received, arrival, side='right')) - 1
+        due = chunk.step_times()
+        ahead = np.flatnonzero(due > arrival)
+        jump = None
+        if running >= 0 and len(ahead):
+            _, times, positions = trajectories[running]
+            columns = [list(chunk.joint_names).index(j) for j in joint_names]
+            plan = np.array([np.interp(due[ahead[0]], times, positions[:, j]) for j in range(positions.shape[1])])
+            jump = float(np.max(np.abs(chunk.positions[ahead[0], columns] - plan)))
+        jumps.append((arrival, jump))
+    return jumps
+
+
+def stream_seams(times: np.ndarray, commands: np.ndarray, holding: np.ndarray, splices: list[tuple[float, float | None]],
+                 period: float, window_s: float, time_to_success: float | None) -> dict:
+    """SeamRecorder's figures for a recorded command stream: `times` (T,) when each command was due, `holding` (T,)
+    the periods in which the executor held, `splices` (received at, jump) in order."""
+    recorder = SeamRecorder(period, window_s)
+    k = 0
+    for now, command, held in zip(times, commands, holding):
+        while k < len(splices) and splices[k][0] <= now:
+            recorder.on_splice(*splices[k])
+            k += 1
+        recorder.on_command(now, command, bool(held))
+    return recorder.summary(time_to_success)
+
+
+def seam_summary(seams: list[dict]) -> dict:
+    """Over a run's episodes (each one's control/seams.py figures): mean jerk RMS at seams and inside chunks, the
+    largest splice jump, the episodes with a hold and the median time to success."""
+    def values(key):
+        return [e[key] for e in seams if e.get(key) is not None]
+
+    def mean(key):
+        return round(float(np.mean(values(key))), 1) if values(key) else None
+
+    return {'jerk_rms_seam': mean('jerk_rms_seam'), 'jerk_rms_inside': mean('jerk_rms_inside'),
+            'splice_jump_max_rad': max(values('splice_jump_max_rad'), default=None),
+            'episodes_with_holds': sum(1 for e in seams if e.get('holds')),
+            'median_time_to_success_s': float(np.median(values('time_to_success_s'))) if values('time_to_success_s') else None}

@@ -20,7 +20,7 @@ from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
 from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, RequestLoop, RequestSettings
-from asyncvla_ros.control.seams import SeamRecorder, splice_jump
+from asyncvla_ros.control.seams import SeamRecorder, seam_summary, splice_jump
 from asyncvla_ros.model.interface import ChunkPrediction
 from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant, phase_counts
@@ -195,24 +195,9 @@ def summarize(results: dict[str, list[EpisodeResult]]) -> dict:
         summary[f'phases_{mode}'] = phase_counts([e.phase for e in episodes])
         summary[f'p50_chunk_ms_{mode}'] = float(np.median(latencies)) if latencies else None
         summary[f'starved_s_{mode}'] = round(float(sum(e.starved_s for e in episodes)), 2)
-        summary[f'seams_{mode}'] = seam_summary(episodes)
+        summary[f'seams_{mode}'] = seam_summary([e.seams for e in episodes])
     summary['episodes'] = len(next(iter(results.values()), []))
     return summary
-
-
-def seam_summary(episodes: list[EpisodeResult]) -> dict:
-    """Over a run's episodes: mean jerk RMS at seams and inside chunks, the largest splice jump, the episodes with
-    a hold and the median time to success."""
-    def values(key):
-        return [e.seams[key] for e in episodes if e.seams.get(key) is not None]
-
-    def mean(key):
-        return round(float(np.mean(values(key))), 1) if values(key) else None
-
-    return {'jerk_rms_seam': mean('jerk_rms_seam'), 'jerk_rms_inside': mean('jerk_rms_inside'),
-            'splice_jump_max_rad': max(values('splice_jump_max_rad'), default=None),
-            'episodes_with_holds': sum(1 for e in episodes if e.seams.get('holds')),
-            'median_time_to_success_s': float(np.median(values('time_to_success_s'))) if values('time_to_success_s') else None}
 
 
 def sweep_table(results: dict[str, list[EpisodeResult]], latencies_ms: list[float], modes: list[str]) -> list[dict]:
@@ -233,7 +218,7 @@ def sweep_table(results: dict[str, list[EpisodeResult]], latencies_ms: list[floa
             if 'mcnemar_p' in stats:
                 row.update(only_mode=stats[f'only_{name}'], only_switch=stats[f'only_{baseline}'],
                            mcnemar_p_vs_switch=stats['mcnemar_p'])
-            row.update(seam_summary(results[name]))
+            row.update(seam_summary([e.seams for e in results[name]]))
             rows.append(row)
     return rows
 

@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from asyncvla_ros.control.pacing import wait_until
+from asyncvla_ros.control.profile import load_profile
+from asyncvla_ros.control.seams import commanded_stream, seam_summary, stream_seams, trajectory_splice_jumps
+from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from asyncvla_ros.model.runner import demo_checkpoint
+from asyncvla_ros.nodes.conversions import chunk_from_msg, to_seconds
 from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.sim.so101 import JOINT_NAMES, phase_counts
@@ -44,6 +48,7 @@ class DemoProbe:
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, String
         from std_srvs.srv import SetBool, Trigger
+        from trajectory_msgs.msg import JointTrajectory
 
         from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 
@@ -55,12 +60,15 @@ class DemoProbe:
         self.executor_mode = ''
         self.sim_time = 0.0  # stamp of the last joint state: sim time under /clock, else wall time
         self.statuses, self.chunks, self.joints = [], [], []
+        self.trajectories, self.executor_states = [], []  # what the controller is sent, and (stamp, mode)
         self.node.create_subscription(Bool, 'sim/task_success', self._on_success, 10)
-        self.node.create_subscription(ExecutorState, 'asyncvla/executor_state',
-                                      lambda m: setattr(self, 'executor_mode', m.mode), 10)
+        self.node.create_subscription(ExecutorState, 'asyncvla/executor_state', self._on_executor_state, 10)
+        self.node.create_subscription(JointTrajectory, load_profile('so101').command_topics['joint_trajectory'],
+                                      self._on_trajectory, 100)
         self.node.create_subscription(String, 'sim/task_phase', self._on_phase, 10)
         self.node.create_subscription(PolicyStatus, 'asyncvla/policy_status', lambda m: self._keep(self.statuses, m), 50)
-        self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, m), 10)
+        self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk',
+                                      lambda m: self._keep(self.chunks, (self.sim_time, m)), 10)
         self.node.create_subscription(JointState, 'joint_states', self._on_joints, qos_profile_sensor_data)
         self.reset_client = self.node.create_client(Trigger, 'sim_arm_node/reset')
         self.enable_client = self.node.create_client(SetBool, 'executor_node/enable')
@@ -73,6 +81,16 @@ class DemoProbe:
     def _on_joints(self, msg):
         self.sim_time = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self._keep(self.joints, (self.sim_time, list(msg.position)))
+
+    def _on_executor_state(self, msg):
+        self.executor_mode = msg.mode
+        self._keep(self.executor_states, (to_seconds(msg.header.stamp), msg.mode))
+
+    def _on_trajectory(self, msg):
+        stamp = to_seconds(msg.header.stamp)
+        self._keep(self.trajectories, (self.sim_time, list(msg.joint_names),
+                                       np.array([stamp + to_seconds(p.time_from_start) for p in msg.points]),
+                                       np.array([p.positions for p in msg.points])))
 
     def _keep(self, store, item):
         with self.lock:
@@ -124,6 +142,7 @@ def auto_real_time_factor(policy_device: str) -> float:
 
 
 LATENCY_STAGES = ('prefix', 'sfm', 'rater', 'afm', 'total')  # PolicyStatus.<stage>_ms
+EPISODE_STREAMS = ('statuses', 'chunks', 'joints', 'trajectories', 'executor_states')  # DemoProbe's lists
 
 
 def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> dict:
@@ -136,20 +155,51 @@ def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> di
     probe.call(probe.reset_client, probe.Trigger.Request())
     time.sleep(0.5)
     with probe.lock:
-        first_status, first_chunk, first_joint = len(probe.statuses), len(probe.chunks), len(probe.joints)
+        first = {name: len(getattr(probe, name)) for name in EPISODE_STREAMS}
     probe.success, probe.phase = False, 'none'
     probe.call(probe.enable_client, probe.SetBool.Request(data=True))
     started = probe.sim_time
     wait_until(lambda: probe.success or probe.sim_time - started >= seconds, 3 * seconds / real_time_factor + 10, period=0.1)
+    ended, success = probe.sim_time, probe.success
     with probe.lock:
-        statuses = [s for s in probe.statuses[first_status:] if s.total_ms > 0]
-        chunks = probe.chunks[first_chunk:]
-        joints = probe.joints[first_joint:]
-    return {'success': probe.success, 'phase': 'placed' if probe.success else probe.phase, 'seconds': probe.sim_time - started,
+        streams = {name: getattr(probe, name)[first[name]:] for name in EPISODE_STREAMS}
+    statuses = [s for s in streams['statuses'] if s.total_ms > 0]
+    chunks = [(received, chunk_from_msg(m)) for received, m in streams['chunks']]
+    return {'success': success, 'phase': 'placed' if success else probe.phase, 'seconds': ended - started,
             'chunk_ms': [s.total_ms for s in statuses], 'observation_age_ms': [s.observation_age_ms for s in statuses],
             'stages_ms': {stage: [getattr(s, f'{stage}_ms') for s in statuses] for stage in LATENCY_STAGES},
             'refined_fraction': [s.refined_fraction for s in statuses],
-            'confidence': [list(c.confidence) for c in chunks], 'joints': joints}
+            'confidence': [list(c.confidence) for _, c in chunks], 'joints': streams['joints'],
+            'seams': episode_seams(streams['trajectories'], streams['executor_states'], chunks, started, ended,
+                                   ended - started if success else None, real_time_factor)}
+
+
+def trajectory_lead_s(real_time_factor: float) -> float:
+    """executor_node's trajectory lead in the demo: it covers wall-clock work (rollout, transport), so on a slowed
+    sim that fraction of it."""
+    return EXECUTOR_NODE.defaults()['trajectory_lead_s'] * min(real_time_factor, 1.0)
+
+
+def episode_seams(trajectories, executor_states, chunks, start: float, end: float, time_to_success,
+                  real_time_factor: float) -> dict:
+    """control/seams.py's figures for one episode, from what the controller was sent (executor_node in
+    joint_trajectory mode: each trajectory carries the control loop's own ticks, computed the trajectory lead
+    ahead of its clock), the executor's states and the chunks, each with the sim time it was received."""
+    params = EXECUTOR_NODE.load_yaml(config_path('executor.yaml'))
+    period = 1.0 / params['control_rate_hz']
+    if not trajectories or not chunks:
+        return {}
+    lead = TrajectoryOutput(trajectory_lead_s(real_time_factor)).lead(period)
+    times, commands = commanded_stream([(t, q) for _, _, t, q in trajectories], period, start + lead, end + lead)
+    if not len(times):
+        return {}
+    times = times - lead
+    stamps = np.array([stamp for stamp, _ in executor_states] or [np.inf])
+    modes = [mode for _, mode in executor_states] or ['']
+    latest = np.clip(np.searchsorted(stamps, times, side='right') - 1, 0, len(modes) - 1)
+    holding = np.array([modes[i] == 'holding' and stamps[i] <= t for i, t in zip(latest, times)])
+    splices = trajectory_splice_jumps([(r, t, q) for r, _, t, q in trajectories], chunks, trajectories[0][1])
+    return stream_seams(times, commands, holding, splices, period, chunks[0][1].dt, time_to_success)
 
 
 def demo_summary(results: dict, real_time_factor: float) -> dict:
@@ -163,7 +213,8 @@ def demo_summary(results: dict, real_time_factor: float) -> dict:
             'episodes': len(results['self_correction']),
             'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
             'p50_observation_age_ms': float(np.median(ages)) if ages else None,
-            'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': real_time_factor}
+            'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': real_time_factor,
+            **{f'seams_{mode}': seam_summary([e['seams'] for e in episodes]) for mode, episodes in results.items()}}
 
 
 def write_report(output: Path, results: dict, summary: dict) -> Path:
@@ -208,6 +259,12 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
         medians = [np.median([ms for e in episodes for ms in e['stages_ms'][stage]] or [np.nan]) for stage in LATENCY_STAGES]
         age = np.median([ms for e in episodes for ms in e['observation_age_ms']] or [np.nan])
         lines.append(f'| {mode} | ' + ' | '.join(f'{ms:.0f}' for ms in [*medians, age]) + ' |')
+    lines += ['', '| mode | command jerk RMS at seams / inside chunks (rad/s³) | largest splice jump (rad) | '
+              'episodes with a hold | median time to success (s) |', '|---|---|---|---|---|']
+    for mode in results:
+        seams = summary[f'seams_{mode}']
+        lines.append(f'| {mode} | {seams["jerk_rms_seam"]} / {seams["jerk_rms_inside"]} | {seams["splice_jump_max_rad"]} | '
+                     f'{seams["episodes_with_holds"]} | {seams["median_time_to_success_s"]} |')
     lines += ['', f'```json\n{json.dumps(summary, indent=1)}\n```', '', '![joints](joints.png)',
               '![confidence](confidence.png)', '![latency](latency.png)']
     (output / 'report.md').write_text('\n'.join(lines) + '\n')
@@ -237,8 +294,7 @@ def run_demo(args) -> int:
         print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
         return 2
     sim_clock = {'use_sim_time': True} if factor != 1.0 else {}
-    # the trajectory lead covers wall-clock work (rollout, transport): on a slowed sim, that fraction of it
-    lead = {'trajectory_lead_s': EXECUTOR_NODE.defaults()['trajectory_lead_s'] * min(factor, 1.0)}
+    lead = {'trajectory_lead_s': trajectory_lead_s(factor)}
     nodes = [NodeProcess(name, f'asyncvla_ros.nodes.{name}', output / 'logs', [config_path(f'{name.removesuffix("_node")}.yaml')],
                          overrides=overrides, env=env)
              for name, overrides in (('sim_arm_node', {'seed': args.seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
