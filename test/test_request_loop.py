@@ -75,24 +75,3 @@ def test_chunk_ids_stay_ahead_of_what_the_executor_runs():
     assert pending.chunk_id == 42
     chunk = loop.complete(pending, prediction(1.0), 0.6, None)
     assert chunk.chunk_id == 42 and loop.last_chunk is chunk and np.all(chunk.positions == 1.0)
-
-
-def test_state_forecast_pairs_the_frame_with_the_plan_where_the_new_chunk_will_start():
-    """A checkpoint trained on delayed images gets the frame with the running chunk's planned position at the frame
-    moment the new chunk starts from (answer due `delay` steps after the request), and its chunk is dated from
-    there; with no delay to bridge it is the plain request."""
-    settings = node_request_settings(state_forecast=True, delay_compensation=False)
-    loop = RequestLoop(JOINTS, DT, SIZE)
-    pending = loop.request(0.0, settings, 0.0, [], np.zeros(2), 'go', None)
-    ramp = np.linspace(0.1, 0.8, SIZE)[:, None] * np.array([1.0, -1.0])
-    chunk = loop.complete(pending, ChunkPrediction(ramp, np.zeros(0), np.zeros(SIZE, bool), ramp), 0.01, None)
-    loop.delay.steps = 3.0  # answers take three steps
-    measured = np.array([0.05, -0.05])
-    pending = loop.request(0.32, settings, 0.3, [], measured, 'go', None)
-    moment = 0.3 + 3 * DT  # the first frame-grid moment whose chunk, due half a step later, is due after the answer (0.62)
-    assert pending.start_time == pytest.approx(moment + DT / 2)
-    planned = [np.interp(moment, chunk.step_times(), ramp[:, j]) for j in range(2)]
-    assert np.allclose(pending.request.state, planned) and pending.request.committed is None
-    loop.delay.steps = 0.0
-    pending = loop.request(0.31, settings, 0.3, [], measured, 'go', None)
-    assert pending.start_time == pytest.approx(0.3 + DT / 2) and np.array_equal(pending.request.state, measured)

@@ -58,23 +58,6 @@ def test_video_frames_follow_the_episodes(dataset_root):
         ds[first]['images'][0].astype(int) - ds[first - 1]['images'][0]).mean() + 5
 
 
-def test_delayed_images_come_from_up_to_that_many_frames_earlier_in_the_same_episode(dataset_root):
-    """`image_delay_max_steps`: a sample's state and actions are its own, its images from 0..D frames before (never
-    before the episode's first frame), every delay drawn."""
-    plain = LeRobotDataset(spec(dataset_root), chunk_size=8)
-    delayed = LeRobotDataset(spec(dataset_root), chunk_size=8, image_delay_max_steps=2, seed=1)
-    frames = [plain[i]['images'][0] for i in range(len(plain))]
-    seen = set()
-    for i in (0, 1, 5, 6, 7):
-        for _ in range(20):
-            sample = delayed[i]
-            assert np.array_equal(sample['state'], plain[i]['state'])
-            delay = next(d for d in range(i + 1) if np.array_equal(sample['images'][0], frames[i - d]))
-            assert delay <= min(2, i)
-            seen.add(delay)
-    assert seen == {0, 1, 2}
-
-
 def test_data_yaml_in_the_eo1_schema(dataset_root, tmp_path):
     path = tmp_path / 'data.yaml'
     path.write_text(f'lerobot_datasets:\n  - repo_id: local/so101\n    root: {dataset_root}\n'

@@ -67,17 +67,3 @@ def request_timing(observed: float, dt: float, delay: int, chunk_size: int, runn
         if len(committed):
             return running.start_time + first * running.dt, committed
     return observed + 0.5 * dt, None
-
-
-def forecast_frame(observed: float, now: float, dt: float, delay: int, running: Chunk) -> tuple[float, np.ndarray] | None:
-    """For a checkpoint trained on delayed images (`train --image-delay-max-steps`): the moment on the frame grid
-    (observed + k * dt) whose chunk, due half a step later, starts when the request's answer arrives `delay` steps
-    from `now`, and the running chunk's planned position then, which stands in for the joint state. None when that
-    moment is the frame's own (nothing to forecast)."""
-    arrival = now + delay * dt
-    k = max(0, math.ceil((arrival - observed) / dt - 0.5 - 1e-9))
-    if k == 0:
-        return None
-    moment = observed + k * dt
-    times = running.step_times()
-    return moment, np.array([np.interp(moment, times, running.positions[:, j]) for j in range(running.positions.shape[1])])

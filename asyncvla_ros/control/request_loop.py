@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from asyncvla_ros.control.chunk import Chunk
-from asyncvla_ros.control.delay import DelayEstimator, forecast_frame, refill_steps, request_timing
+from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
 from asyncvla_ros.model.interface import ChunkPrediction, ChunkRequest
 
 
@@ -31,7 +31,6 @@ class RequestSettings:
     refill_threshold: int
     rate_hz: float
     delay_compensation: bool
-    state_forecast: bool
     self_correction: bool
     confidence_threshold: float | None
     num_correction_rounds: int | None
@@ -84,11 +83,6 @@ class RequestLoop:
             executor_step = executor.step
         start_time, committed = request_timing(observed, self.dt, self.delay.delay, self.chunk_size, chunk,
                                                executor_step)
-        forecast = forecast_frame(observed, now, self.dt, self.delay.delay, chunk) \
-            if settings.state_forecast and chunk is not None and committed is None else None
-        if forecast is not None:
-            moment, joints = forecast
-            start_time = moment + 0.5 * self.dt
         request = ChunkRequest(images, joints, instruction, committed, settings.self_correction,
                                settings.confidence_threshold, settings.num_correction_rounds,
                                settings.num_denoise_steps, settings.num_denoise_steps_afm)

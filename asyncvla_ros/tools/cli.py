@@ -84,8 +84,7 @@ def cmd_train(args) -> int:
     config = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          vision_lr=args.vision_lr, image_size=args.image_size, seed=args.seed, save_every=args.save_every,
                          validate_every=args.validate_every, gradient_checkpointing=args.gradient_checkpointing,
-                         action_mode=args.action_mode, afm_prefix_prob=args.afm_prefix_prob,
-                         image_delay_max_steps=args.image_delay_max_steps)
+                         action_mode=args.action_mode, afm_prefix_prob=args.afm_prefix_prob)
     result = train_policy(_specs(args), args.output, config, resume=args.resume, init_from=args.init_from)
     print(f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '
           f'{result["last_loss"]:.4f}; checkpoint and train_log.csv in {result["output"]}')
@@ -364,9 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--afm-prefix-prob', type=_at_least(0.0, float, maximum=1.0),
                            help="share of AFM samples with a committed prefix, as delay compensation sends "
                                 "(default: the preset's, or the --init-from checkpoint's)")
-            p.add_argument('--image-delay-max-steps', type=_at_least(0, int), default=0,
-                           help='train on images up to this many frames older than the state and actions, for a '
-                                "policy run with policy_node's state_forecast under inference delay")
             p.add_argument('--vision-lr', type=float, default=2e-5)
             p.add_argument('--image-size', type=int, default=112)
             p.add_argument('--save-every', type=int, default=500)

@@ -157,14 +157,9 @@ def load_data_config(path) -> list[DatasetSpec]:
 
 
 class LeRobotDataset:
-    """Frames of a v3.0 dataset as training samples; videos are decoded once into memory. With
-    `image_delay_max_steps` a sample's images are from up to that many frames before its state and actions (drawn
-    uniformly, 0 included; not before the episode's first frame), as a policy under inference delay sees them."""
+    """Frames of a v3.0 dataset as training samples; videos are decoded once into memory."""
 
-    def __init__(self, spec: DatasetSpec, chunk_size: int, episodes: Sequence[int] | None = None,
-                 image_delay_max_steps: int = 0, seed: int = 0):
-        self.image_delay_max_steps = image_delay_max_steps
-        self._rng = np.random.default_rng(seed)
+    def __init__(self, spec: DatasetSpec, chunk_size: int, episodes: Sequence[int] | None = None):
         root = Path(spec.root)
         self.info = self._json(root / 'meta' / 'info.json')
         self.fps = self.info.get('fps', 10)
@@ -258,7 +253,5 @@ class LeRobotDataset:
     def __getitem__(self, i: int) -> dict:
         row, episode = self.index[i]
         t = row - episode['dataset_from_index']
-        if self.image_delay_max_steps:
-            t = max(t - int(self._rng.integers(0, self.image_delay_max_steps + 1)), 0)
         return {'images': [self.frames[k][episode['episode_index']][t] for k in self.spec.select_video_keys],
                 **self.chunk_at(i)}

@@ -40,7 +40,6 @@ class TrainConfig:
     held_out_fraction: float = 0.1
     action_mode: str = 'delta'
     afm_prefix_prob: float | None = None  # share of AFM samples with a committed prefix; None keeps the model's
-    image_delay_max_steps: int = 0  # images up to this many frames older than the state (LeRobotDataset)
 
 
 def split_episodes(spec: DatasetSpec, fraction: float) -> tuple[list[int], list[int]]:
@@ -155,8 +154,7 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='bf16' if torch.cuda.is_available() else 'no')
     chunk = AsyncVLAConfig.from_preset(config.preset).action_chunk_size
     splits = [split_episodes(s, config.held_out_fraction) for s in specs]
-    train_sets = [LeRobotDataset(s, chunk, episodes=tr, image_delay_max_steps=config.image_delay_max_steps,
-                                 seed=config.seed + n) for n, (s, (tr, _)) in enumerate(zip(specs, splits))]
+    train_sets = [LeRobotDataset(s, chunk, episodes=tr) for s, (tr, _) in zip(specs, splits)]
     val_set = LeRobotDataset(specs[0], chunk, episodes=splits[0][1] or splits[0][0])
     texts = sorted({t for d in train_sets for t in d.tasks.values()})
     if resume is not None:
@@ -170,8 +168,6 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
         start_step = 0
     if config.afm_prefix_prob is not None:  # saved with the checkpoint's config
         model.config.afm_prefix_prob = config.afm_prefix_prob
-    if config.image_delay_max_steps:  # saved too: such a checkpoint wants policy_node's state_forecast
-        model.config.image_delay_max_steps = config.image_delay_max_steps
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.rater.requires_grad_(False)
@@ -237,8 +233,7 @@ def train_rater(checkpoint: Path, specs: list[DatasetSpec], output: Path | None,
     device = next(model.parameters()).device
     chunk = model.config.action_chunk_size
     splits = [split_episodes(s, held_out_fraction) for s in specs]
-    train_sets = [LeRobotDataset(s, chunk, episodes=tr, image_delay_max_steps=config.image_delay_max_steps,
-                                 seed=config.seed + n) for n, (s, (tr, _)) in enumerate(zip(specs, splits))]
+    train_sets = [LeRobotDataset(s, chunk, episodes=tr) for s, (tr, _) in zip(specs, splits)]
     val_set = LeRobotDataset(specs[0], chunk, episodes=splits[0][1] or splits[0][0])
     model.requires_grad_(False)
     model.rater.requires_grad_(True)
