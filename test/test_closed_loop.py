@@ -131,6 +131,16 @@ def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table
     assert (tmp_path / 'sweep' / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_each_mode_sets_what_it_names_and_leaves_the_rest_as_the_nodes_run():
+    base = LoopSettings(INSTRUCTIONS[0])
+    runs = sweep_runs(base, [100], ['switch', 'fade_quintic', 'committed_quintic'])
+    switch, fade, committed = runs['switch@100ms'], runs['fade_quintic@100ms'], runs['committed_quintic@100ms']
+    assert switch.chunk_fade_per_lateness == 0.0 and switch.interpolation == base.interpolation
+    assert fade.chunk_fade_per_lateness == base.chunk_fade_per_lateness > 0 and fade.interpolation == 'quintic'
+    assert committed.request.delay_compensation and not fade.request.delay_compensation
+    assert all(run.latency_s == 0.1 and run.request.refill_threshold == base.request.refill_threshold for run in runs.values())
+
+
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
     result = closed_loop_of_two_short_episodes(tiny_checkpoint, tmp_path / 'loop', '--latency-ms', '150',
                                                '--self-correction', 'on')

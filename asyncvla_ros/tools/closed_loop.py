@@ -41,6 +41,7 @@ class LoopSettings:
     control_rate_hz: float = EXECUTOR_NODE.defaults()['control_rate_hz']
     camera_rate_hz: float | None = None  # None: images rendered at each request; else frames at this rate
     chunk_fade_per_lateness: float = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
+    interpolation: str = EXECUTOR_NODE.defaults()['interpolation']
 
 
 @dataclass
@@ -65,7 +66,8 @@ class PolicyDrive:
         self.plant, self.runner, self.settings = plant, runner, settings
         self.request_settings = replace(settings.request, self_correction=self_correction)
         self.core = ExecutorCore(load_profile('so101'), ExecutorSettings(control_rate_hz=settings.control_rate_hz,
-                                                                          chunk_fade_per_lateness=settings.chunk_fade_per_lateness))
+                                                                          chunk_fade_per_lateness=settings.chunk_fade_per_lateness,
+                                                                          interpolation=settings.interpolation))
         self.loop = RequestLoop(JOINT_NAMES, runner.dt, runner.chunk_size)
         self.cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
         self.period = 1.0 / settings.control_rate_hz
@@ -145,12 +147,15 @@ def execution_modes() -> dict[str, dict]:
     """How a new chunk meets the running plan, as policy_node and executor_node settings: `switch` replaces the
     plan at once, `fade` fades a late chunk in (executor_node's chunk_fade_per_lateness), `committed` keeps the
     steps that run during inference as the model's committed tokens (delay compensation) and splices the rest at
-    once (the chunk continues the running plan by construction), `committed_fade` fades that in as well."""
+    once (the chunk continues the running plan by construction), `committed_fade` fades that in as well. The
+    `_quintic` variants interpolate with quintic splines, which start from the commanded acceleration too;
+    the others use executor_node's interpolation."""
     fade = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
-    return {'switch': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': False},
-            'fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': False},
-            'committed': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': True},
-            'committed_fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': True}}
+    modes = {'switch': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': False},
+             'fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': False},
+             'committed': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': True},
+             'committed_fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': True}}
+    return {**modes, **{f'{name}_quintic': {**mode, 'interpolation': 'quintic'} for name, mode in modes.items()}}
 
 
 def sweep_runs(base: LoopSettings, latencies_ms: list[float], modes: list[str]) -> dict[str, LoopSettings]:
@@ -162,6 +167,7 @@ def sweep_runs(base: LoopSettings, latencies_ms: list[float], modes: list[str]) 
             change = known[mode]
             runs[sweep_name(mode, latency)] = replace(
                 base, latency_s=latency / 1e3, chunk_fade_per_lateness=change['chunk_fade_per_lateness'],
+                interpolation=change.get('interpolation', base.interpolation),
                 request=replace(base.request, delay_compensation=change['delay_compensation']))
     return runs
 
