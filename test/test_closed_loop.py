@@ -53,7 +53,7 @@ def test_the_experts_plan_through_the_executor_places_the_block():
 
 
 def test_a_slow_policy_is_asked_sooner_so_the_arm_never_waits_for_a_plan():
-    """300 ms a chunk with `refill_threshold` 0: requests start as many steps early as the measured delay."""
+    """300 ms a chunk with `refill_threshold` 0: requests start the measured delay plus one step early."""
     plant = SO101Plant(0, 64, 64)
     try:
         episode = record_episode(plant, seed=7)

@@ -75,3 +75,15 @@ def test_chunk_ids_stay_ahead_of_what_the_executor_runs():
     assert pending.chunk_id == 42
     chunk = loop.complete(pending, prediction(1.0), 0.6, None)
     assert chunk.chunk_id == 42 and loop.last_chunk is chunk and np.all(chunk.positions == 1.0)
+
+
+@pytest.mark.parametrize('threshold, delay, asked_at', [(2, 0, 2), (2, 1, 2), (2, 3, 4), (0, 3, 4)])
+def test_a_request_leaves_the_measured_delay_and_one_step_of_the_plan(threshold, delay, asked_at):
+    """The chunk arrives `delay` steps after the request, while a step of the running plan is still ahead: the
+    executor never runs out of plan waiting for it (an executor hold)."""
+    settings = node_request_settings(refill_threshold=threshold, rate_hz=0.0, delay_compensation=False)
+    loop = RequestLoop(JOINTS, DT, SIZE)
+    chunk = first_chunk(loop, settings)
+    loop.delay.steps = float(delay)
+    assert loop.due(0.5, settings, ExecutorProgress(chunk.chunk_id, SIZE - asked_at - 1, asked_at, True))
+    assert not loop.due(0.5, settings, ExecutorProgress(chunk.chunk_id, SIZE - asked_at - 2, asked_at + 1, True))

@@ -33,9 +33,9 @@ class DelayEstimator:
 
 def refill_steps(refill_threshold: int, delay: int) -> int:
     """Steps left in the running chunk at which the next one is requested: `refill_threshold`, raised to the
-    measured delay, so that a slower inference starts its request sooner rather than leaving the arm without
-    a plan (the executor holds) until the chunk arrives."""
-    return max(refill_threshold, delay)
+    measured delay plus one, so that a slower inference starts its request sooner and its chunk arrives while a
+    step of the running plan is still ahead, rather than leaving the arm without a plan (the executor holds)."""
+    return max(refill_threshold, delay + 1)
 
 
 def committed_steps(positions: np.ndarray, executing_step: int, delay: int, chunk_size: int) -> np.ndarray:

@@ -160,7 +160,7 @@ POLICY_NODE = ParamSchema('policy_node', [
     Param('confidence_threshold', 'double', 0.5, 'Steps whose confidence is below this are regenerated.', range=(0.0, 1.0), runtime=True),
     Param('num_correction_rounds', 'int', 1, 'Rate-and-regenerate rounds per chunk.', range=(1, 5), runtime=True),
     Param('delay_compensation', 'bool', False, 'Pass the steps that run during inference to the model as committed tokens (off by default: with the demo checkpoint it placed the block less often; README, The demo).', runtime=True),
-    Param('refill_threshold', 'int', 2, 'Request a new chunk when the executor has this many steps left, or as many as the measured delay when that is more (the arm is not left without a plan).', range=(0, 1000), runtime=True),
+    Param('refill_threshold', 'int', 2, 'Request a new chunk when the executor has this many steps left, or the measured delay plus one when that is more (the chunk arrives before the plan runs out).', range=(0, 1000), runtime=True),
     Param('rate_hz', 'double', 0.0, 'Fixed inference rate; 0 means refill-driven.', range=(0.0, 100.0), runtime=True),
     Param('max_observation_age_s', 'double', 0.5, 'Skip inference when an input is older than this.', range=(0.001, 60.0), runtime=True),
     Param('seed', 'int', 0, 'Seed of the sampling noise; -1 seeds from the clock.', range=(-1, 2**31 - 1)),
