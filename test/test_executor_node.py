@@ -410,7 +410,8 @@ def test_each_trajectory_continues_the_one_it_replaces_for_a_trajectory_controll
     """joint_trajectory mode over DDS with a plausible policy: an 8-step chunk every 0.3 s, each a smooth path
     from where the arm is towards a new goal, so every chunk changes the plan. A controller that follows each
     trajectory by its header stamp and time_from_start, from the desired state it has (trajectory_checks),
-    is never asked for a jump at a seam it received in time or for a point beyond the limits."""
+    is never asked for a position jump at a seam, a velocity jump at one it received in time, or a point beyond
+    the limits."""
     probe = Probe(ros_context)
     spinner.add(probe.node)
     period = 0.01
@@ -453,6 +454,6 @@ def test_each_trajectory_continues_the_one_it_replaces_for_a_trajectory_controll
     with lock:
         print(controller.summary())
         assert controller.trajectories >= 25 and len(controller.seams) >= 24, 'too few replacements to prove anything'
-        # seams received after their first point are the transport's (a loaded machine), not judged; enough are not
+        # velocity jumps are judged at seams received before their first point: enough must be
         assert len(controller.seams) - controller.late_seams >= 10, 'too few trajectories reached the controller in time'
         controller.assert_within_limits()

@@ -6,8 +6,8 @@ absolute time. A seam is judged where the new trajectory takes over: at its firs
 ahead on receipt, else at receipt. When it arrived before its first point, the new trajectory's desired position
 may differ from the replaced one's there by at most one period of motion at the velocity limit, and its desired
 velocity by at most one period of the acceleration limit. One that arrives later is taken over mid-segment,
-after the two have parted (by up to a·δ² after δ): no sender can promise continuity there, so such seams are
-counted and reported, not judged; the executor's lead is what keeps them rare.
+after the two have parted (by up to a·δ² after δ): its position jump is still judged (within ~30 ms of lateness
+it stays inside the bound), its velocity jump is only reported; the executor's lead is what keeps them rare.
 """
 from __future__ import annotations
 
@@ -87,9 +87,7 @@ class FollowerRecord:
         assert not self.point_violations, self.point_violations[:3]
         p, period = self.profile, self.period
         for takeover, dq, dv, late in self.seams:
-            if late > 0:
-                continue
             assert np.all(dq <= p.velocity_max * period * (1 + RELATIVE) + ABSOLUTE), \
-                f'seam at {takeover:.3f}: position jump {dq} beyond one period at the velocity limit'
-            assert np.all(dv <= p.acceleration_max * period * (1 + RELATIVE) + ABSOLUTE), \
+                f'seam at {takeover:.3f} ({late * 1e3:.1f} ms late): position jump {dq} beyond one period at the velocity limit'
+            assert late > 0 or np.all(dv <= p.acceleration_max * period * (1 + RELATIVE) + ABSOLUTE), \
                 f'seam at {takeover:.3f}: velocity jump {dv} beyond one period at the acceleration limit'

@@ -83,8 +83,7 @@ def commanded_stream(trajectories: list[tuple[np.ndarray, np.ndarray]], period: 
     by_tick: dict[int, np.ndarray] = {}
     for times, positions in trajectories:
         ticks = np.round(np.asarray(times) / period).astype(int)
-        for tick in [t for t in by_tick if t >= ticks[0]]:
-            del by_tick[tick]
+        by_tick = {t: q for t, q in by_tick.items() if t < ticks[0]}  # replaced from its first point on
         by_tick.update(zip(ticks.tolist(), np.asarray(positions, float)))
     grid = [t for t in sorted(by_tick) if t * period <= end + 1e-9]
     if not grid:

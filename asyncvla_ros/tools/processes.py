@@ -84,5 +84,3 @@ def _ros_arg(value) -> str:
     if isinstance(value, (list, tuple)):
         return '[' + ','.join(_ros_arg(v) if not isinstance(v, str) else f"'{v}'" for v in value) + ']'
     return str(value)
-
-
