@@ -1,8 +1,10 @@
 """policy_node over real DDS with a tiny random checkpoint: the closed loop with the simulated arm and
 the executor, bad input, and run-time parameters."""
 import contextlib
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -319,6 +321,20 @@ def test_configure_fails_clearly(policy, overrides, reason):
     node, configured = start(activate=False, **overrides)
     assert not configured
     assert wait_until(lambda: any(reason in m for m in observer.messages()), timeout=5), observer.messages()
+
+
+def test_an_untrained_rater_fails_configure_unless_self_correction_is_off(policy, tiny_checkpoint, tmp_path):
+    """An imported model's rater is untrained: its confidence must never pick what the arm executes."""
+    untrained = tmp_path / 'untrained'
+    shutil.copytree(tiny_checkpoint, untrained)
+    config = json.loads((untrained / 'config.json').read_text())
+    (untrained / 'config.json').write_text(json.dumps({**config, 'rater_trained': False}))
+    observer, start = policy
+    _, configured = start(activate=False, checkpoint=str(untrained))
+    assert not configured
+    assert wait_until(lambda: any('rater is untrained' in m for m in observer.messages()), timeout=5), observer.messages()
+    _, configured = start(activate=False, checkpoint=str(untrained), self_correction=False)
+    assert configured
 
 
 @pytest.mark.parametrize('inference_process', [True, False])

@@ -7,7 +7,7 @@ from importlib import import_module
 _EXPORTS = {
     'AsyncVLAConfig': 'configuration_asyncvla', 'AsyncVLAPolicy': 'modeling_asyncvla',
     'ChunkResult': 'modeling_asyncvla', 'AsyncVLAProcessor': 'processing_asyncvla',
-    'load_checkpoint': 'checkpoint', 'save_checkpoint': 'checkpoint',
+    'load_checkpoint': 'checkpoint', 'save_checkpoint': 'checkpoint', 'import_eo1': 'eo1',
 }
 __all__ = sorted(_EXPORTS)
 

@@ -36,6 +36,13 @@ def resolve_device(device: str = 'auto', dtype: str = 'auto', attn_implementatio
     return torch.device(device), getattr(torch, dtype), attn_implementation
 
 
+def refuse_pickles(directory: Path) -> None:
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f'{directory}: refusing to load {pickles}: pickle files can run code; '
+                              'checkpoints must be safetensors + JSON')
+
+
 def save_checkpoint(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, directory) -> Path:
     directory = Path(directory)
     model.save_pretrained(directory, safe_serialization=True)
@@ -43,21 +50,18 @@ def save_checkpoint(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, directo
     return directory
 
 
-def load_checkpoint(directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto'):
-    """(model, processor) from a local checkpoint directory, in eval mode on the chosen device."""
+def load_model(directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto') -> AsyncVLAPolicy:
+    """The model alone from a local checkpoint directory, in eval mode on the chosen device: what `export`
+    and fine-tuning an imported model need (an import has no processor statistics yet)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f'checkpoint {directory} does not exist or is not a directory')
-    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise CheckpointError(f'{directory}: refusing to load {pickles}: pickle files can run code; '
-                              'checkpoints must be safetensors + JSON')
+    refuse_pickles(directory)
     for name in ('config.json', 'model.safetensors'):
         if not (directory / name).is_file():
             raise CheckpointError(f'{directory}: missing {name}')
     torch_device, torch_dtype, attention = resolve_device(device, dtype, attn_implementation)
     try:
-        processor = AsyncVLAProcessor.from_pretrained(directory)
         config = AsyncVLAConfig.from_pretrained(directory, local_files_only=True)
         model, info = AsyncVLAPolicy.from_pretrained(directory, config=config, local_files_only=True, use_safetensors=True,
                                                      dtype=torch_dtype, attn_implementation=attention,
@@ -67,8 +71,28 @@ def load_checkpoint(directory, device: str = 'auto', dtype: str = 'auto', attn_i
     problems = {k: v for k, v in info.items() if v and k in ('missing_keys', 'unexpected_keys', 'mismatched_keys')}
     if problems:
         raise CheckpointError(f'{directory}: model.safetensors does not match config.json: {problems}')
+    return model.to(torch_device).eval()
+
+
+def has_statistics(directory) -> bool:
+    """Whether a checkpoint carries its processor's statistics (an imported model does not until fine-tuned)."""
+    return (Path(directory) / 'normalization.json').is_file()
+
+
+def load_checkpoint(directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto'):
+    """(model, processor) from a local checkpoint directory, in eval mode on the chosen device."""
+    directory = Path(directory)
+    if directory.is_dir() and (directory / 'config.json').is_file() and not has_statistics(directory):
+        raise CheckpointError(f'{directory}: no normalization.json: an imported model must be fine-tuned on your robot\'s '
+                              'data first (`asyncvla train --init-from`), which adds its statistics')
+    model = load_model(directory, device, dtype, attn_implementation)
+    try:
+        processor = AsyncVLAProcessor.from_pretrained(directory)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f'{directory}: cannot load the processor: {exc}') from exc
+    config = model.config
     if processor.action_chunk_size != config.action_chunk_size or processor.max_action_dim != config.max_action_dim \
             or processor.max_state_dim != config.max_state_dim or len(processor.tokenizer) > config.vlm_config.text_config.vocab_size:
         raise CheckpointError(f'{directory}: the processor does not match the model (chunk size, action/state dims '
                               'or vocabulary size differ)')
-    return model.to(torch_device).eval(), processor
+    return model, processor

@@ -27,6 +27,9 @@ class AsyncVLAConfig(PreTrainedConfig):
     num_correction_rounds: rate-and-regenerate rounds.
     afm_prob: share of AFM samples in training; afm_prefix_prob: share of those with a committed-prefix mask.
     *_token_id: ids of the prompt's special tokens (set from the tokenizer).
+    rater_trained: False until train-rater has run (an imported model); self-correction is refused until then.
+    keep_lm_head: the model carries the backbone's LM head (an EO-1 import), unused for actions but exported.
+    eo1_config: the EO-1 config.json an imported model came from, written back by `export --eo1`.
     """
 
     model_type = 'asyncvla'
@@ -55,6 +58,9 @@ class AsyncVLAConfig(PreTrainedConfig):
     image_token_id: int = 151655
     state_token_id: int = 151670
     action_token_id: int = 151666
+    rater_trained: bool = True
+    keep_lm_head: bool = False
+    eo1_config: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.action_attention not in ('bidirectional', 'causal'):

@@ -9,10 +9,12 @@ import torch
 
 def time_embedding(tau: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
     """Sinusoidal code of per-token times: (B, L) -> (B, L, dim), half sine and half cosine with
-    periods spaced geometrically from min_period to max_period (angle = 2 pi tau / period)."""
-    fraction = torch.linspace(0.0, 1.0, dim // 2, device=tau.device, dtype=torch.float64)
+    periods spaced geometrically from min_period to max_period (angle = 2 pi tau / period). Computed in
+    float32 in EO-1's order of operations: its fastest angles reach ~1600 rad, where another rounding of
+    the scale moves the code by 1e-4 and an imported EO-1 model's actions with it."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, device=tau.device)
     period = min_period * (max_period / min_period) ** fraction
-    angle = (2.0 * math.pi / period).to(torch.float32) * tau.float()[..., None]
+    angle = (1.0 / period * 2 * math.pi) * tau.float()[..., None]
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
 
 

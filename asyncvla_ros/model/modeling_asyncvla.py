@@ -22,6 +22,10 @@ from asyncvla_ros.model.flow import sample_flow_time, time_embedding, training_m
 from asyncvla_ros.model.rater import ConfidenceRater, rater_labels
 
 
+UNTRAINED_RATER = ('self-correction is refused: this checkpoint\'s confidence rater is untrained (an imported model); '
+                   'run `asyncvla train-rater` on it first, or turn self_correction off')
+
+
 @dataclass
 class Prefix:
     """The encoded prefix of a batch, shared by all denoising passes of one chunk."""
@@ -77,6 +81,8 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         self.action_out_proj = nn.Sequential(*[nn.Linear(width, width) for _ in range(config.num_action_layers - 1)],
                                              nn.Linear(width, actions))
         self.rater = ConfidenceRater(config)
+        if config.keep_lm_head:
+            self.lm_head = nn.Linear(width, config.vlm_config.text_config.vocab_size, bias=False)
         self.post_init()
 
     # ------------------------------------------------------------------ embeddings and masks
@@ -183,6 +189,8 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         never updated, never rated, returned unchanged. noise: (B, L, A) initial SFM noise.
         """
         cfg = self.config
+        if self_correction and not cfg.rater_trained:
+            raise ValueError(UNTRAINED_RATER)
         threshold = cfg.confidence_threshold if confidence_threshold is None else confidence_threshold
         rounds = cfg.num_correction_rounds if num_correction_rounds is None else num_correction_rounds
         steps = cfg.num_denoise_steps if num_steps is None else num_steps

@@ -16,6 +16,7 @@ import torch
 from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil
 
 SYSTEM_PROMPT = 'You are a helpful physical assistant.'
+QWEN_SYSTEM_PROMPT = 'You are a helpful assistant.'  # what Qwen2.5-VL's chat template, and so EO-1, puts first
 _EPS = 1e-6
 ACTION_MODES = ('absolute', 'delta')
 

@@ -152,9 +152,10 @@ class PolicyNode(LifecycleNode):
     def _warm_up(self) -> None:
         joints = self.runner.num_joints
         images = [np.zeros((224, 224, 3), np.uint8) for _ in self.runner.camera_keys]
-        prediction = self.runner.predict(ChunkRequest(images, np.zeros(joints), self.instruction,
-                                                      num_steps=self.p['num_denoise_steps'],
-                                                      num_afm_steps=self.p['num_denoise_steps_afm']))
+        # with the node's self_correction, so a checkpoint whose rater is untrained fails configure, saying so
+        request = ChunkRequest(images, np.zeros(joints), self.instruction, self_correction=self.p['self_correction'],
+                               num_steps=self.p['num_denoise_steps'], num_afm_steps=self.p['num_denoise_steps_afm'])
+        prediction = self.runner.predict(request)
         self.loop = RequestLoop(self.p['joint_names'], self.runner.dt, self.runner.chunk_size,
                                 initial_delay_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1)
 

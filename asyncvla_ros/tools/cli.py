@@ -106,7 +106,12 @@ def cmd_train_rater(args) -> int:
 
 @_reports_bad_input
 def cmd_export(args) -> int:
-    """Copy a checkpoint with its weights stored in another dtype (bfloat16 halves the size)."""
+    """Copy a checkpoint with its weights stored in another dtype (bfloat16 halves the size), or in EO-1's layout."""
+    if args.eo1:
+        from asyncvla_ros.model.eo1 import export_eo1_checkpoint
+        output = export_eo1_checkpoint(args.checkpoint, args.eo1)
+        print(f'export: wrote {output} in EO-1\'s layout (float32, without the rater)')
+        return 0
     import torch
 
     from asyncvla_ros.model import load_checkpoint, save_checkpoint
@@ -114,6 +119,18 @@ def cmd_export(args) -> int:
     save_checkpoint(model.to(getattr(torch, args.dtype)), processor, args.output)
     size = sum(f.stat().st_size for f in Path(args.output).iterdir()) / 2**20
     print(f'export: wrote {args.output} ({args.dtype} weights, {size:.1f} MB)')
+    return 0
+
+
+@_reports_bad_input
+def cmd_import_eo1(args) -> int:
+    """Import an EO-1 checkpoint (safetensors + JSON; no code in it runs) as one of ours."""
+    import torch
+
+    from asyncvla_ros.model.eo1 import import_eo1_checkpoint
+    for line in import_eo1_checkpoint(args.source, args.output, getattr(torch, args.dtype)):
+        print(f'import-eo1: {line}')
+    print(f'import-eo1: wrote {args.output}')
     return 0
 
 
@@ -377,9 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)')
     export = sub.add_parser('export', help=cmd_export.__doc__)
     export.add_argument('--checkpoint', type=Path, required=True)
-    export.add_argument('--output', type=Path, required=True)
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument('--output', type=Path, help='our checkpoint layout, weights in --dtype')
+    target.add_argument('--eo1', type=Path, metavar='DIR', help="EO-1's layout (float32, no rater), for EO-1's own tools")
     export.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float16', 'float32'])
     export.set_defaults(func=cmd_export)
+    imported = sub.add_parser('import-eo1', help=cmd_import_eo1.__doc__)
+    imported.add_argument('source', type=Path, help='an EO-1 checkpoint directory (config.json, safetensors)')
+    imported.add_argument('--output', type=Path, required=True)
+    imported.add_argument('--dtype', default='float32', choices=['bfloat16', 'float32'],
+                          help='the backbone\'s dtype; the action heads stay float32')
+    imported.set_defaults(func=cmd_import_eo1)
     bringup = sub.add_parser('bringup', help=cmd_bringup.__doc__)
     bringup.add_argument('target', choices=['sim', 'robot'])
     bringup.add_argument('--checkpoint', type=Path)

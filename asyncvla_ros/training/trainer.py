@@ -13,10 +13,12 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
 from tqdm import tqdm
-from transformers import Qwen2VLImageProcessorPil, get_cosine_schedule_with_warmup
+from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil, get_cosine_schedule_with_warmup
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor, load_checkpoint, save_checkpoint
-from asyncvla_ros.model.processing_asyncvla import SYSTEM_PROMPT
+from asyncvla_ros.model.checkpoint import has_statistics, load_model
+from asyncvla_ros.model.interface import CheckpointError
+from asyncvla_ros.model.processing_asyncvla import QWEN_SYSTEM_PROMPT, SYSTEM_PROMPT
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 from asyncvla_ros.training.lerobot_format import DatasetSpec, LeRobotDataset
 from asyncvla_ros.training.metrics import rater_spearman
@@ -52,23 +54,51 @@ def split_episodes(spec: DatasetSpec, fraction: float) -> tuple[list[int], list[
     return indices[:len(indices) - held], indices[len(indices) - held:]
 
 
+def build_processor(config: TrainConfig, dataset: LeRobotDataset, tokenizer, model_config: AsyncVLAConfig,
+                    image_processor=None, system_prompt: str = SYSTEM_PROMPT) -> AsyncVLAProcessor:
+    """The processor for `dataset`: its statistics, cameras and frame period, images at `config.image_size`
+    unless an image processor is given."""
+    pixels = config.image_size * config.image_size
+    stats = dataset.stats if config.action_mode == 'absolute' else {**dataset.stats, 'action': delta_action_stats(dataset)}
+    return AsyncVLAProcessor(tokenizer, image_processor or Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels),
+                             stats, list(dataset.spec.select_video_keys), model_config.action_chunk_size,
+                             model_config.max_state_dim, model_config.max_action_dim, system_prompt=system_prompt,
+                             action_dt=1.0 / dataset.fps, action_mode=config.action_mode)
+
+
+def _small_tokenizer(texts: list[str], vocab_size: int):
+    return build_small_tokenizer(texts + [f'{SYSTEM_PROMPT} system user assistant'], vocab_size // 2)
+
+
 def build_policy(config: TrainConfig, dataset: LeRobotDataset, texts: list[str]) -> tuple[AsyncVLAPolicy, AsyncVLAProcessor]:
     """A fresh policy for the dataset: small presets get a small tokenizer trained on the instructions."""
     preset = AsyncVLAConfig.from_preset(config.preset)
-    full_vocab = preset.vlm_config.text_config.vocab_size > 100_000
-    template = f'{SYSTEM_PROMPT} system user assistant'
-    tokenizer = build_qwen_tokenizer() if full_vocab else build_small_tokenizer(texts + [template],
-                                                                                 preset.vlm_config.text_config.vocab_size // 2)
-    ids = prompt_token_ids(tokenizer)
+    vocab_size = preset.vlm_config.text_config.vocab_size
+    tokenizer = build_qwen_tokenizer() if vocab_size > 100_000 else _small_tokenizer(texts, vocab_size)
     torch.manual_seed(config.seed)
-    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset(config.preset, **ids))
-    pixels = config.image_size * config.image_size
-    stats = dataset.stats if config.action_mode == 'absolute' else {**dataset.stats, 'action': delta_action_stats(dataset)}
-    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels), stats,
-                                  list(dataset.spec.select_video_keys), model.config.action_chunk_size,
-                                  model.config.max_state_dim, model.config.max_action_dim, action_dt=1.0 / dataset.fps,
-                                  action_mode=config.action_mode)
-    return model, processor
+    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset(config.preset, **prompt_token_ids(tokenizer)))
+    return model, build_processor(config, dataset, tokenizer, model.config)
+
+
+def load_for_finetuning(directory: Path, config: TrainConfig, dataset: LeRobotDataset,
+                        texts: list[str]) -> tuple[AsyncVLAPolicy, AsyncVLAProcessor]:
+    """A checkpoint to fine-tune, float32 on the CPU. An imported model (no statistics yet) gets a processor
+    for `dataset` with the import's tokenizer and image processor; an import without a tokenizer gets a small
+    one trained on the instructions, and the model takes its special token ids (they carry no text then)."""
+    if has_statistics(directory):
+        return load_checkpoint(directory, device='cpu', dtype='float32')
+    model = load_model(directory, device='cpu', dtype='float32')
+    directory = Path(directory)
+    if (directory / 'tokenizer.json').is_file():
+        tokenizer = Qwen2Tokenizer.from_pretrained(directory, local_files_only=True)
+    else:
+        tokenizer = _small_tokenizer(texts, model.config.vlm_config.text_config.vocab_size)
+        for name, value in prompt_token_ids(tokenizer).items():
+            setattr(model.config, name, value)
+    image_processor = (Qwen2VLImageProcessorPil.from_pretrained(directory, local_files_only=True)
+                       if (directory / 'preprocessor_config.json').is_file() else None)
+    system_prompt = QWEN_SYSTEM_PROMPT if model.config.eo1_config else SYSTEM_PROMPT
+    return model, build_processor(config, dataset, tokenizer, model.config, image_processor, system_prompt)
 
 
 def delta_action_stats(dataset: LeRobotDataset) -> dict:
@@ -113,7 +143,7 @@ def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, da
     for i in picks:
         sample = dataset[int(i)]
         inputs = {k: v.to(next(model.parameters()).device) for k, v in processor([sample['images']], sample['state'][None], [sample['task']]).items()}
-        result = model.generate_chunk(**inputs, generator=generator)
+        result = model.generate_chunk(**inputs, self_correction=model.config.rater_trained, generator=generator)
         valid = ~sample['action_is_pad']
         predicted = processor.unnormalize_actions(result.actions[0], sample['state'])[valid]
         sfm = processor.unnormalize_actions(result.sfm_actions[0], sample['state'])[valid]
@@ -144,6 +174,14 @@ class _Log:
         self.file.flush()
 
 
+def _chunk_size(checkpoint: Path | None, preset: str) -> int:
+    if checkpoint is None:
+        return AsyncVLAConfig.from_preset(preset).action_chunk_size
+    if not (Path(checkpoint) / 'config.json').is_file():
+        raise CheckpointError(f'{checkpoint}: no config.json (not a checkpoint directory)')
+    return AsyncVLAConfig.from_pretrained(checkpoint, local_files_only=True).action_chunk_size
+
+
 def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, resume: Path | None = None,
                  init_from: Path | None = None) -> dict:
     """Trains the unified SFM/AFM policy; writes checkpoints, train_log.csv and the final checkpoint to `output`.
@@ -152,7 +190,7 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='bf16' if torch.cuda.is_available() else 'no')
-    chunk = AsyncVLAConfig.from_preset(config.preset).action_chunk_size
+    chunk = _chunk_size(resume or init_from, config.preset)
     splits = [split_episodes(s, config.held_out_fraction) for s in specs]
     train_sets = [LeRobotDataset(s, chunk, episodes=tr) for s, (tr, _) in zip(specs, splits)]
     val_set = LeRobotDataset(specs[0], chunk, episodes=splits[0][1] or splits[0][0])
@@ -161,7 +199,7 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
         model, processor = load_checkpoint(resume, device='cpu')
         start_step = json.loads((Path(resume) / 'trainer_state.json').read_text())['step']
     elif init_from is not None:
-        model, processor = load_checkpoint(init_from, device='cpu', dtype='float32')
+        model, processor = load_for_finetuning(init_from, config, train_sets[0], texts)
         start_step = 0
     else:
         model, processor = build_policy(config, train_sets[0], texts)
@@ -237,6 +275,7 @@ def train_rater(checkpoint: Path, specs: list[DatasetSpec], output: Path | None,
     val_set = LeRobotDataset(specs[0], chunk, episodes=splits[0][1] or splits[0][0])
     model.requires_grad_(False)
     model.rater.requires_grad_(True)
+    model.config.rater_trained = True  # from here on its confidence is a trained one (validated below)
     optimizer = torch.optim.AdamW(model.rater.parameters(), lr=lr)
     loader = _loader(train_sets, processor, batch_size, seed)
     generator = torch.Generator(device=device).manual_seed(seed)
