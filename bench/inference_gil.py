@@ -32,7 +32,8 @@ from tqdm import tqdm  # noqa: E402
 
 from asyncvla_ros.control.pacing import wait_until  # noqa: E402
 from asyncvla_ros.model.inference_process import InferenceProcess  # noqa: E402
-from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner  # noqa: E402
+from asyncvla_ros.model.interface import ChunkRequest, Sampling  # noqa: E402
+from asyncvla_ros.model.runner import PolicyRunner  # noqa: E402
 from asyncvla_ros.nodes.policy_node import PolicyNode, cpu_threads  # noqa: E402
 from asyncvla_ros.sim.so101 import JOINT_NAMES  # noqa: E402
 
@@ -63,7 +64,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     request = ChunkRequest([rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in runners['thread'].camera_keys],
                            np.full(len(JOINT_NAMES), 0.1), 'pick up the purple block and place it on the green target',
-                           num_steps=5, num_afm_steps=4)
+                           sampling=Sampling(num_denoise_steps=5, num_denoise_steps_afm=4))
     for runner in runners.values():  # warm up
         runner.predict(request)
 

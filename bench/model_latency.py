@@ -22,6 +22,7 @@ from tqdm import tqdm
 from transformers import Qwen2VLImageProcessorPil
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
+from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.checkpoint import resolve_device
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 
@@ -70,7 +71,7 @@ def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, si
     length = cfg.action_chunk_size
     noise = torch.randn(1, length, cfg.max_action_dim, device=torch_device)
     generator = torch.Generator(device=torch_device).manual_seed(0)
-    warm = model.generate_chunk(**inputs, noise=noise, num_steps=steps, confidence_threshold=0.0)
+    warm = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(True, 0.0, None, steps))
     confidence = model.rate(model.encode_prefix(**inputs), warm.actions)
     threshold = float(torch.quantile(confidence.float(), 0.25)) + 1e-6  # about a quarter regenerated
 
@@ -86,9 +87,9 @@ def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, si
     runs = {
         'prefix_ms': lambda: model.encode_prefix(**inputs),
         'step_ms': lambda: model.velocity(prefix, noise, tau),
-        'sfm_only_ms': lambda: model.generate_chunk(**inputs, noise=noise, num_steps=steps, self_correction=False),
-        'full_ms': lambda: stages.append(model.generate_chunk(**inputs, noise=noise, num_steps=steps, num_afm_steps=afm_steps,
-                                                                confidence_threshold=threshold, generator=generator)),
+        'sfm_only_ms': lambda: model.generate_chunk(**inputs, noise=noise, sampling=Sampling(False, num_denoise_steps=steps)),
+        'full_ms': lambda: stages.append(model.generate_chunk(**inputs, noise=noise, generator=generator,
+                                                              sampling=Sampling(True, threshold, None, steps, afm_steps))),
         'uncached_sfm_ms': uncached_sfm,
     }
     if torch_device.type == 'cuda':

@@ -11,14 +11,24 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.substitutions import FindPackageShare
 
+from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
+
+
+def _parameter(param):
+    """A launch argument that sets a node parameter: its default and description are the schema's."""
+    default = str(param.default).lower() if isinstance(param.default, bool) else str(param.default)
+    return default, param.description
+
+
 ARGUMENTS = {
-    'robot_profile': ('so101', 'Robot profile: a name in config/robots or a path to a profile YAML.'),
-    'checkpoint': ('', 'Policy checkpoint directory; empty: the demo checkpoint shipped with the package.'),
+    'robot_profile': _parameter(EXECUTOR_NODE['robot_profile']),
+    'checkpoint': _parameter(POLICY_NODE['checkpoint']),
+    # launch cannot pass an unset array, so this names the demo checkpoint's cameras (the node's unset default)
     'camera_topics': ("['camera/front/image_raw', 'camera/wrist/image_raw']",
                       "Image topics for the policy, as a YAML list, one per checkpoint camera in the checkpoint's order."),
     'namespace': ('', 'Namespace for all nodes and (relative) topics, e.g. one per robot.'),
     'use_sim_time': ('false', 'Use /clock (bag replay, simulation).'),
-    'command_interface': ('joint_trajectory', 'joint_trajectory (ros2_control JTC) or forward_command.'),
+    'command_interface': _parameter(EXECUTOR_NODE['command_interface']),
     'respawn_policy': ('false', 'Restart policy_node 2 s after it dies; the executor holds the arm until chunks come again.'),
 }
 RESPAWN_DELAY_S = 2.0  # as `asyncvla bringup --respawn-policy`
@@ -32,6 +42,7 @@ def asyncvla_nodes():
                   respawn=LaunchConfiguration('respawn_policy'), respawn_delay=RESPAWN_DELAY_S,
                   parameters=[PathJoinSubstitution([config, 'policy.yaml']), use_sim_time,
                               {'checkpoint': LaunchConfiguration('checkpoint'),
+                               'robot_profile': LaunchConfiguration('robot_profile'),
                                'camera_topics': LaunchConfiguration('camera_topics')}])
     executor = Node(package='asyncvla_ros', executable='executor_node', name='executor_node', output='screen',
                     parameters=[PathJoinSubstitution([config, 'executor.yaml']), use_sim_time,

@@ -12,10 +12,21 @@ from asyncvla_ros.control.seams import (SeamRecorder, commanded_stream, splice_j
                                         trajectory_splice_jumps)
 from asyncvla_ros.control.timeline import ChunkTimeline
 from asyncvla_ros.control.trajectory_output import TrajectoryOutput
+from asyncvla_ros.nodes.params import EXECUTOR_NODE
 from trajectory_checks import FollowerRecord
 
 JOINTS = ('a', 'b')
+
+
+def executor_settings(**changes) -> ExecutorSettings:
+    """executor_node's settings as it runs by default, with `changes`."""
+    return ExecutorSettings.from_params(EXECUTOR_NODE.defaults(), **changes)
+
+
 PROFILE = RobotProfile('test', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0])
+# a calibration that differs from the policy's: one joint turns the other way, the other has its own gear and zero
+SCALED = RobotProfile('scaled', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0], scale=[-1.0, 2.0],
+                      offset=[0.2, -0.3])
 
 
 def chunk(chunk_id, start, positions, dt=0.1, joints=JOINTS, committed=0):
@@ -36,7 +47,7 @@ def test_so101_profile_matches_the_simulated_arm():
 def _execute(plant, actions, profile) -> list[str]:
     """The recorded 10 Hz targets as one chunk through ExecutorCore at 100 Hz on the plant: the phases the
     episode went through, in order (success: it ends with 'placed')."""
-    core = ExecutorCore(profile, ExecutorSettings(ramp_in_s=0.0, watchdog_timeout_s=100.0))
+    core = ExecutorCore(profile, executor_settings(ramp_in_s=0.0, watchdog_timeout_s=100.0))
     core.on_joint_state(profile.joint_names, plant.joint_positions, 0.0)
     core.enable(0.0)
     assert core.on_chunk(Chunk(1, 0.1, 0.1, list(profile.joint_names), actions), 0.0) is None
@@ -209,7 +220,7 @@ def test_unknown_profile_names_the_known_ones():
     (lambda: chunk(1, 0.0, [[0.0, 0.0]], committed=1), 'num_committed'),
 ])
 def test_malformed_chunks_are_rejected_with_a_reason(make, reason):
-    timeline = ChunkTimeline(JOINTS)
+    timeline = ChunkTimeline(JOINTS, 'cubic', 1.0)
     with pytest.raises(ChunkRejected, match=reason):
         timeline.offer(make(), 0.0, np.zeros(2), np.zeros(2))
     assert timeline.interpolant is None
@@ -221,13 +232,13 @@ def test_flat_layout_mismatch_is_rejected():
 
 
 def test_joint_order_is_matched_by_name():
-    timeline = ChunkTimeline(JOINTS, 'linear')
+    timeline = ChunkTimeline(JOINTS, 'linear', 1.0)
     timeline.offer(chunk(1, 0.0, [[2.0, 1.0], [2.0, 1.0]], joints=('b', 'a')), 0.0, np.zeros(2), np.zeros(2))
     assert np.allclose(timeline.sample(0.1)[0], [1.0, 2.0])
 
 
 def test_old_and_reordered_chunks_are_rejected_and_the_plan_is_kept():
-    timeline = ChunkTimeline(JOINTS, 'linear', max_chunk_delay_s=0.5)
+    timeline = ChunkTimeline(JOINTS, 'linear', 0.5)
     timeline.offer(chunk(5, 0.0, [[0.1, 0.1]] * 10), 0.0, np.zeros(2), np.zeros(2))
     plan = timeline.interpolant
     with pytest.raises(ChunkRejected, match='not newer'):
@@ -238,7 +249,7 @@ def test_old_and_reordered_chunks_are_rejected_and_the_plan_is_kept():
 
 
 def test_splice_keeps_committed_steps_and_drops_the_past():
-    timeline = ChunkTimeline(JOINTS, 'linear')
+    timeline = ChunkTimeline(JOINTS, 'linear', 1.0)
     old = np.stack([np.linspace(0, 0.9, 10)] * 2, axis=1)
     timeline.offer(chunk(1, 0.0, old), 0.0, np.zeros(2), np.zeros(2))
     new = old + 0.05
@@ -258,7 +269,7 @@ def test_a_knot_due_too_soon_for_the_change_it_asks_is_skipped_and_a_consistent_
     plans = {}
     for name, limits, positions in [('off', PROFILE.acceleration_max, new), ('on', PROFILE.acceleration_max, old[3:]),
                                     ('unlimited', None, new)]:
-        timeline = ChunkTimeline(JOINTS, 'cubic', acceleration_max=limits)
+        timeline = ChunkTimeline(JOINTS, 'cubic', 1.0, acceleration_max=limits)
         timeline.offer(chunk(1, 0.0, old), 0.0, np.zeros(2), np.zeros(2))
         position, velocity = timeline.sample(0.295)
         timeline.offer(chunk(2, 0.3, positions), 0.295, position, velocity)
@@ -339,7 +350,7 @@ def test_interpolants_pass_through_waypoints_with_the_promised_continuity(kind, 
 
 
 def test_splice_is_continuous_in_position_and_velocity():
-    timeline = ChunkTimeline(JOINTS, 'quintic')
+    timeline = ChunkTimeline(JOINTS, 'quintic', 1.0)
     timeline.offer(chunk(1, 0.0, np.stack([np.linspace(0, 1, 10)] * 2, 1)), 0.0, np.zeros(2), np.zeros(2))
     q, v = timeline.sample(0.42)
     timeline.offer(chunk(2, 0.4, np.stack([np.linspace(0.9, 0.0, 10)] * 2, 1)), 0.42, q, v)
@@ -350,7 +361,7 @@ def test_splice_is_continuous_in_position_and_velocity():
 def test_a_late_chunk_is_faded_in_from_the_running_plan_in_proportion_to_its_lateness():
     """Switched at once, the plan jumps to the new chunk within a step; with `fade_per_lateness` a chunk
     that arrives 0.2 s after its first step was due takes over across 2 x 0.2 s, a prompt one at once."""
-    plans = {gain: ChunkTimeline(JOINTS, 'cubic', fade_per_lateness=gain) for gain in (0.0, 2.0)}
+    plans = {gain: ChunkTimeline(JOINTS, 'cubic', 1.0, fade_per_lateness=gain) for gain in (0.0, 2.0)}
     for timeline in plans.values():
         timeline.offer(chunk(1, 0.0, np.zeros((10, 2))), 0.0, np.zeros(2), np.zeros(2))
         timeline.offer(chunk(2, 0.0, np.full((10, 2), 0.5)), 0.2, *timeline.sample(0.2))  # 0.2 s late
@@ -360,7 +371,7 @@ def test_a_late_chunk_is_faded_in_from_the_running_plan_in_proportion_to_its_lat
     t = np.linspace(0.2, 0.9, 200)
     peak = {gain: np.max(np.abs(timeline.interpolant.velocity(t))) for gain, timeline in plans.items()}
     assert peak[2.0] < 0.3 * peak[0.0], peak
-    prompt = ChunkTimeline(JOINTS, 'cubic', fade_per_lateness=2.0)
+    prompt = ChunkTimeline(JOINTS, 'cubic', 1.0, fade_per_lateness=2.0)
     prompt.offer(chunk(1, 0.0, np.zeros((10, 2))), 0.0, np.zeros(2), np.zeros(2))
     prompt.offer(chunk(2, 0.2, np.full((10, 2), 0.5)), 0.2, *prompt.sample(0.2))  # its first step due now
     assert np.allclose(prompt.sample(0.3)[0], 0.5)
@@ -407,7 +418,7 @@ def test_holding_from_a_reading_past_the_limits_returns_inside_without_a_jump(ou
     inside the position limits within 0.8 s, then stays there."""
     start = np.where(np.array(outside) < 0, PROFILE.position_min + np.array(outside), PROFILE.position_max + np.array(outside))
     period = 0.01
-    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period))
+    core = ExecutorCore(PROFILE, executor_settings(control_rate_hz=1 / period))
     core.on_joint_state(JOINTS, start, 0.0)
     assert core.enable(0.0)[0]
     previous_q, previous_v = start.copy(), np.zeros(2)
@@ -452,21 +463,23 @@ def chunk_streams(draw):
 # last command), which was a jump; it now goes on from the last command
 @example(stream=[dict(kind='good', at_tick=1, id=1, positions=np.array([[0.0, 0.0], [0.0, 1.0]]), dt=0.02, offset=0.0,
                       committed=0)],
-         interpolation='linear', start=[0.0, 0.0], state_gap=0, toggles={4: False, 5: True}, fade=0.0)
+         interpolation='linear', start=[0.0, 0.0], state_gap=0, toggles={4: False, 5: True}, fade=0.0, profile=PROFILE)
 # found by hypothesis: an enable two ticks after braking reached rest took a reading from before rest (40 ms old,
 # still "fresh"), which lags the last command: a jump; it now goes on from that command
 @example(stream=[dict(kind='good', at_tick=1, id=1, positions=np.array([[0.0, 0.0], [0.0, -1.0], [0.0, -1.5]]), dt=0.1,
                       offset=0.0, committed=0),
                  dict(kind='good', at_tick=15, id=2, positions=np.zeros((7, 2)), dt=0.02, offset=0.0, committed=0)],
-         interpolation='linear', start=[0.0, 0.0], state_gap=31, toggles={1: True, 27: False, 34: True}, fade=0.0)
+         interpolation='linear', start=[0.0, 0.0], state_gap=31, toggles={1: True, 27: False, 34: True}, fade=0.0, profile=PROFILE)
 @given(stream=chunk_streams(), interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
        start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80),
-       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4), fade=st.sampled_from([0.0, 1.5, 10.0]))
-def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade):
+       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4), fade=st.sampled_from([0.0, 1.5, 10.0]),
+       profile=st.sampled_from([PROFILE, SCALED]))
+def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade, profile):
     """Chunks of every kind, joint states that stop for a while, and disables and enables at any tick: every
-    command stays inside the limits, and the commands only stop once the arm is at rest."""
+    command stays inside the limits, and the commands only stop once the arm is at rest. Chunks come in the
+    policy's units; with a profile that scales and offsets them (a negative scale too) the limits hold in robot units."""
     period = 0.01
-    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, interpolation=interpolation,
+    core = ExecutorCore(profile, executor_settings(control_rate_hz=1 / period, interpolation=interpolation,
                                                   watchdog_timeout_s=0.3, max_joint_state_age_s=0.05,
                                                   chunk_fade_per_lateness=fade))
     core.on_joint_state(JOINTS, start, 0.0)
@@ -492,9 +505,9 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
             assert tick.mode == 'disabled' and np.all(previous_v == 0.0), previous_v
             continue
         v = (q - previous_q) / period
-        assert np.all(q >= PROFILE.position_min - 1e-9) and np.all(q <= PROFILE.position_max + 1e-9)
-        assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
-        assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
+        assert np.all(q >= profile.position_min - 1e-9) and np.all(q <= profile.position_max + 1e-9)
+        assert np.all(np.abs(v) <= profile.velocity_max * (1 + 1e-7) + 1e-9)
+        assert np.all(np.abs(v - previous_v) <= profile.acceleration_max * period * (1 + 1e-6) + 1e-9)
         previous_q, previous_v = q, tick.velocity
 
 
@@ -516,7 +529,7 @@ def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolat
     late (the lead covers that). Every point of every trajectory is inside the limits, and where a trajectory replaces another the
     controller is asked for no more than one period of motion and of acceleration (trajectory_checks)."""
     period = 0.01
-    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, interpolation=interpolation,
+    core = ExecutorCore(PROFILE, executor_settings(control_rate_hz=1 / period, interpolation=interpolation,
                                                   watchdog_timeout_s=0.3, max_joint_state_age_s=0.05,
                                                   chunk_fade_per_lateness=fade))
     output, controller = TrajectoryOutput(lead_s=0.05), FollowerRecord(PROFILE, period)
@@ -550,7 +563,7 @@ def test_seam_figures_from_the_trajectories_sent_match_those_from_the_ticks():
     where the commands follow the plan (no ramp-in, no clipping: the demo's are against the commands, the closed
     loop's against the plan)."""
     period, dt = 0.01, 0.1
-    core = ExecutorCore(PROFILE, ExecutorSettings(control_rate_hz=1 / period, watchdog_timeout_s=5.0, ramp_in_s=0.0,
+    core = ExecutorCore(PROFILE, executor_settings(control_rate_hz=1 / period, watchdog_timeout_s=5.0, ramp_in_s=0.0,
                                                   chunk_fade_per_lateness=0.0))
     output = TrajectoryOutput(lead_s=0.0)
     ticks, chunks, trajectories, holding = SeamRecorder(period, dt), [], [], []
@@ -646,3 +659,29 @@ def test_clock_ticks_give_one_tick_per_period_of_a_polled_clock():
     assert ticks.due(5.04, period) == [pytest.approx(5.04)]
     assert ticks.due(1.0, period) == [1.0]  # went back (a replayed bag looping)
     assert ticks.due(1.5, period) == [1.5]  # leapt 50 periods: one tick, not a burst
+
+
+@given(positions=st.lists(st.floats(-5, 5), min_size=2, max_size=2), reverse=st.booleans())
+def test_scale_and_offset_map_by_joint_name_and_invert(positions, reverse):
+    names = JOINTS[::-1] if reverse else JOINTS
+    robot = SCALED.to_robot(positions, names)
+    rows = [JOINTS.index(name) for name in names]
+    assert np.allclose(robot, SCALED.scale[rows] * positions + SCALED.offset[rows])
+    assert np.allclose(SCALED.to_policy(robot, names), positions)
+
+
+def test_the_executor_commands_a_chunk_in_robot_units():
+    """A chunk holding the policy's zero is commanded where the calibration puts that zero, from the measured
+    (robot-unit) position, and what the limits allow of a target beyond them."""
+    period = 0.01
+    core = ExecutorCore(SCALED, executor_settings(control_rate_hz=1 / period, ramp_in_s=0.0, watchdog_timeout_s=100.0,
+                                                  max_chunk_delay_s=100.0))
+    core.on_joint_state(JOINTS, np.zeros(2), 0.0)
+    assert core.enable(0.0)[0]
+    target = np.array([[0.5, 1.5]] * 4)  # policy units: robot [-0.3, 2.7], beyond joint 2's upper limit of 2.0
+    assert core.on_chunk(Chunk(1, 0.05, 1.0, list(JOINTS), target), 0.0) is None
+    command = None
+    for k in range(1, 500):  # past the chunk's last step (3.05 s)
+        core.on_joint_state(JOINTS, np.zeros(2) if command is None else command, k * period)
+        command = core.tick(k * period).command
+    assert np.allclose(command, [-0.3, 2.0], atol=1e-4), command

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from asyncvla_ros.model.eo1 import asyncvla_to_eo1_key, config_from_eo1, import_eo1, map_eo1_tensors
-from asyncvla_ros.model.interface import CheckpointError
+from asyncvla_ros.model.interface import CheckpointError, Sampling
 from asyncvla_ros.model.modeling_asyncvla import UNTRAINED_RATER, AsyncVLAPolicy
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'eo1_tiny'
@@ -45,7 +45,7 @@ def test_sfm_matches_eo1_sample_actions(imported, reference, steps):
     """Our generate_chunk on EO-1's prompt without its action tokens, EO-1's initial noise, no self-correction."""
     result = imported.generate_chunk(reference['input_ids'][:, :-CHUNK_AND_END], reference['attention_mask'][:, :-CHUNK_AND_END],
                                      reference['pixel_values'], reference['image_grid_thw'], reference['states'],
-                                     noise=reference['noise'], self_correction=False, num_steps=steps)
+                                     noise=reference['noise'], sampling=Sampling(self_correction=False, num_denoise_steps=steps))
     error = (result.actions - reference[f'actions_{steps}_steps']).abs().max().item()
     assert error < 1e-4, f'{steps} steps: max abs error {error:.2e}'
     assert imported.config.action_attention == 'causal' and imported.dtype == torch.float32
@@ -55,7 +55,7 @@ def test_the_untrained_rater_never_steers(imported, reference):
     inputs = [reference[k] for k in ('input_ids', 'attention_mask')]
     with pytest.raises(ValueError, match='rater is untrained'):
         imported.generate_chunk(*[x[:, :-CHUNK_AND_END] for x in inputs], reference['pixel_values'],
-                                reference['image_grid_thw'], reference['states'], self_correction=True)
+                                reference['image_grid_thw'], reference['states'], sampling=Sampling(self_correction=True))
     assert 'train-rater' in UNTRAINED_RATER
 
 

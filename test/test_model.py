@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, load_checkpoint, save_checkpoint
 from asyncvla_ros.model.checkpoint import CheckpointError
+from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer
 from conftest import tiny_policy
 
@@ -42,7 +43,7 @@ def test_kv_cache_reuse_is_exact(tiny):
     """SFM on the cached prefix equals SFM with a full uncached pass per step, for the same noise."""
     model, _, inputs = tiny
     noise = torch.randn(2, L, A, generator=torch.Generator().manual_seed(1))
-    cached = model.generate_chunk(**inputs, noise=noise, self_correction=False).actions
+    cached = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(self_correction=False)).actions
     x = noise.clone()
     steps = model.config.num_denoise_steps
     with torch.no_grad():
@@ -68,7 +69,7 @@ def test_afm_updates_only_masked_tokens(tiny):
 def test_committed_prefix_is_kept_and_never_rated_or_refined(tiny):
     model, _, inputs = tiny
     committed = torch.randn(2, 3, A)
-    result = model.generate_chunk(**inputs, committed=committed, num_committed=3, confidence_threshold=1.0,
+    result = model.generate_chunk(**inputs, committed=committed, num_committed=3, sampling=Sampling(confidence_threshold=1.0),
                                   generator=torch.Generator().manual_seed(0))
     assert torch.equal(result.actions[:, :3], committed)
     assert not result.refined[:, :3].any() and result.refined[:, 3:].all()
@@ -78,23 +79,23 @@ def test_committed_prefix_is_kept_and_never_rated_or_refined(tiny):
 def test_threshold_zero_is_sfm_and_one_regenerates_everything(tiny):
     model, _, inputs = tiny
     noise = torch.randn(2, L, A, generator=torch.Generator().manual_seed(2))
-    sfm = model.generate_chunk(**inputs, noise=noise, self_correction=False).actions
-    none = model.generate_chunk(**inputs, noise=noise, confidence_threshold=0.0)
+    sfm = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(self_correction=False)).actions
+    none = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(confidence_threshold=0.0))
     assert not none.refined.any() and torch.equal(none.actions, sfm)
     assert none.confidence is not None and none.timings_ms['afm_ms'] == 0.0
-    everything = model.generate_chunk(**inputs, noise=noise, confidence_threshold=1.0)
+    everything = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(confidence_threshold=1.0))
     assert everything.refined.all() and not torch.equal(everything.actions, sfm)
     assert torch.equal(everything.sfm_actions, sfm)
 
 
 def test_afm_runs_its_own_number_of_steps(tiny):
-    """num_afm_steps sets AFM's Euler steps independently of SFM's: the regenerated chunk is exactly a
+    """num_denoise_steps_afm sets AFM's Euler steps independently of SFM's: the regenerated chunk is exactly a
     one-step denoise of the fresh noise, and the SFM chunk does not change."""
     model, _, inputs = tiny
     noise = torch.randn(2, L, A, generator=torch.Generator().manual_seed(3))
-    one = model.generate_chunk(**inputs, noise=noise, confidence_threshold=1.0, num_afm_steps=1,
+    one = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(confidence_threshold=1.0, num_denoise_steps_afm=1),
                                generator=torch.Generator().manual_seed(5))
-    ten = model.generate_chunk(**inputs, noise=noise, confidence_threshold=1.0, num_afm_steps=10,
+    ten = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(confidence_threshold=1.0, num_denoise_steps_afm=10),
                                generator=torch.Generator().manual_seed(5))
     fresh = torch.randn(2, L, A, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -222,7 +223,7 @@ def test_bfloat16_keeps_the_action_and_rater_modules_in_float32(tiny_checkpoint)
     assert {p.dtype for n, p in params.items() if n.split('.')[0] in kept} == {torch.float32}
     assert {p.dtype for n, p in params.items() if n.startswith('vlm.')} == {torch.bfloat16}
     image = np.random.default_rng(0).integers(0, 255, (56, 56, 3), dtype=np.uint8)
-    request = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', confidence_threshold=0.5)
+    request = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', sampling=Sampling(confidence_threshold=0.5))
     a, b = full.predict(request), half.predict(request)
     assert np.isfinite(b.positions).all() and np.isfinite(b.confidence).all()
     assert np.allclose(a.sfm_positions, b.sfm_positions, atol=0.01)
@@ -277,12 +278,12 @@ def test_the_inference_process_gives_the_runners_chunks_and_survives_its_childs_
         assert (remote.camera_keys, remote.chunk_size, remote.dt, remote.num_joints, remote.device) == \
             (local.camera_keys, local.chunk_size, local.dt, local.num_joints, 'cpu')
         image = np.random.default_rng(1).integers(0, 255, (56, 56, 3), dtype=np.uint8)
-        first = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', confidence_threshold=0.5)
+        first = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', sampling=Sampling(confidence_threshold=0.5))
         a, b = local.predict(first), remote.predict(first)
         assert np.array_equal(a.positions, b.positions) and np.array_equal(a.refined, b.refined)
         assert np.array_equal(a.confidence, b.confidence) and set(b.timings_ms) == set(a.timings_ms)
         second = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', committed=a.positions[:3],
-                              self_correction=False, num_steps=3)
+                              sampling=Sampling(self_correction=False, num_denoise_steps=3))
         a, b = local.predict(second), remote.predict(second)
         assert np.array_equal(a.positions, b.positions) and np.array_equal(b.positions[:3], second.committed)
 

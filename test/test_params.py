@@ -1,5 +1,6 @@
 """Parameter schemas: declaration, validation over the real parameter services, docs and YAML in step."""
 import json
+import os
 import re
 from pathlib import Path
 
@@ -137,3 +138,61 @@ def test_setting_the_sim_seed_restarts_the_scene_count(ros_context):
         assert node.set_parameters([Parameter('seed', value=7)])[0].successful and reset()['seed'] == 7
     finally:
         node.destroy_node()
+
+
+# Names whose flags and arguments mean something other than the node parameter (a training or scene seed).
+OTHER_MEANINGS = {'seed'}
+
+
+def restated_defaults(path: Path, names: dict) -> list[str]:
+    """Literal defaults in `path` for node parameter names, where the schema's own default is what they say:
+    function and dataclass defaults, argparse flags (`--name`) and launch arguments (`'name': (default, ...)`)."""
+    import ast
+
+    def restates(name, node):
+        try:
+            value = ast.literal_eval(node)
+        except ValueError:
+            return False  # computed, e.g. from the schema
+        return name in names and name not in OTHER_MEANINGS and value is not None and \
+            any(value == d or str(value).lower() == str(d).lower() for d in names[name])
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        pairs = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args
+            pairs += [(a.arg, d) for a, d in zip(args[len(args) - len(node.args.defaults):], node.args.defaults)]
+            pairs += [(a.arg, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            pairs.append((node.target.id, node.value))
+        elif isinstance(node, ast.Call) and getattr(node.func, 'attr', None) == 'add_argument' and node.args \
+                and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith('--'):
+            pairs += [(node.args[0].value[2:].replace('-', '_'), k.value) for k in node.keywords if k.arg == 'default']
+        elif isinstance(node, ast.Dict):
+            pairs += [(k.value, v.elts[0]) for k, v in zip(node.keys, node.values)
+                      if isinstance(k, ast.Constant) and isinstance(v, ast.Tuple) and v.elts]
+        found += [f'{os.path.relpath(path, ROOT)}:{node.lineno} {name}' for name, value in pairs if restates(name, value)]
+    return found
+
+
+def test_no_default_is_restated_outside_the_schema():
+    """The settings the cores take (ExecutorSettings, RequestSettings, Sampling, the closed loop's), the command
+    line's flags and the launch arguments take their defaults from nodes/params.py, so one edit changes them all."""
+    names = {}
+    for schema in SCHEMAS.values():
+        for param in schema:
+            names.setdefault(param.name, []).append(param.default)
+    sources = [p for p in (ROOT / 'asyncvla_ros').rglob('*.py') if p.parts[-2] in ('control', 'tools', 'nodes', 'training')
+               and p.name != 'params.py'] + sorted((ROOT / 'launch').glob('*.py'))
+    breaches = [line for path in sources for line in restated_defaults(path, names)]
+    assert not breaches, breaches
+
+
+def test_the_restated_default_check_can_fail(tmp_path):
+    path = tmp_path / 'restated.py'
+    path.write_text("def f(control_rate_hz=100.0, interpolation=PARAMS['interpolation']):\n    pass\n"
+                    "parser.add_argument('--robot-profile', default='so101')\nARGS = {'dry_run': ('false', 'x')}\n")
+    found = restated_defaults(path, {'control_rate_hz': [100.0], 'interpolation': ['cubic'], 'robot_profile': ['so101'],
+                                     'dry_run': [False]})
+    assert [line.split()[-1] for line in found] == ['control_rate_hz', 'robot_profile', 'dry_run']

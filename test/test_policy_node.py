@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
@@ -360,6 +361,29 @@ def test_compressed_images_and_other_encodings_are_accepted(policy, inference_pr
         assert child.poll() == 0 and node.runner is None
 
 
+def test_joint_states_reach_the_policy_in_its_units(policy, tmp_path):
+    """A profile whose calibration differs from the policy's (a negative scale among them): the state the model
+    gets is (robot - offset) / scale, joint by joint."""
+    profile = yaml.safe_load(config_path('robots/so101.yaml').read_text())
+    scale, offset = [-1.0, 2.0, 1.0, 0.5, 1.0, 1.0], [0.1, -0.2, 0.0, 0.3, 0.0, 0.05]
+    for joint, s, o in zip(profile['joints'], scale, offset):
+        joint.update(scale=s, offset=o)
+    path = tmp_path / 'calibrated.yaml'
+    path.write_text(yaml.safe_dump(profile))
+    observer, start = policy
+    node, configured = start(robot_profile=str(path), rate_hz=4.0)
+    assert configured
+    requests, predict = [], node.runner.predict
+    node.runner.predict = lambda request: requests.append(request) or predict(request)
+    feeder = Feeder(observer)
+    try:
+        assert wait_until(lambda: requests, timeout=20), observer.messages()[-3:]
+    finally:
+        feeder.stop.set()
+    robot = np.array(feeder.joints.position)
+    assert np.allclose(requests[-1].state, (robot - offset) / scale), (requests[-1].state, robot)
+
+
 def test_run_time_parameters_apply_to_the_next_chunk(policy):
     observer, start = policy
     node, _ = start(rate_hz=4.0)
@@ -389,10 +413,10 @@ def test_run_time_parameters_apply_to_the_next_chunk(policy):
         assert all(chunk.refined[chunk.num_committed:])
         chunk, _ = set_and_take(self_correction=False)
         assert len(chunk.confidence) == 0 and not any(chunk.refined)
-        for name, field in (('num_denoise_steps', 'num_steps'), ('num_denoise_steps_afm', 'num_afm_steps')):
+        for name in ('num_denoise_steps', 'num_denoise_steps_afm'):
             for steps in (8, 1):
                 set_and_take(self_correction=True, confidence_threshold=1.0, **{name: steps})
-                assert getattr(requests[-1], field) == steps, (name, steps)
+                assert getattr(requests[-1].sampling, name) == steps, (name, steps)
         # delay compensation: with the executor running our latest chunk, steps are committed; off, none
         def running_ours(chunks: int):
             observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.loop.last_chunk.chunk_id, step=2,

@@ -7,7 +7,7 @@ a trajectory controller would run the rest of the trajectory it was sent."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -19,13 +19,19 @@ from asyncvla_ros.control.timeline import ChunkTimeline, Progress
 
 @dataclass
 class ExecutorSettings:
-    control_rate_hz: float = 100.0
-    interpolation: str = 'cubic'
-    watchdog_timeout_s: float = 2.0
-    max_joint_state_age_s: float = 0.2
-    max_chunk_delay_s: float = 1.0
-    ramp_in_s: float = 1.0
-    chunk_fade_per_lateness: float = 1.5  # executor_node's default
+    """executor_node's parameters that shape the control loop; nodes/params.py declares, documents and
+    defaults them (`from_params(EXECUTOR_NODE.defaults())` is the node as it runs by default)."""
+    control_rate_hz: float
+    interpolation: str
+    watchdog_timeout_s: float
+    max_joint_state_age_s: float
+    max_chunk_delay_s: float
+    ramp_in_s: float
+    chunk_fade_per_lateness: float
+
+    @classmethod
+    def from_params(cls, params: dict, **changes) -> 'ExecutorSettings':
+        return cls(**{f.name: changes.get(f.name, params[f.name]) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class ExecutorCore:
         else:
             return f'chunk {chunk.chunk_id} refused: no joint state received yet'
         try:
+            if np.ndim(chunk.positions) == 2 and np.shape(chunk.positions)[1] == len(chunk.joint_names):
+                chunk = replace(chunk, positions=self.profile.to_robot(chunk.positions, chunk.joint_names))
             self.timeline.offer(chunk, now, position, velocity, acceleration, state_time)
         except ChunkRejected as exc:
             return self.reject(chunk.chunk_id, exc)

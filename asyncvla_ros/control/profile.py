@@ -14,7 +14,8 @@ from asyncvla_ros.paths import config_path
 @dataclass(frozen=True)
 class RobotProfile:
     """Joint limits are in robot units (what the controller takes). `scale`/`offset` map the policy's
-    units to robot units: robot = scale * policy + offset (identity for the simulated SO-101)."""
+    units to robot units, robot = scale * policy + offset (identity for the simulated SO-101): the executor
+    maps chunks to robot units before it checks anything, policy_node maps joint states to policy units."""
 
     name: str
     joint_names: tuple[str, ...]
@@ -38,10 +39,30 @@ class RobotProfile:
             if value.shape != (n,) or not np.all(np.isfinite(value)):
                 raise ValueError(f'profile {self.name}: {key} needs {n} finite values, got {value.tolist()}')
             object.__setattr__(self, key, value)
+        if np.any(self.scale == 0):
+            raise ValueError(f'profile {self.name}: scale must be non-zero for every joint (it is inverted for joint states)')
         if np.any(self.position_min >= self.position_max):
             raise ValueError(f'profile {self.name}: position_min must be below position_max for every joint')
         if np.any(self.velocity_max <= 0) or np.any(self.acceleration_max <= 0):
             raise ValueError(f'profile {self.name}: velocity and acceleration limits must be positive')
+
+    def _unit_map(self, joint_names) -> tuple[np.ndarray, np.ndarray]:
+        index = {name: i for i, name in enumerate(self.joint_names)}
+        rows = [index.get(name) for name in joint_names]
+        scale = np.array([1.0 if i is None else self.scale[i] for i in rows])
+        offset = np.array([0.0 if i is None else self.offset[i] for i in rows])
+        return scale, offset
+
+    def to_robot(self, positions: np.ndarray, joint_names) -> np.ndarray:
+        """Policy units -> robot units for positions (..., J) of `joint_names` (a joint the profile does not
+        name passes unchanged)."""
+        scale, offset = self._unit_map(joint_names)
+        return np.asarray(positions, dtype=float) * scale + offset
+
+    def to_policy(self, positions: np.ndarray, joint_names) -> np.ndarray:
+        """Robot units -> policy units: the inverse of `to_robot`."""
+        scale, offset = self._unit_map(joint_names)
+        return (np.asarray(positions, dtype=float) - offset) / scale
 
     def with_overrides(self, **overrides) -> 'RobotProfile':
         """A copy with the overrides that are set (not None) applied (the executor's inline parameters)."""

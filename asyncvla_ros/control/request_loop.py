@@ -6,13 +6,13 @@ control/observation.py pairs them."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.delay import DelayEstimator, refill_steps, request_timing
-from asyncvla_ros.model.interface import ChunkPrediction, ChunkRequest
+from asyncvla_ros.model.interface import ChunkPrediction, ChunkRequest, Sampling
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,11 @@ class RequestSettings:
     refill_threshold: int
     rate_hz: float
     delay_compensation: bool
-    self_correction: bool
-    confidence_threshold: float | None
-    num_correction_rounds: int | None
-    num_denoise_steps: int | None
-    num_denoise_steps_afm: int | None
+    sampling: Sampling
 
     @classmethod
     def from_params(cls, params: dict) -> 'RequestSettings':
-        return cls(**{f.name: params[f.name] for f in fields(cls)})
+        return cls(params['refill_threshold'], params['rate_hz'], params['delay_compensation'], Sampling.from_params(params))
 
 
 @dataclass(frozen=True)
@@ -83,9 +79,7 @@ class RequestLoop:
             executor_step = executor.step
         start_time, committed = request_timing(observed, self.dt, self.delay.delay, self.chunk_size, chunk,
                                                executor_step)
-        request = ChunkRequest(images, joints, instruction, committed, settings.self_correction,
-                               settings.confidence_threshold, settings.num_correction_rounds,
-                               settings.num_denoise_steps, settings.num_denoise_steps_afm)
+        request = ChunkRequest(images, joints, instruction, committed=committed, sampling=settings.sampling)
         self.last_request_at = now
         chunk_id = max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1
         return PendingRequest(request, chunk_id, start_time, observed, now, executor_step)

@@ -26,8 +26,8 @@ class ChunkTimeline:
     stale or not-newer chunks raise ChunkRejected and change nothing.
     """
 
-    def __init__(self, joint_names, interpolation: str = 'cubic', max_chunk_delay_s: float = 1.0,
-                 fade_per_lateness: float = 0.0, acceleration_max: np.ndarray | None = None):
+    def __init__(self, joint_names, interpolation: str, max_chunk_delay_s: float, fade_per_lateness: float = 0.0,
+                 acceleration_max: np.ndarray | None = None):
         self.joint_names = list(joint_names)
         self.interpolation = interpolation
         self.max_chunk_delay_s = max_chunk_delay_s

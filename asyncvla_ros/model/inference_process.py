@@ -15,11 +15,12 @@ import struct
 import subprocess
 import sys
 import threading
+from dataclasses import asdict
 from typing import BinaryIO
 
 import numpy as np
 
-from asyncvla_ros.model.interface import CheckpointError, ChunkPrediction, ChunkRequest
+from asyncvla_ros.model.interface import CheckpointError, ChunkPrediction, ChunkRequest, Sampling
 
 _FRAME = struct.Struct('<II')  # JSON header bytes, array payload bytes
 _STOP_TIMEOUT_S = 5.0
@@ -57,8 +58,6 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-_REQUEST_FIELDS = ('instruction', 'self_correction', 'confidence_threshold', 'num_correction_rounds',
-                   'num_steps', 'num_afm_steps')
 
 
 def _encode_request(request: ChunkRequest) -> tuple[dict, dict]:
@@ -66,14 +65,13 @@ def _encode_request(request: ChunkRequest) -> tuple[dict, dict]:
     arrays['state'] = np.asarray(request.state, np.float64)
     if request.committed is not None:
         arrays['committed'] = np.asarray(request.committed, np.float64)
-    header = {name: getattr(request, name) for name in _REQUEST_FIELDS}
-    return {**header, 'num_images': len(request.images)}, arrays
+    return {'instruction': request.instruction, 'sampling': asdict(request.sampling), 'num_images': len(request.images)}, arrays
 
 
 def _decode_request(header: dict, arrays: dict) -> ChunkRequest:
     images = [arrays[f'image{i}'] for i in range(header['num_images'])]
-    return ChunkRequest(images, arrays['state'], committed=arrays.get('committed'),
-                        **{name: header[name] for name in _REQUEST_FIELDS})
+    return ChunkRequest(images, arrays['state'], header['instruction'], committed=arrays.get('committed'),
+                        sampling=Sampling(**header['sampling']))
 
 
 class InferenceProcess:

@@ -3,7 +3,7 @@ policy_node imports only this when the model runs in its child process (`inferen
 starts in a second rather than importing torch and transformers it never uses."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -12,18 +12,28 @@ class CheckpointError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one chunk is sampled, under policy_node's parameter names (nodes/params.py documents them). None
+    takes the checkpoint's own setting; for self_correction that is on exactly when its rater is trained."""
+    self_correction: bool | None = None
+    confidence_threshold: float | None = None
+    num_correction_rounds: int | None = None
+    num_denoise_steps: int | None = None
+    num_denoise_steps_afm: int | None = None
+
+    @classmethod
+    def from_params(cls, params: dict) -> 'Sampling':
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
 @dataclass
 class ChunkRequest:
     images: list            # one (H, W, 3) uint8 RGB array per camera key, in the processor's order
     state: np.ndarray       # (J,) joint positions, robot units
     instruction: str
     committed: np.ndarray | None = None   # (d, J) steps kept unchanged (delay compensation), robot units
-    self_correction: bool = True
-    # Sampling settings; None: the checkpoint's own configuration.
-    confidence_threshold: float | None = None
-    num_correction_rounds: int | None = None
-    num_steps: int | None = None
-    num_afm_steps: int | None = None
+    sampling: Sampling = field(default_factory=Sampling)
 
 
 @dataclass

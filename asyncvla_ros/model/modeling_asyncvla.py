@@ -18,6 +18,7 @@ from transformers import DynamicCache, PreTrainedModel, Qwen2_5_VLModel
 from transformers.utils import ModelOutput
 
 from asyncvla_ros.model.configuration_asyncvla import AsyncVLAConfig
+from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.flow import sample_flow_time, time_embedding, training_masks
 from asyncvla_ros.model.rater import ConfidenceRater, rater_labels
 
@@ -178,9 +179,7 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
 
     @torch.inference_mode()  # cheaper than no_grad per op; chunks never feed autograd
     def generate_chunk(self, input_ids, attention_mask, pixel_values, image_grid_thw, state, *,
-                       committed: torch.Tensor | None = None, num_committed: int = 0, self_correction: bool = True,
-                       confidence_threshold: float | None = None, num_correction_rounds: int | None = None,
-                       num_steps: int | None = None, num_afm_steps: int | None = None,
+                       committed: torch.Tensor | None = None, num_committed: int = 0, sampling: Sampling | None = None,
                        noise: torch.Tensor | None = None,
                        generator: torch.Generator | None = None) -> ChunkResult:
         """SFM -> rater -> AFM for one chunk per batch row, all in normalised action space.
@@ -188,13 +187,14 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         committed: (B, d, A) actions kept as clean tokens at positions 0..d-1 (delay compensation):
         never updated, never rated, returned unchanged. noise: (B, L, A) initial SFM noise.
         """
-        cfg = self.config
+        cfg, s = self.config, sampling or Sampling()
+        self_correction = cfg.rater_trained if s.self_correction is None else s.self_correction
         if self_correction and not cfg.rater_trained:
             raise ValueError(UNTRAINED_RATER)
-        threshold = cfg.confidence_threshold if confidence_threshold is None else confidence_threshold
-        rounds = cfg.num_correction_rounds if num_correction_rounds is None else num_correction_rounds
-        steps = cfg.num_denoise_steps if num_steps is None else num_steps
-        afm_steps = cfg.num_denoise_steps_afm if num_afm_steps is None else num_afm_steps
+        threshold = cfg.confidence_threshold if s.confidence_threshold is None else s.confidence_threshold
+        rounds = cfg.num_correction_rounds if s.num_correction_rounds is None else s.num_correction_rounds
+        steps = cfg.num_denoise_steps if s.num_denoise_steps is None else s.num_denoise_steps
+        afm_steps = cfg.num_denoise_steps_afm if s.num_denoise_steps_afm is None else s.num_denoise_steps_afm
         batch, length, dims = input_ids.shape[0], cfg.action_chunk_size, cfg.max_action_dim
         device = input_ids.device
         clock = _StageClock(device)

@@ -65,9 +65,7 @@ class PolicyRunner:
         if num_committed:
             committed = torch.from_numpy(self.processor.normalize_actions(request.committed, request.state))[None].to(self.device)
         result = self.model.generate_chunk(
-            **inputs, committed=committed, num_committed=num_committed, self_correction=request.self_correction,
-            confidence_threshold=request.confidence_threshold, num_correction_rounds=request.num_correction_rounds,
-            num_steps=request.num_steps, num_afm_steps=request.num_afm_steps, generator=self.generator)
+            **inputs, committed=committed, num_committed=num_committed, sampling=request.sampling, generator=self.generator)
         positions = self.processor.unnormalize_actions(result.actions[0], request.state)
         sfm_positions = self.processor.unnormalize_actions(result.sfm_actions[0], request.state)
         if num_committed:  # exactly what was committed, not a normalise/unnormalise round trip

@@ -7,6 +7,8 @@ commanding. Nothing reaches the controller before ~/enable (or `start_enabled`).
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 import threading
 import traceback
 
@@ -29,8 +31,7 @@ from asyncvla_ros.nodes.params import EXECUTOR_NODE
 from asyncvla_ros.nodes.ros_params import BoundParams
 
 LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
-SETTINGS = ('control_rate_hz', 'interpolation', 'watchdog_timeout_s', 'max_joint_state_age_s',
-            'max_chunk_delay_s', 'ramp_in_s', 'chunk_fade_per_lateness')
+SETTINGS = tuple(f.name for f in fields(ExecutorSettings))
 MAX_BRAKING_WAIT_S = 2.0  # deactivate waits this long at most for a moving arm to brake to rest
 
 
@@ -57,7 +58,7 @@ class ExecutorNode(LifecycleNode):
         except ValueError as exc:
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
-        self.core = ExecutorCore(profile, ExecutorSettings(**{k: p[k] for k in SETTINGS}))
+        self.core = ExecutorCore(profile, ExecutorSettings.from_params(p))
         self.interface = p['command_interface']
         topic = p['command_topic'] or profile.command_topics.get(self.interface)
         if not topic:

@@ -152,6 +152,7 @@ POLICY_NODE = ParamSchema('policy_node', [
           "Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed), one per checkpoint camera, in the checkpoint's order; unset: camera/<name>/image_raw for each checkpoint camera observation.images.<name>."),
     Param('camera_keys', 'string_array', None, "The checkpoint's camera keys, one per camera topic, same order: a check that the topics are wired as trained; unset skips it."),
     Param('joint_names', 'string_array', SO101_JOINTS, 'Joints forming the state and action vector, in model order; matched by name in /joint_states.'),
+    Param('robot_profile', 'string', 'so101', "Robot profile (a name in config/robots or a path) whose scale and offset map joint states into the policy's units; give the executor the same one."),
     Param('instruction', 'string', 'pick up the purple block and place it on the green target',
           'Task instruction used until one arrives on /asyncvla/instruction.', runtime=True),
     Param('num_denoise_steps', 'int', 3, 'Euler steps for SFM.', range=(1, 100), runtime=True),

@@ -22,9 +22,10 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from asyncvla_ros.control.observation import JointHistory, frame_time
+from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, PendingRequest, RequestLoop, RequestSettings
 from asyncvla_ros.model.inference_process import InferenceProcess
-from asyncvla_ros.model.interface import CheckpointError, ChunkRequest
+from asyncvla_ros.model.interface import CheckpointError, ChunkRequest, Sampling
 from asyncvla_ros.msg import ActionChunk, ExecutorState, PolicyStatus
 from asyncvla_ros.nodes.conversions import chunk_to_msg, image_to_rgb, to_seconds, to_time
 from asyncvla_ros.nodes.loops import run_node
@@ -57,6 +58,7 @@ class PolicyNode(LifecycleNode):
         self.p = self.params.values()
         self.active = False
         self.runner = None  # InferenceProcess, or PolicyRunner with inference_process false
+        self.profile = None  # the robot profile of the joint states' units, from configure
         self.camera_topics: list[str] = []  # resolved at configure (the checkpoint's cameras)
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
@@ -86,6 +88,7 @@ class PolicyNode(LifecycleNode):
                 raise CheckpointError(f'{len(self.camera_topics)} camera_topics for a checkpoint with {len(keys)} camera(s) {keys}')
             if p['camera_keys'] and list(p['camera_keys']) != keys:
                 raise CheckpointError(f'camera_keys {p["camera_keys"]} do not match the checkpoint\'s {keys}')
+            self.profile = load_profile(p['robot_profile'])
             if len(p['joint_names']) != self.runner.num_joints:
                 raise CheckpointError(f'{len(p["joint_names"])} joint_names but the checkpoint has {self.runner.num_joints} joints')
             self._warm_up()
@@ -153,8 +156,7 @@ class PolicyNode(LifecycleNode):
         joints = self.runner.num_joints
         images = [np.zeros((224, 224, 3), np.uint8) for _ in self.runner.camera_keys]
         # with the node's self_correction, so a checkpoint whose rater is untrained fails configure, saying so
-        request = ChunkRequest(images, np.zeros(joints), self.instruction, self_correction=self.p['self_correction'],
-                               num_steps=self.p['num_denoise_steps'], num_afm_steps=self.p['num_denoise_steps_afm'])
+        request = ChunkRequest(images, np.zeros(joints), self.instruction, sampling=Sampling.from_params(self.p))
         prediction = self.runner.predict(request)
         self.loop = RequestLoop(self.p['joint_names'], self.runner.dt, self.runner.chunk_size,
                                 initial_delay_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1)
@@ -187,7 +189,7 @@ class PolicyNode(LifecycleNode):
             return
         now = self._now()
         with self.lock:
-            self.joints.add(to_seconds(msg.header.stamp) or now, q)
+            self.joints.add(to_seconds(msg.header.stamp) or now, self.profile.to_policy(q, self.p['joint_names']))
             self.joints_received = now
 
     def _on_instruction(self, msg: String) -> None:

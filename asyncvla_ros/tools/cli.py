@@ -144,7 +144,8 @@ def cmd_bringup(args) -> int:
     from asyncvla_ros.tools.processes import NodeProcess, ros_environment
 
     log_dir = Path(args.log_dir)
-    overrides = {'policy_node': {'checkpoint': str(args.checkpoint)} if args.checkpoint else {},
+    overrides = {'policy_node': {'robot_profile': args.robot_profile,
+                                 **({'checkpoint': str(args.checkpoint)} if args.checkpoint else {})},
                  'executor_node': {'robot_profile': args.robot_profile, 'command_interface': args.command_interface},
                  'sim_arm_node': {}}
     names = (['sim_arm_node'] if args.target == 'sim' else []) + ['executor_node', 'policy_node']
@@ -210,7 +211,8 @@ def cmd_evaluate(args) -> int:
     from asyncvla_ros.model.runner import PolicyRunner
     from asyncvla_ros.nodes.params import POLICY_NODE, camera_topics_for
     from asyncvla_ros.tools.bags import BagError
-    from asyncvla_ros.tools.evaluate import EvalSettings, bag_source, dataset_source, evaluate, summary_keys, write_report
+    from asyncvla_ros.model.interface import Sampling
+    from asyncvla_ros.tools.evaluate import bag_source, dataset_source, evaluate, summary_keys, write_report
     from asyncvla_ros.training.lerobot_format import DatasetError
 
     defaults = POLICY_NODE.defaults()
@@ -226,8 +228,8 @@ def cmd_evaluate(args) -> int:
                                 args.joint_names or defaults['joint_names'], args.joint_topic, args.command_topic,
                                 args.instruction_topic, args.instruction or defaults['instruction'])
         print(f'evaluate: {len(source.queries)} chunks from {source.description}')
-        metrics = evaluate(runner, source, EvalSettings(args.confidence_threshold, args.num_correction_rounds,
-                                                          args.num_denoise_steps, args.num_denoise_steps_afm))
+        metrics = evaluate(runner, source, Sampling(True, args.confidence_threshold, args.num_correction_rounds,
+                                                    args.num_denoise_steps, args.num_denoise_steps_afm))
     except (BagError, DatasetError, CheckpointError) as exc:
         print(f'evaluate: {exc}', file=sys.stderr)
         return 2
@@ -345,12 +347,19 @@ def _remapping(text: str) -> tuple[str, str]:
     return source, target
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
+def _node_flag(parser, param, **overrides):
+    """`--<name>` for a node parameter: its default, choices, range and description come from the schema."""
+    kind = {'int': int, 'double': float, 'string': str}[param.type]
+    kwargs = {'default': param.default, 'help': f'{param.description} (default: %(default)s, as the node)',
+              'type': _at_least(param.range[0], kind, param.range[1]) if param.range else kind}
+    if param.choices:
+        kwargs['choices'] = list(param.choices)
+    parser.add_argument(f'--{param.name.replace("_", "-")}', **{**kwargs, **overrides})
 
-    parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
-    sub = parser.add_subparsers(dest='command', required=True)
-    sub.add_parser('docs', help=cmd_docs.__doc__).set_defaults(func=cmd_docs)
+
+def _add_training_commands(sub) -> None:
+    from asyncvla_ros.training.trainer import TrainConfig
+
     make = sub.add_parser('make-dataset', help=cmd_make_dataset.__doc__)
     make.add_argument('--episodes', type=int, default=100)
     make.add_argument('--seed', type=int, default=0)
@@ -367,31 +376,31 @@ def build_parser() -> argparse.ArgumentParser:
         source.add_argument('--data', type=Path, help='data YAML with lerobot_datasets entries')
         source.add_argument('--dataset', type=Path, nargs='+',
                             help='LeRobot v3.0 dataset roots (all cameras, state, action), equal shares of the samples')
-        p.add_argument('--steps', type=int, default=2000 if name == 'train' else 500)
-        p.add_argument('--batch-size', type=int, default=8)
-        p.add_argument('--lr', type=float, default=1e-4)
-        p.add_argument('--seed', type=int, default=0)
+        p.add_argument('--steps', type=int, default=TrainConfig.steps if name == 'train' else 500)
+        p.add_argument('--batch-size', type=int, default=TrainConfig.batch_size)
+        p.add_argument('--lr', type=float, default=TrainConfig.lr)
+        p.add_argument('--seed', type=int, default=TrainConfig.seed)
         p.set_defaults(func=func)
-        if name == 'train':
-            p.add_argument('--output', type=Path, required=True)
-            p.add_argument('--preset', default='small', choices=['tiny', 'small', 'qwen2.5-vl-3b'])
-            p.add_argument('--action-mode', default='delta', choices=['delta', 'absolute'],
-                           help='delta: actions relative to the state each chunk starts from')
-            p.add_argument('--afm-prefix-prob', type=_at_least(0.0, float, maximum=1.0),
-                           help="share of AFM samples with a committed prefix, as delay compensation sends "
-                                "(default: the preset's, or the --init-from checkpoint's)")
-            p.add_argument('--vision-lr', type=float, default=2e-5)
-            p.add_argument('--image-size', type=int, default=112)
-            p.add_argument('--save-every', type=int, default=500)
-            p.add_argument('--validate-every', type=int, default=500)
-            p.add_argument('--gradient-checkpointing', action='store_true')
-            start = p.add_mutually_exclusive_group()
-            start.add_argument('--resume', type=Path, help='a checkpoint-<step> directory of an earlier run')
-            start.add_argument('--init-from', type=Path,
-                               help='fine-tune this checkpoint (weights, processor, statistics) with a fresh schedule')
-        else:
+        if name == 'train-rater':
             p.add_argument('--checkpoint', type=Path, required=True)
             p.add_argument('--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)')
+            continue
+        p.add_argument('--output', type=Path, required=True)
+        p.add_argument('--preset', default=TrainConfig.preset, choices=['tiny', 'small', 'qwen2.5-vl-3b'])
+        p.add_argument('--action-mode', default=TrainConfig.action_mode, choices=['delta', 'absolute'],
+                       help='delta: actions relative to the state each chunk starts from')
+        p.add_argument('--afm-prefix-prob', type=_at_least(0.0, float, maximum=1.0),
+                       help="share of AFM samples with a committed prefix, as delay compensation sends "
+                            "(default: the preset's, or the --init-from checkpoint's)")
+        p.add_argument('--vision-lr', type=float, default=TrainConfig.vision_lr)
+        p.add_argument('--image-size', type=int, default=TrainConfig.image_size)
+        p.add_argument('--save-every', type=int, default=TrainConfig.save_every)
+        p.add_argument('--validate-every', type=int, default=TrainConfig.validate_every)
+        p.add_argument('--gradient-checkpointing', action='store_true')
+        start = p.add_mutually_exclusive_group()
+        start.add_argument('--resume', type=Path, help='a checkpoint-<step> directory of an earlier run')
+        start.add_argument('--init-from', type=Path,
+                           help='fine-tune this checkpoint (weights, processor, statistics) with a fresh schedule')
     export = sub.add_parser('export', help=cmd_export.__doc__)
     export.add_argument('--checkpoint', type=Path, required=True)
     target = export.add_mutually_exclusive_group(required=True)
@@ -405,16 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument('--dtype', default='float32', choices=['bfloat16', 'float32'],
                           help='the backbone\'s dtype; the action heads stay float32')
     imported.set_defaults(func=cmd_import_eo1)
+
+
+def _add_graph_commands(sub) -> None:
+    from asyncvla_ros.nodes.params import EXECUTOR_NODE
+    from asyncvla_ros.tools.record import DEFAULT_TOPICS
+
     bringup = sub.add_parser('bringup', help=cmd_bringup.__doc__)
     bringup.add_argument('target', choices=['sim', 'robot'])
     bringup.add_argument('--checkpoint', type=Path)
-    bringup.add_argument('--robot-profile', default='so101')
-    bringup.add_argument('--command-interface', default='joint_trajectory', choices=['joint_trajectory', 'forward_command'])
+    _node_flag(bringup, EXECUTOR_NODE['robot_profile'])
+    _node_flag(bringup, EXECUTOR_NODE['command_interface'])
     bringup.add_argument('--log-dir', type=Path, default=Path('runs/bringup'))
     bringup.add_argument('--respawn-policy', action='store_true',
                          help=f'restart policy_node {RESPAWN_DELAY_S:g} s after it dies (launch: respawn_policy:=true)')
     bringup.set_defaults(func=cmd_bringup)
-    from asyncvla_ros.tools.record import DEFAULT_TOPICS
     rec = sub.add_parser('record', help=cmd_record.__doc__)
     rec.add_argument('--output', '-o', type=Path, required=True, help='the bag directory to create')
     rec.add_argument('--topics', nargs='+', default=list(DEFAULT_TOPICS),
@@ -433,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help='publish /clock from the bag time at this rate, for nodes with use_sim_time')
     play.add_argument('--startup-delay', type=float, default=1.0, help='seconds for discovery before playing')
     play.set_defaults(func=cmd_replay)
+
+
+def _add_evaluate(sub) -> None:
+    from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
+
     ev = sub.add_parser('evaluate', help=cmd_evaluate.__doc__)
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument('--dataset', type=Path, help='a LeRobot v3.0 dataset root')
@@ -442,11 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
     ev.add_argument('--output', type=Path, required=True)
     ev.add_argument('--stride', type=int, default=0, help='steps between queries (default: the chunk size)')
-    ev.add_argument('--device', default='auto')
-    ev.add_argument('--seed', type=int, default=0)
+    _node_flag(ev, POLICY_NODE['device'])
+    ev.add_argument('--seed', type=int, default=POLICY_NODE['seed'].default, help='sampling noise seed')
     for name in ('confidence_threshold', 'num_correction_rounds', 'num_denoise_steps', 'num_denoise_steps_afm'):
-        value = POLICY_NODE.defaults()[name]  # as policy_node runs by default
-        ev.add_argument(f'--{name.replace("_", "-")}', type=type(value), default=value)
+        _node_flag(ev, POLICY_NODE[name])
     ev.add_argument('--camera-topics', nargs='+', help='bag: one per checkpoint camera (default: policy_node\'s)')
     ev.add_argument('--joint-names', nargs='+', help="default: policy_node's joint_names")
     ev.add_argument('--joint-topic', default='/joint_states')
@@ -466,15 +484,24 @@ def build_parser() -> argparse.ArgumentParser:
                            'switch, fade, committed')
     loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'],
                       help='both: a run with and one without; in a sweep, on unless off')
-    loop.add_argument('--refill-threshold', type=_at_least(0, int), default=POLICY_NODE.defaults()['refill_threshold'])
+    _node_flag(loop, POLICY_NODE['refill_threshold'])
     loop.add_argument('--delay-compensation', choices=['on', 'off'],
-                      default='on' if POLICY_NODE.defaults()['delay_compensation'] else 'off')
+                      default='on' if POLICY_NODE['delay_compensation'].default else 'off',
+                      help=f'{POLICY_NODE["delay_compensation"].description} (default: %(default)s, as the node)')
     loop.add_argument('--camera-rate-hz', type=_at_least(1.0, float),
                       help='frames at this rate, each paired with the joints of its moment as policy_node does '
                            '(default: a fresh frame for each request)')
-    loop.add_argument('--chunk-fade-per-lateness', type=_at_least(0.0, float), default=EXECUTOR_NODE.defaults()['chunk_fade_per_lateness'],
-                      help="executor_node's chunk_fade_per_lateness (default: executor_node's)")
+    _node_flag(loop, EXECUTOR_NODE['chunk_fade_per_lateness'])
     ev.set_defaults(func=cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+    sub.add_parser('docs', help=cmd_docs.__doc__).set_defaults(func=cmd_docs)
+    _add_training_commands(sub)
+    _add_graph_commands(sub)
+    _add_evaluate(sub)
     demo = sub.add_parser('demo', help='closed loop on the simulated SO-101 arm')
     demo.add_argument('--episodes', type=_at_least(1, int), default=20)
     demo.add_argument('--episode-seconds', type=float, default=30.0)

@@ -64,10 +64,10 @@ class PolicyDrive:
 
     def __init__(self, plant: SO101Plant, runner, settings: LoopSettings, self_correction: bool):
         self.plant, self.runner, self.settings = plant, runner, settings
-        self.request_settings = replace(settings.request, self_correction=self_correction)
-        self.core = ExecutorCore(load_profile('so101'), ExecutorSettings(control_rate_hz=settings.control_rate_hz,
-                                                                          chunk_fade_per_lateness=settings.chunk_fade_per_lateness,
-                                                                          interpolation=settings.interpolation))
+        self.request_settings = replace(settings.request, sampling=replace(settings.request.sampling, self_correction=self_correction))
+        self.core = ExecutorCore(load_profile('so101'), ExecutorSettings.from_params(
+            EXECUTOR_NODE.defaults(), control_rate_hz=settings.control_rate_hz,
+            chunk_fade_per_lateness=settings.chunk_fade_per_lateness, interpolation=settings.interpolation))
         self.loop = RequestLoop(JOINT_NAMES, runner.dt, runner.chunk_size)
         self.cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
         self.period = 1.0 / settings.control_rate_hz

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+from asyncvla_ros.model.interface import ChunkRequest, Sampling
+from asyncvla_ros.model.runner import PolicyRunner
 from asyncvla_ros.nodes.conversions import image_to_rgb
 from asyncvla_ros.tools.bags import BagError, bag_topics, open_bag, require_topics
 from asyncvla_ros.training.lerobot_format import DatasetError, DatasetSpec, LeRobotDataset
@@ -155,17 +156,8 @@ def bag_source(path: Path, runner: PolicyRunner, stride: int, camera_topics: lis
     return Source(f'rosbag2 {path} (truth: {truth_topic}, {len(commands)} points)', queries, len(queries) * step)
 
 
-@dataclass
-class EvalSettings:
-    """Sampling settings (the command line defaults them to policy_node's)."""
-    confidence_threshold: float
-    num_correction_rounds: int
-    num_denoise_steps: int
-    num_denoise_steps_afm: int
-
-
-def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> dict:
-    """Runs every query once (the SFM chunk before self-correction comes with it) and aggregates."""
+def evaluate(runner: PolicyRunner, source: Source, sampling: Sampling) -> dict:
+    """Runs every query once with self-correction (the SFM chunk before it comes with it) and aggregates."""
     if not source.queries:
         raise BagError(f'{source.description}: nothing to evaluate (no query has recorded steps after it)')
     L, J = runner.chunk_size, runner.num_joints
@@ -174,9 +166,8 @@ def evaluate(runner: PolicyRunner, source: Source, settings: EvalSettings) -> di
     started = time.perf_counter()
     for query in tqdm(source.queries, desc='evaluate', unit='chunk'):
         began = time.perf_counter()
-        prediction = runner.predict(ChunkRequest(query.images, query.state, query.instruction, None, True,
-                                                 settings.confidence_threshold, settings.num_correction_rounds,
-                                                 settings.num_denoise_steps, settings.num_denoise_steps_afm))
+        prediction = runner.predict(ChunkRequest(query.images, query.state, query.instruction,
+                                                 sampling=replace(sampling, self_correction=True)))
         latency.append((time.perf_counter() - began) * 1e3)
         valid = query.valid[:, None]
         error_sum += np.abs(prediction.positions - query.truth) * valid

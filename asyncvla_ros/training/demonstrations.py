@@ -92,7 +92,7 @@ def _policy_detour(plant: SO101Plant, policy, rng: np.random.Generator) -> None:
         raise CheckpointError(f'the recovery policy reads cameras {policy.processor.camera_keys}; the sim has '
                               f'{sorted(CAMERA_KEYS.values())}')
     settings = LoopSettings(INSTRUCTIONS[0], latency_s=DETOUR_LATENCY_S)
-    drive = PolicyDrive(plant, policy, settings, self_correction=settings.request.self_correction)
+    drive = PolicyDrive(plant, policy, settings, self_correction=settings.request.sampling.self_correction)
     drive.run(int(rng.integers(*POLICY_DETOUR_STEPS, endpoint=True)) / FPS)
     plant.resume_cartesian_control()
 

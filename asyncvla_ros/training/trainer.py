@@ -143,7 +143,7 @@ def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, da
     for i in picks:
         sample = dataset[int(i)]
         inputs = {k: v.to(next(model.parameters()).device) for k, v in processor([sample['images']], sample['state'][None], [sample['task']]).items()}
-        result = model.generate_chunk(**inputs, self_correction=model.config.rater_trained, generator=generator)
+        result = model.generate_chunk(**inputs, generator=generator)  # self-correction when the rater is trained
         valid = ~sample['action_is_pad']
         predicted = processor.unnormalize_actions(result.actions[0], sample['state'])[valid]
         sfm = processor.unnormalize_actions(result.sfm_actions[0], sample['state'])[valid]
