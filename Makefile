@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export AMENT_PREFIX_PATH := $(abspath $(VENV))
 export MUJOCO_GL ?= egl
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-fast lint demo bench clean
 setup: $(STAMPS)/package
 
 $(VENV)/bin/activate:
@@ -31,8 +31,15 @@ $(STAMPS)/package: $(STAMPS)/requirements $(SOURCES)
 	@touch $@
 	@echo "setup: done ($(VENV); run 'source $(VENV)/bin/activate' to use it)"
 
-test: setup
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not dds and not sim and not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check asyncvla_ros test bench launch
+	$(VENV)/bin/ruff format --check asyncvla_ros test bench launch
 
 demo: setup
 	$(PY) -m asyncvla_ros.tools.cli demo

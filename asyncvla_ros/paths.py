@@ -1,4 +1,5 @@
 """Where the package's data files are: the checkout when running from source, else the installed share folder."""
+
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ def share_dir() -> Path:
     if prefix_share.is_dir():
         return prefix_share
     from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415 (installed package only)
+
     return Path(get_package_share_directory('asyncvla_ros'))
 
 

@@ -5,6 +5,7 @@ publisher at 200 Hz, records the time of every control tick and reports the achi
 percentiles of the period error |interval - period|. Last line: JSON with rate_hz_idle, p99_ms_idle,
 rate_hz_loaded, p99_ms_loaded.
 """
+
 import argparse
 import json
 import multiprocessing
@@ -37,20 +38,30 @@ def burn(stop):
 
 def measure(rate_hz: float, seconds: float, load: bool) -> dict:
     stop_load = multiprocessing.Event()
-    burners = [multiprocessing.Process(target=burn, args=(stop_load,)) for _ in range(os.cpu_count() or 2)] if load else []
+    burners = (
+        [multiprocessing.Process(target=burn, args=(stop_load,)) for _ in range(os.cpu_count() or 2)] if load else []
+    )
     for b in burners:
         b.start()
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = ExecutorNode(context=context, parameter_overrides=[
-        Parameter('command_interface', value='forward_command'), Parameter('control_rate_hz', value=rate_hz),
-        Parameter('start_enabled', value=True), Parameter('watchdog_timeout_s', value=600.0)])
+    node = ExecutorNode(
+        context=context,
+        parameter_overrides=[
+            Parameter('command_interface', value='forward_command'),
+            Parameter('control_rate_hz', value=rate_hz),
+            Parameter('start_enabled', value=True),
+            Parameter('watchdog_timeout_s', value=600.0),
+        ],
+    )
     ticks = []
     step = node._control_step
     node._control_step = lambda: (ticks.append(time.perf_counter()), step())
     source = rclpy.create_node('joint_source', context=context)
     pub = source.create_publisher(JointState, '/joint_states', 10)
-    chunk_pub = source.create_publisher(type(chunk_to_msg(Chunk(0, 0.0, 0.1, ['a'], np.zeros((1, 1))), 0.0)), '/asyncvla/action_chunk', 10)
+    chunk_pub = source.create_publisher(
+        type(chunk_to_msg(Chunk(0, 0.0, 0.1, ['a'], np.zeros((1, 1))), 0.0)), '/asyncvla/action_chunk', 10
+    )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(source)
@@ -81,9 +92,13 @@ def measure(rate_hz: float, seconds: float, load: bool) -> dict:
         b.join()
     intervals = np.diff(recorded)
     error_ms = np.abs(intervals - 1.0 / rate_hz) * 1e3
-    return {'rate_hz': len(recorded) / seconds, 'p50_ms': float(np.percentile(error_ms, 50)),
-            'p99_ms': float(np.percentile(error_ms, 99)), 'max_ms': float(error_ms.max()),
-            'late_ticks': int(np.sum(intervals > 2.0 / rate_hz))}
+    return {
+        'rate_hz': len(recorded) / seconds,
+        'p50_ms': float(np.percentile(error_ms, 50)),
+        'p99_ms': float(np.percentile(error_ms, 99)),
+        'max_ms': float(error_ms.max()),
+        'late_ticks': int(np.sum(intervals > 2.0 / rate_hz)),
+    }
 
 
 def main():
@@ -95,13 +110,23 @@ def main():
     for label, load in (('idle', False), ('loaded', True)):
         print(f'executor_jitter: {args.seconds:.0f} s at {args.rate:.0f} Hz, {label} ...', flush=True)
         r = measure(args.rate, args.seconds, load)
-        print(f'  {label}: {r["rate_hz"]:.1f} Hz ({100 * r["rate_hz"] / args.rate:.2f} % of ticks), period error '
-              f'p50 {r["p50_ms"]:.3f} ms, p99 {r["p99_ms"]:.3f} ms, max {r["max_ms"]:.2f} ms, '
-              f'{r["late_ticks"]} ticks over 2 periods', flush=True)
+        print(
+            f'  {label}: {r["rate_hz"]:.1f} Hz ({100 * r["rate_hz"] / args.rate:.2f} % of ticks), period error '
+            f'p50 {r["p50_ms"]:.3f} ms, p99 {r["p99_ms"]:.3f} ms, max {r["max_ms"]:.2f} ms, '
+            f'{r["late_ticks"]} ticks over 2 periods',
+            flush=True,
+        )
         results[label] = r
-    print(json.dumps({'rate_hz_idle': round(results['idle']['rate_hz'], 1), 'p99_ms_idle': round(results['idle']['p99_ms'], 3),
-                      'rate_hz_loaded': round(results['loaded']['rate_hz'], 1),
-                      'p99_ms_loaded': round(results['loaded']['p99_ms'], 3)}))
+    print(
+        json.dumps(
+            {
+                'rate_hz_idle': round(results['idle']['rate_hz'], 1),
+                'p99_ms_idle': round(results['idle']['p99_ms'], 3),
+                'rate_hz_loaded': round(results['loaded']['rate_hz'], 1),
+                'p99_ms_loaded': round(results['loaded']['p99_ms'], 3),
+            }
+        )
+    )
 
 
 if __name__ == '__main__':

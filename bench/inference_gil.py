@@ -4,11 +4,13 @@ process (a worker thread, sharing the GIL with the callbacks) against the model 
 
 A separate process publishes /joint_states at each rate; policy_node's own `_on_joint_state` handles them in
 a thread of this process spinning a SingleThreadedExecutor (as `run_node` does). Both runners use
-policy_node's default thread count and are timed in the same run, alternating. Ratios: `<rate>_thread_over_idle` (what the callbacks cost an in-process
+policy_node's default thread count and are timed in the same run, alternating. Ratios: `<rate>_thread_over_idle`
+(what the callbacks cost an in-process
 inference) and `<rate>_process_over_idle`. Last line: JSON.
 
     python bench/inference_gil.py                     # 0, 100 and 500 Hz of joint states
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,19 +62,26 @@ def main() -> None:
     args = parser.parse_args()
 
     threads = cpu_threads(0)  # as policy_node's default
-    runners = {'thread': PolicyRunner(seed=0, num_threads=threads), 'process': InferenceProcess(seed=0, num_threads=threads)}
+    runners = {
+        'thread': PolicyRunner(seed=0, num_threads=threads),
+        'process': InferenceProcess(seed=0, num_threads=threads),
+    }
     rng = np.random.default_rng(0)
-    request = ChunkRequest([rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in runners['thread'].camera_keys],
-                           np.full(len(JOINT_NAMES), 0.1), 'pick up the purple block and place it on the green target',
-                           sampling=Sampling(num_denoise_steps=5, num_denoise_steps_afm=4))
+    request = ChunkRequest(
+        [rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in runners['thread'].camera_keys],
+        np.full(len(JOINT_NAMES), 0.1),
+        'pick up the purple block and place it on the green target',
+        sampling=Sampling(num_denoise_steps=5, num_denoise_steps_afm=4),
+    )
     for runner in runners.values():  # warm up
         runner.predict(request)
 
     rclpy.init()
     node = PolicyNode()  # unconfigured: only its joint-state callback is used
     received = []
-    node.create_subscription(JointState, 'joint_states', lambda m: (received.append(1), node._on_joint_state(m)),
-                             qos_profile_sensor_data)
+    node.create_subscription(
+        JointState, 'joint_states', lambda m: (received.append(1), node._on_joint_state(m)), qos_profile_sensor_data
+    )
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     threading.Thread(target=executor.spin, daemon=True).start()
@@ -101,16 +110,21 @@ def main() -> None:
             driver.join()
         for name, values in times.items():
             p50[(rate, name)] = float(np.median(values))
-        print(f'{rate:.0f} Hz of joint states (received {measured_rate:.0f} Hz): p50 chunk '
-              f'{p50[(rate, "thread")]:.1f} ms in the node\'s thread, {p50[(rate, "process")]:.1f} ms in a child process',
-              flush=True)
+        print(
+            f'{rate:.0f} Hz of joint states (received {measured_rate:.0f} Hz): p50 chunk '
+            f"{p50[(rate, 'thread')]:.1f} ms in the node's thread, {p50[(rate, 'process')]:.1f} ms in a child process",
+            flush=True,
+        )
     runners['process'].close()
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
     idle = {name: p50[(args.rates[0], name)] for name in runners}
-    ratios = {f'{rate:.0f}hz_{name}_over_idle': round(p50[(rate, name)] / idle[name], 3)
-              for rate in args.rates[1:] for name in runners}
+    ratios = {
+        f'{rate:.0f}hz_{name}_over_idle': round(p50[(rate, name)] / idle[name], 3)
+        for rate in args.rates[1:]
+        for name in runners
+    }
     print(json.dumps({'rates_hz': args.rates, **ratios}))
 
 

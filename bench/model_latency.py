@@ -10,6 +10,7 @@ Last line: JSON.
     python bench/model_latency.py                       # tiny and small on CPU
     python bench/model_latency.py --preset qwen2.5-vl-3b --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ from tqdm import tqdm
 from transformers import Qwen2VLImageProcessorPil
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
-from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.checkpoint import resolve_device
+from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 
 INSTRUCTION = 'pick up the purple block and place it on the green target'
@@ -40,9 +41,15 @@ def build(preset: str, device: str, dtype: str, cameras: int, size: int):
     with torch.device(torch_device):
         model = AsyncVLAPolicy(config).to(torch_dtype).eval()
     stats = {'mean': [0.0] * 6, 'std': [1.0] * 6}
-    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=size * size, max_pixels=size * size),
-                                  {'state': stats, 'action': stats}, [f'camera{i}' for i in range(cameras)],
-                                  config.action_chunk_size, config.max_state_dim, config.max_action_dim)
+    processor = AsyncVLAProcessor(
+        tokenizer,
+        Qwen2VLImageProcessorPil(min_pixels=size * size, max_pixels=size * size),
+        {'state': stats, 'action': stats},
+        [f'camera{i}' for i in range(cameras)],
+        config.action_chunk_size,
+        config.max_state_dim,
+        config.max_action_dim,
+    )
     rng = np.random.default_rng(0)
     images = [[rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(cameras)]]
     inputs = {k: v.to(torch_device) for k, v in processor(images, np.zeros((1, 6)), [INSTRUCTION]).items()}
@@ -64,8 +71,9 @@ def timed(fn, repeats: int, device) -> np.ndarray:
 
 
 @torch.inference_mode()
-def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, size: int, steps: int,
-            afm_steps: int) -> dict:
+def measure(
+    preset: str, device: str, dtype: str, repeats: int, cameras: int, size: int, steps: int, afm_steps: int
+) -> dict:
     model, inputs, torch_device, attention = build(preset, device, dtype, cameras, size)
     cfg = model.config
     length = cfg.action_chunk_size
@@ -78,7 +86,9 @@ def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, si
     def uncached_sfm():
         x = noise.clone()
         for k in range(steps):
-            hidden = model.full_sequence_hidden(**inputs, x=x, tau=torch.full((1, length), 1.0 - k / steps, device=torch_device))
+            hidden = model.full_sequence_hidden(
+                **inputs, x=x, tau=torch.full((1, length), 1.0 - k / steps, device=torch_device)
+            )
             x = x - model.action_out_proj(hidden[:, -length:].float()) / steps
 
     prefix = model.encode_prefix(**inputs)
@@ -87,9 +97,14 @@ def measure(preset: str, device: str, dtype: str, repeats: int, cameras: int, si
     runs = {
         'prefix_ms': lambda: model.encode_prefix(**inputs),
         'step_ms': lambda: model.velocity(prefix, noise, tau),
-        'sfm_only_ms': lambda: model.generate_chunk(**inputs, noise=noise, sampling=Sampling(False, num_denoise_steps=steps)),
-        'full_ms': lambda: stages.append(model.generate_chunk(**inputs, noise=noise, generator=generator,
-                                                              sampling=Sampling(True, threshold, None, steps, afm_steps))),
+        'sfm_only_ms': lambda: model.generate_chunk(
+            **inputs, noise=noise, sampling=Sampling(False, num_denoise_steps=steps)
+        ),
+        'full_ms': lambda: stages.append(
+            model.generate_chunk(
+                **inputs, noise=noise, generator=generator, sampling=Sampling(True, threshold, None, steps, afm_steps)
+            )
+        ),
         'uncached_sfm_ms': uncached_sfm,
     }
     if torch_device.type == 'cuda':
@@ -122,24 +137,44 @@ def main():
     parser.add_argument('--cameras', type=int, default=2)
     parser.add_argument('--image-size', type=int, default=224)
     parser.add_argument('--steps', type=int, default=10, help='denoising steps for SFM')
-    parser.add_argument('--afm-steps', type=int, default=AsyncVLAConfig.num_denoise_steps_afm,
-                        help='denoising steps for AFM (default: the config\'s num_denoise_steps_afm)')
+    parser.add_argument(
+        '--afm-steps',
+        type=int,
+        default=AsyncVLAConfig.num_denoise_steps_afm,
+        help="denoising steps for AFM (default: the config's num_denoise_steps_afm)",
+    )
     args = parser.parse_args()
     presets = args.preset or ['tiny', 'small']
     summary = {}
     for preset in presets:
-        r = measure(preset, args.device, args.dtype, args.repeats, args.cameras, args.image_size, args.steps, args.afm_steps)
-        print(f'{preset}: prefix {r["prefix_ms"]:.1f} ms, step {r["step_ms"]:.2f} ms, SFM-only chunk {r["sfm_only_ms"]:.1f} ms '
-              f'(p95 {r["sfm_only_p95_ms"]:.1f}), full self-correction chunk {r["full_ms"]:.1f} ms (p95 {r["full_p95_ms"]:.1f}; '
-              f'prefix {r["full_prefix_ms"]:.1f} / SFM {r["full_sfm_ms"]:.1f} / rater {r["full_rater_ms"]:.1f} / '
-              f'AFM {r["full_afm_ms"]:.1f}), refined {100 * r["refined_fraction"]:.0f} %, uncached SFM {r["uncached_sfm_ms"]:.1f} ms; '
-              f'cache_speedup {r["cache_speedup"]:.2f}, self_correction_overhead {r["self_correction_overhead"]:.2f}', flush=True)
-        summary[preset] = {'steps': args.steps, 'afm_steps': args.afm_steps,
-                           **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}}
+        r = measure(
+            preset, args.device, args.dtype, args.repeats, args.cameras, args.image_size, args.steps, args.afm_steps
+        )
+        print(
+            f'{preset}: prefix {r["prefix_ms"]:.1f} ms, step {r["step_ms"]:.2f} ms, SFM-only chunk '
+            f'{r["sfm_only_ms"]:.1f} ms '
+            f'(p95 {r["sfm_only_p95_ms"]:.1f}), full self-correction chunk {r["full_ms"]:.1f} ms (p95 '
+            f'{r["full_p95_ms"]:.1f}; '
+            f'prefix {r["full_prefix_ms"]:.1f} / SFM {r["full_sfm_ms"]:.1f} / rater {r["full_rater_ms"]:.1f} / '
+            f'AFM {r["full_afm_ms"]:.1f}), refined {100 * r["refined_fraction"]:.0f} %, uncached SFM '
+            f'{r["uncached_sfm_ms"]:.1f} ms; '
+            f'cache_speedup {r["cache_speedup"]:.2f}, self_correction_overhead {r["self_correction_overhead"]:.2f}',
+            flush=True,
+        )
+        summary[preset] = {
+            'steps': args.steps,
+            'afm_steps': args.afm_steps,
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
+        }
     if len(presets) == 1:
         r = summary[presets[0]]
-        summary = {'preset': presets[0], 'device': args.device, 'total_ms_p50': r['full_ms'], 'sfm_only_ms_p50': r['sfm_only_ms'],
-                   **r}
+        summary = {
+            'preset': presets[0],
+            'device': args.device,
+            'total_ms_p50': r['full_ms'],
+            'sfm_only_ms_p50': r['sfm_only_ms'],
+            **r,
+        }
     print(json.dumps(summary))
 
 

@@ -5,6 +5,7 @@ Ratio: light_speedup = full / light time for a frame pair. Last line: JSON.
 
     python bench/sim_render.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def main() -> None:
             times['light' if light else 'full'] = frame_pair_ms(plant, args.frames)
             triangles = plant._drawn[0].nmeshface
             plant.close()
-            print(f'{size} px, {"light" if light else "full"} meshes ({triangles} triangles): '
-                  f'{times["light" if light else "full"]:.1f} ms a frame pair')
+            print(
+                f'{size} px, {"light" if light else "full"} meshes ({triangles} triangles): '
+                f'{times["light" if light else "full"]:.1f} ms a frame pair'
+            )
         result[f'light_speedup_{size}px'] = round(times['full'] / times['light'], 2)
     print(json.dumps(result))
 

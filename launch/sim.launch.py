@@ -5,16 +5,20 @@
 
 On a machine without `ros2 launch`, `asyncvla bringup sim` starts the same nodes with the same files.
 """
+
 import importlib.util
 import os
 
-from launch import LaunchDescription
 from launch.actions import GroupAction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.substitutions import FindPackageShare
 
-_spec = importlib.util.spec_from_file_location('asyncvla_launch', os.path.join(os.path.dirname(__file__), 'asyncvla.launch.py'))
+from launch import LaunchDescription
+
+_spec = importlib.util.spec_from_file_location(
+    'asyncvla_launch', os.path.join(os.path.dirname(__file__), 'asyncvla.launch.py')
+)
 _asyncvla = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_asyncvla)  # the real-arm launch file: same nodes, same arguments
 asyncvla_nodes, declare_arguments = _asyncvla.asyncvla_nodes, _asyncvla.declare_arguments
@@ -22,10 +26,19 @@ asyncvla_nodes, declare_arguments = _asyncvla.asyncvla_nodes, _asyncvla.declare_
 
 def generate_launch_description():
     config = PathJoinSubstitution([FindPackageShare('asyncvla_ros'), 'config'])
-    sim = Node(package='asyncvla_ros', executable='sim_arm_node', name='sim_arm_node', output='screen',
-               parameters=[PathJoinSubstitution([config, 'sim_arm.yaml']),
-                           {'use_sim_time': LaunchConfiguration('use_sim_time')}])
-    return LaunchDescription([
-        *declare_arguments(),
-        GroupAction([PushRosNamespace(LaunchConfiguration('namespace')), sim, *asyncvla_nodes()]),
-    ])
+    sim = Node(
+        package='asyncvla_ros',
+        executable='sim_arm_node',
+        name='sim_arm_node',
+        output='screen',
+        parameters=[
+            PathJoinSubstitution([config, 'sim_arm.yaml']),
+            {'use_sim_time': LaunchConfiguration('use_sim_time')},
+        ],
+    )
+    return LaunchDescription(
+        [
+            *declare_arguments(),
+            GroupAction([PushRosNamespace(LaunchConfiguration('namespace')), sim, *asyncvla_nodes()]),
+        ]
+    )

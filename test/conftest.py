@@ -1,5 +1,6 @@
 """Test isolation for real ROS 2: every test process (and pytest-xdist worker) gets its own
 ROS_DOMAIN_ID, loopback-only discovery and a temporary ROS_LOG_DIR, set before rclpy starts."""
+
 import os
 import random
 import tempfile
@@ -23,6 +24,20 @@ from rclpy._rclpy_pybind11 import InvalidHandle, RCLError  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment  # noqa: E402
+
+DDS_FIXTURES = {'ros_context', 'spinner', 'node_process'}
+SIM_FIXTURES = {'dataset_root'}
+
+
+def pytest_collection_modifyitems(items):
+    """`dds` and `sim` follow from the fixtures a test uses (`make test-fast` deselects both); modules that start
+    nodes or the sim without those fixtures carry their own `pytestmark`."""
+    for item in items:
+        fixtures = set(getattr(item, 'fixturenames', ()))
+        if fixtures & DDS_FIXTURES:
+            item.add_marker(pytest.mark.dds)
+        if fixtures & SIM_FIXTURES:
+            item.add_marker(pytest.mark.sim)
 
 
 class Spinner:
@@ -89,9 +104,15 @@ def node_process(tmp_path):
     started = []
 
     def start(name, module, params_files=(), overrides=None, large_messages=False, extra_args=()):
-        proc = NodeProcess(name=name, module=module, log_dir=tmp_path / 'logs', params_files=list(params_files),
-                           overrides=dict(overrides or {}), env=ros_environment(large_messages=large_messages),
-                           extra_args=list(extra_args))
+        proc = NodeProcess(
+            name=name,
+            module=module,
+            log_dir=tmp_path / 'logs',
+            params_files=list(params_files),
+            overrides=dict(overrides or {}),
+            env=ros_environment(large_messages=large_messages),
+            extra_args=list(extra_args),
+        )
         started.append(proc.start())
         return proc
 
@@ -114,15 +135,27 @@ def tiny_policy(seed=0, camera_keys=('front',), joints=6, **overrides):
     from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
     from asyncvla_ros.model.tokenizer import build_small_tokenizer, prompt_token_ids
 
-    tokenizer = build_small_tokenizer(['pick up the red block', 'place it on the green target',
-                                       'You are a helpful physical assistant. system user assistant'], 400)
+    tokenizer = build_small_tokenizer(
+        [
+            'pick up the red block',
+            'place it on the green target',
+            'You are a helpful physical assistant. system user assistant',
+        ],
+        400,
+    )
     ids = prompt_token_ids(tokenizer)
     torch.manual_seed(seed)
     model = AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny', vocab_size=512, **ids, **overrides)).eval()
     stats = {'mean': [0.1] * joints, 'std': [0.5] * joints}
-    processor = AsyncVLAProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56),
-                                  {'state': stats, 'action': stats}, list(camera_keys),
-                                  model.config.action_chunk_size, model.config.max_state_dim, model.config.max_action_dim)
+    processor = AsyncVLAProcessor(
+        tokenizer,
+        Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56),
+        {'state': stats, 'action': stats},
+        list(camera_keys),
+        model.config.action_chunk_size,
+        model.config.max_state_dim,
+        model.config.max_action_dim,
+    )
     return model, processor
 
 

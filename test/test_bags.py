@@ -1,6 +1,7 @@
 """Record a closed-loop sim session into real rosbag2 files, read them back with two independent readers,
 replay one into policy_node and executor_node on the bag's clock, evaluate offline, and fail clearly
 on bad bags."""
+
 import json
 import subprocess
 import sys
@@ -23,14 +24,22 @@ from asyncvla_ros.paths import SOURCE_ROOT, config_path
 from asyncvla_ros.tools.bags import BagError, open_bag
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment
 
+pytestmark = pytest.mark.dds
+
 PROFILE = load_profile('so101')
 CUSTOM = ('/asyncvla/action_chunk', '/asyncvla/executor_state', '/asyncvla/policy_status')
 
 
 def asyncvla(*args, timeout=120):
     """The command line as a user runs it, in its own process on this test's ROS domain."""
-    return subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=SOURCE_ROOT, env=ros_environment(large_messages=True))
+    return subprocess.run(
+        [sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=SOURCE_ROOT,
+        env=ros_environment(large_messages=True),
+    )
 
 
 def stamp_seconds(msg) -> float:
@@ -43,11 +52,27 @@ def last_json(output: str) -> dict:
 
 def start_nodes(log_dir, checkpoint, use_sim_time, sim=True):
     overrides = {'use_sim_time': use_sim_time}
-    nodes = [NodeProcess('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', log_dir, [config_path('sim_arm.yaml')])] if sim else []
-    nodes += [NodeProcess('executor_node', 'asyncvla_ros.nodes.executor_node', log_dir, [config_path('executor.yaml')],
-                          {**overrides, 'start_enabled': True}),
-              NodeProcess('policy_node', 'asyncvla_ros.nodes.policy_node', log_dir, [config_path('policy.yaml')],
-                          {**overrides, 'checkpoint': str(checkpoint), 'num_denoise_steps': 4})]
+    nodes = (
+        [NodeProcess('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', log_dir, [config_path('sim_arm.yaml')])]
+        if sim
+        else []
+    )
+    nodes += [
+        NodeProcess(
+            'executor_node',
+            'asyncvla_ros.nodes.executor_node',
+            log_dir,
+            [config_path('executor.yaml')],
+            {**overrides, 'start_enabled': True},
+        ),
+        NodeProcess(
+            'policy_node',
+            'asyncvla_ros.nodes.policy_node',
+            log_dir,
+            [config_path('policy.yaml')],
+            {**overrides, 'checkpoint': str(checkpoint), 'num_denoise_steps': 4},
+        ),
+    ]
     for node in nodes:
         node.env = ros_environment(large_messages=True)
         node.start()
@@ -67,10 +92,28 @@ def session_bags(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp('bags')
     nodes = start_nodes(root / 'logs', tiny_checkpoint, use_sim_time=False)
     try:
-        recorders = [subprocess.Popen([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'record', '--output', root / storage,
-                                       '--storage', storage, '--duration', '8'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, cwd=SOURCE_ROOT, env=ros_environment(large_messages=True))
-                     for storage in ('mcap', 'sqlite3')]
+        recorders = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    '-m',
+                    'asyncvla_ros.tools.cli',
+                    'record',
+                    '--output',
+                    root / storage,
+                    '--storage',
+                    storage,
+                    '--duration',
+                    '8',
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=SOURCE_ROOT,
+                env=ros_environment(large_messages=True),
+            )
+            for storage in ('mcap', 'sqlite3')
+        ]
         outputs = [r.communicate(timeout=60)[0] for r in recorders]
     finally:
         stop_nodes(nodes)
@@ -110,8 +153,10 @@ def test_recorded_mcap_decodes_in_mcap_ros2_support(session_bags):
             seen.setdefault(channel.topic, []).append(decoded)
     assert all(seen.get(t) for t in CUSTOM), sorted(seen)
     with open_bag(session_bags['mcap']) as reader:
-        expected = [reader.deserialize(raw, c.msgtype).positions.tolist()
-                    for c, _, raw in reader.messages([c for c in reader.connections if c.topic == '/asyncvla/action_chunk'])]
+        expected = [
+            reader.deserialize(raw, c.msgtype).positions.tolist()
+            for c, _, raw in reader.messages([c for c in reader.connections if c.topic == '/asyncvla/action_chunk'])
+        ]
     assert [list(m.positions) for m in seen['/asyncvla/action_chunk']] == expected
 
 
@@ -121,7 +166,9 @@ class Observer:
         self.lock = threading.Lock()
         self.chunks, self.commands, self.joint_arrivals, self.joint_positions = [], [], [], []
         self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, m), 10)
-        self.node.create_subscription(JointTrajectory, 'arm_controller/joint_trajectory', lambda m: self._keep(self.commands, m), 10)
+        self.node.create_subscription(
+            JointTrajectory, 'arm_controller/joint_trajectory', lambda m: self._keep(self.commands, m), 10
+        )
         self.node.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
 
     def _keep(self, store, msg):
@@ -133,13 +180,16 @@ class Observer:
         self._keep(self.joint_positions, list(msg.position))
 
 
-def test_replay_drives_policy_and_executor_on_the_bags_clock(session_bags, tiny_checkpoint, tmp_path, spinner, ros_context):
+def test_replay_drives_policy_and_executor_on_the_bags_clock(
+    session_bags, tiny_checkpoint, tmp_path, spinner, ros_context
+):
     observer = Observer(ros_context)
     spinner.add(observer.node)
     nodes = start_nodes(tmp_path / 'logs', tiny_checkpoint, use_sim_time=True, sim=False)
     try:
-        result = asyncvla('replay', session_bags['mcap'], '--topics', '/joint_states', '/camera/front/image_raw',
-                          '--clock', 100)
+        result = asyncvla(
+            'replay', session_bags['mcap'], '--topics', '/joint_states', '/camera/front/image_raw', '--clock', 100
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert wait_until(lambda: len(observer.chunks) >= 3, timeout=5), result.stdout
     finally:
@@ -152,8 +202,10 @@ def test_replay_drives_policy_and_executor_on_the_bags_clock(session_bags, tiny_
     assert replayed['messages']['/joint_states'] > 300
     # arrival times against the recorded stamps, offset removed: the player's pacing plus DDS
     error = (arrivals[:, 0] - arrivals[0, 0]) - (arrivals[:, 1] - arrivals[0, 1])
-    print(f'replay timing error at rate 1: player p95 {replayed["timing_error_ms_p95"]:.2f} ms; at the subscriber '
-          f'p95 {np.percentile(np.abs(error - np.median(error)), 95) * 1e3:.2f} ms over {len(arrivals)} joint states')
+    print(
+        f'replay timing error at rate 1: player p95 {replayed["timing_error_ms_p95"]:.2f} ms; at the subscriber '
+        f'p95 {np.percentile(np.abs(error - np.median(error)), 95) * 1e3:.2f} ms over {len(arrivals)} joint states'
+    )
     # a wrong pace or clock shows as seconds; on a loaded 2-core machine the player's own jitter reached 28 ms
     # once (a figure to read in the print above, not a correctness bound)
     assert replayed['timing_error_ms_p95'] <= 50.0
@@ -167,6 +219,7 @@ def test_replay_drives_policy_and_executor_on_the_bags_clock(session_bags, tiny_
 
 def test_replay_rate_offset_remap_and_loop(session_bags, spinner, ros_context):
     from asyncvla_ros.tools.replay import Player, ReplayOptions
+
     received = []
     listener = rclpy.create_node('replay_listener', context=ros_context)
     listener.create_subscription(JointState, '/replayed/joint_states', received.append, 1000)
@@ -175,11 +228,14 @@ def test_replay_rate_offset_remap_and_loop(session_bags, spinner, ros_context):
     with open_bag(session_bags['mcap']) as reader:
         duration = (reader.end_time - reader.start_time) * 1e-9
         # the first joint state at or after 2 s of bag time is the first one the player may send
-        expected_first = next(stamp_seconds(reader.deserialize(raw, c.msgtype)) for c, t, raw in
-                              reader.messages([c for c in reader.connections if c.topic == '/joint_states'])
-                              if t >= reader.start_time + 2_000_000_000)
-        options = ReplayOptions(rate=4.0, start_offset=2.0, topics=['/joint_states'],
-                                remap={'/joint_states': '/replayed/joint_states'})
+        expected_first = next(
+            stamp_seconds(reader.deserialize(raw, c.msgtype))
+            for c, t, raw in reader.messages([c for c in reader.connections if c.topic == '/joint_states'])
+            if t >= reader.start_time + 2_000_000_000
+        )
+        options = ReplayOptions(
+            rate=4.0, start_offset=2.0, topics=['/joint_states'], remap={'/joint_states': '/replayed/joint_states'}
+        )
         player = Player(player_node, reader, session_bags['mcap'], options)
         assert wait_until(lambda: player_node.count_subscribers('/replayed/joint_states') > 0, timeout=10)
         began = time.monotonic()
@@ -188,7 +244,9 @@ def test_replay_rate_offset_remap_and_loop(session_bags, spinner, ros_context):
         assert abs(elapsed - (duration - 2.0) / 4.0) < 0.25, (elapsed, duration)
         assert wait_until(lambda: len(received) >= 0.95 * player.counts['/joint_states'], timeout=5)
         assert stamp_seconds(received[0]) == pytest.approx(expected_first, abs=1e-6), 'the start offset was not applied'
-        looping = Player(player_node, reader, session_bags['mcap'], ReplayOptions(rate=50.0, loop=True, topics=['/joint_states']))
+        looping = Player(
+            player_node, reader, session_bags['mcap'], ReplayOptions(rate=50.0, loop=True, topics=['/joint_states'])
+        )
         in_bag = reader.topics['/joint_states'].msgcount
         looping.play(stop=lambda: looping.counts['/joint_states'] > 2.5 * in_bag)
         assert looping.counts['/joint_states'] > 2.5 * in_bag
@@ -198,8 +256,9 @@ def test_replay_rate_offset_remap_and_loop(session_bags, spinner, ros_context):
 @pytest.mark.parametrize('source', ['bag', 'dataset'])
 def test_evaluate_writes_a_report(source, session_bags, dataset_root, tiny_checkpoint, tmp_path):
     target = ['--bag', session_bags['mcap']] if source == 'bag' else ['--dataset', dataset_root]
-    result = asyncvla('evaluate', *target, '--checkpoint', tiny_checkpoint, '--output', tmp_path / 'eval',
-                      '--num-denoise-steps', 4)
+    result = asyncvla(
+        'evaluate', *target, '--checkpoint', tiny_checkpoint, '--output', tmp_path / 'eval', '--num-denoise-steps', 4
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     print(result.stdout)
     summary = last_json(result.stdout)
@@ -222,12 +281,15 @@ def _bag_with_unknown_type(path):
     writer.close()
 
 
-@pytest.mark.parametrize('case, expect', [
-    ('missing', 'no such bag'),
-    ('corrupt', 'not a readable rosbag2 bag'),
-    ('missing_topic', 'not in the bag'),
-    ('unknown_type', 'unknown message type mystery_pkg/msg/Thing'),
-])
+@pytest.mark.parametrize(
+    'case, expect',
+    [
+        ('missing', 'no such bag'),
+        ('corrupt', 'not a readable rosbag2 bag'),
+        ('missing_topic', 'not in the bag'),
+        ('unknown_type', 'unknown message type mystery_pkg/msg/Thing'),
+    ],
+)
 def test_bad_bags_fail_with_clear_errors(case, expect, session_bags, tiny_checkpoint, tmp_path):
     bag = tmp_path / 'bag'
     if case == 'corrupt':
@@ -241,11 +303,19 @@ def test_bad_bags_fail_with_clear_errors(case, expect, session_bags, tiny_checkp
     if case in ('unknown_type', 'missing'):
         result = asyncvla('replay', bag, '--startup-delay', 0)
     else:
-        result = asyncvla('evaluate', '--bag', bag, '--checkpoint', tiny_checkpoint, '--output', tmp_path / 'eval',
-                          '--camera-topics', '/camera/side/image_raw')
+        result = asyncvla(
+            'evaluate',
+            '--bag',
+            bag,
+            '--checkpoint',
+            tiny_checkpoint,
+            '--output',
+            tmp_path / 'eval',
+            '--camera-topics',
+            '/camera/side/image_raw',
+        )
     assert result.returncode == 2, result.stdout + result.stderr
     assert expect in result.stderr and 'Traceback' not in result.stderr, result.stderr
     if case == 'corrupt':
-        with pytest.raises(BagError, match='not a readable'):
-            with open_bag(bag):
-                pass
+        with pytest.raises(BagError, match='not a readable'), open_bag(bag):
+            pass

@@ -1,5 +1,6 @@
 """The ROS-free closed loop (`asyncvla evaluate --closed-loop`): the real sim and executor core, driven by the
 expert's own plan (it must place the block) and by a tiny random policy through the command line."""
+
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from asyncvla_ros.model.runner import ChunkPrediction
 from asyncvla_ros.sim.so101 import SO101Plant
 from asyncvla_ros.tools.closed_loop import LoopSettings, node_request_settings, run_episode, sweep_runs
 from asyncvla_ros.training.demonstrations import FPS, INSTRUCTIONS, record_episode
+
+pytestmark = pytest.mark.sim
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +45,12 @@ def test_the_experts_plan_through_the_executor_places_the_block():
     try:
         episode = record_episode(plant, seed=7)
         assert episode['success']
-        settings = LoopSettings(INSTRUCTIONS[0], node_request_settings(delay_compensation=False),
-                                episode_seconds=len(episode['action']) / FPS + 3.0, latency_s=0.02)
+        settings = LoopSettings(
+            INSTRUCTIONS[0],
+            node_request_settings(delay_compensation=False),
+            episode_seconds=len(episode['action']) / FPS + 3.0,
+            latency_s=0.02,
+        )
         result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
     finally:
         plant.close()
@@ -57,8 +64,12 @@ def test_a_slow_policy_is_asked_sooner_so_the_arm_never_waits_for_a_plan():
     plant = SO101Plant(0, 64, 64)
     try:
         episode = record_episode(plant, seed=7)
-        settings = LoopSettings(INSTRUCTIONS[0], node_request_settings(refill_threshold=0, delay_compensation=False),
-                                episode_seconds=4.0, latency_s=0.3)
+        settings = LoopSettings(
+            INSTRUCTIONS[0],
+            node_request_settings(refill_threshold=0, delay_compensation=False),
+            episode_seconds=4.0,
+            latency_s=0.3,
+        )
         result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
     finally:
         plant.close()
@@ -90,7 +101,7 @@ def test_seam_metrics_see_the_jumps_a_policy_asks_for_and_the_holds_a_slow_one_c
         plant.reset(3)
         policy = AlternatingPolicy(plant.joint_positions)
         base = LoopSettings(INSTRUCTIONS[0], node_request_settings(refill_threshold=0), episode_seconds=6.0)
-        settings, = sweep_runs(base, [latency_s * 1e3], ['switch']).values()
+        (settings,) = sweep_runs(base, [latency_s * 1e3], ['switch']).values()
         result = run_episode(plant, policy, settings, seed=3, self_correction=False)
     finally:
         plant.close()
@@ -104,21 +115,45 @@ def test_seam_metrics_see_the_jumps_a_policy_asks_for_and_the_holds_a_slow_one_c
 
 def closed_loop_of_two_short_episodes(checkpoint, output, *options):
     """`asyncvla evaluate --closed-loop 2` of 1.5 s episodes with a 10 Hz camera; the finished process."""
-    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '2',
-                             '--checkpoint', str(checkpoint), '--episode-seconds', '1.5', '--camera-rate-hz', '10',
-                             *options, '--output', str(output)], capture_output=True, text=True, timeout=300,
-                            cwd=SOURCE_ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'asyncvla_ros.tools.cli',
+            'evaluate',
+            '--closed-loop',
+            '2',
+            '--checkpoint',
+            str(checkpoint),
+            '--episode-seconds',
+            '1.5',
+            '--camera-rate-hz',
+            '10',
+            *options,
+            '--output',
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=SOURCE_ROOT,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
 
 def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table_and_a_plot(tiny_checkpoint, tmp_path):
-    closed_loop_of_two_short_episodes(tiny_checkpoint, tmp_path / 'sweep', '--latency-ms', '0,200',
-                                      '--modes', 'switch,committed')
+    closed_loop_of_two_short_episodes(
+        tiny_checkpoint, tmp_path / 'sweep', '--latency-ms', '0,200', '--modes', 'switch,committed'
+    )
     report = json.loads((tmp_path / 'sweep' / 'closed_loop.json').read_text())
     rows = report['sweep']
-    assert [(r['latency_ms'], r['mode']) for r in rows] == [(0, 'switch'), (0, 'committed'), (200, 'switch'),
-                                                             (200, 'committed')]
+    assert [(r['latency_ms'], r['mode']) for r in rows] == [
+        (0, 'switch'),
+        (0, 'committed'),
+        (200, 'switch'),
+        (200, 'committed'),
+    ]
     assert all(r['episodes'] == 2 and len(r['ci95']) == 2 for r in rows)
     assert all('mcnemar_p_vs_switch' in r for r in rows if r['mode'] == 'committed')
     assert all('jerk_rms_seam' in r and 'episodes_with_holds' in r for r in rows)
@@ -138,12 +173,15 @@ def test_each_mode_sets_what_it_names_and_leaves_the_rest_as_the_nodes_run():
     assert switch.chunk_fade_per_lateness == 0.0 and switch.interpolation == base.interpolation
     assert fade.chunk_fade_per_lateness == base.chunk_fade_per_lateness > 0 and fade.interpolation == 'quintic'
     assert committed.request.delay_compensation and not fade.request.delay_compensation
-    assert all(run.latency_s == 0.1 and run.request.refill_threshold == base.request.refill_threshold for run in runs.values())
+    assert all(
+        run.latency_s == 0.1 and run.request.refill_threshold == base.request.refill_threshold for run in runs.values()
+    )
 
 
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
-    result = closed_loop_of_two_short_episodes(tiny_checkpoint, tmp_path / 'loop', '--latency-ms', '150',
-                                               '--self-correction', 'on')
+    result = closed_loop_of_two_short_episodes(
+        tiny_checkpoint, tmp_path / 'loop', '--latency-ms', '150', '--self-correction', 'on'
+    )
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary['episodes'] == 2 and summary['success_rate_self_correction'] == 0.0  # a random policy
     report = json.loads((tmp_path / 'loop' / 'closed_loop.json').read_text())
@@ -153,19 +191,46 @@ def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_pat
     assert all(e['seconds'] == pytest.approx(1.49, abs=0.011) for e in episodes)
 
 
-@pytest.mark.parametrize('bad', [['--closed-loop', '0'], ['--closed-loop', '1', '--latency-ms', '-5'],
-                                 ['--closed-loop', '1', '--refill-threshold', '-1'], ['--closed-loop', '1', '--camera-rate-hz', '0'],
-                                 ['--closed-loop', '1', '--latency-ms', '100,-1']])
+@pytest.mark.parametrize(
+    'bad',
+    [
+        ['--closed-loop', '0'],
+        ['--closed-loop', '1', '--latency-ms', '-5'],
+        ['--closed-loop', '1', '--refill-threshold', '-1'],
+        ['--closed-loop', '1', '--camera-rate-hz', '0'],
+        ['--closed-loop', '1', '--latency-ms', '100,-1'],
+    ],
+)
 def test_closed_loop_refuses_bad_arguments(bad, tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', *bad, '--output', str(tmp_path)],
-                            capture_output=True, text=True, timeout=60, cwd=SOURCE_ROOT)
+    result = subprocess.run(
+        [sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', *bad, '--output', str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=SOURCE_ROOT,
+    )
     assert result.returncode == 2 and 'is below' in result.stderr and 'Traceback' not in result.stderr
 
 
 def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', '--closed-loop', '1',
-                             '--checkpoint', str(tmp_path / 'none'), '--output', str(tmp_path / 'loop')],
-                            capture_output=True, text=True, timeout=120, cwd=SOURCE_ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'asyncvla_ros.tools.cli',
+            'evaluate',
+            '--closed-loop',
+            '1',
+            '--checkpoint',
+            str(tmp_path / 'none'),
+            '--output',
+            str(tmp_path / 'loop'),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=SOURCE_ROOT,
+    )
     assert result.returncode == 2 and str(tmp_path / 'none') in result.stderr and 'Traceback' not in result.stderr
 
 
@@ -173,15 +238,32 @@ def test_demo_report_states_rates_latency_per_stage_and_seams(tmp_path):
     from asyncvla_ros.tools.demo import LATENCY_STAGES, demo_summary, write_report
 
     def episode(success, total_ms, phase='placed'):
-        return {'success': success, 'phase': phase, 'seconds': 5.0, 'chunk_ms': total_ms, 'observation_age_ms': [40.0] * len(total_ms),
-                'stages_ms': {stage: [i + 1.0 if stage != 'total' else ms for ms in total_ms]
-                              for i, stage in enumerate(LATENCY_STAGES)},
-                'refined_fraction': [0.5], 'confidence': [[0.9] * 8], 'joints': [(0.0, [0.0] * 6), (0.1, [0.1] * 6)],
-                'seams': {'jerk_rms_seam': 30.0 if success else 50.0, 'jerk_rms_inside': 10.0, 'splice_jump_max_rad': 0.2,
-                          'holds': 0 if success else 2, 'time_to_success_s': 5.0 if success else None}}
+        return {
+            'success': success,
+            'phase': phase,
+            'seconds': 5.0,
+            'chunk_ms': total_ms,
+            'observation_age_ms': [40.0] * len(total_ms),
+            'stages_ms': {
+                stage: [i + 1.0 if stage != 'total' else ms for ms in total_ms]
+                for i, stage in enumerate(LATENCY_STAGES)
+            },
+            'refined_fraction': [0.5],
+            'confidence': [[0.9] * 8],
+            'joints': [(0.0, [0.0] * 6), (0.1, [0.1] * 6)],
+            'seams': {
+                'jerk_rms_seam': 30.0 if success else 50.0,
+                'jerk_rms_inside': 10.0,
+                'splice_jump_max_rad': 0.2,
+                'holds': 0 if success else 2,
+                'time_to_success_s': 5.0 if success else None,
+            },
+        }
 
-    results = {'self_correction': [episode(True, [100.0, 300.0]), episode(False, [200.0], 'carried')],
-               'sfm': [episode(False, [50.0], 'reached'), episode(False, [70.0], 'reached')]}
+    results = {
+        'self_correction': [episode(True, [100.0, 300.0]), episode(False, [200.0], 'carried')],
+        'sfm': [episode(False, [50.0], 'reached'), episode(False, [70.0], 'reached')],
+    }
     summary = demo_summary(results, real_time_factor=1.0)
     assert summary['phases_sfm'] == {'none': 0, 'reached': 2, 'carried': 0, 'placed': 0}
     assert summary['p50_chunk_ms'] == 200.0 and summary['episodes'] == 2
@@ -189,7 +271,10 @@ def test_demo_report_states_rates_latency_per_stage_and_seams(tmp_path):
     assert '| self_correction | 2 | 0.50 | 0.095-0.905 | none 0, reached 0, carried 1, placed 1 |' in report
     assert '| sfm | 2 | 0.00 | 0.000-0.658 | none 0, reached 2, carried 0, placed 0 |' in report
     assert '| self_correction | 1 | 2 | 3 | 4 | 200 | 40 |' in report and '| sfm | 1 | 2 | 3 | 4 | 60 | 40 |' in report
-    assert '| self_correction | 40.0 / 10.0 | 0.2 | 1 | 5.0 |' in report and '| sfm | 50.0 / 10.0 | 0.2 | 2 | None |' in report
+    assert (
+        '| self_correction | 40.0 / 10.0 | 0.2 | 1 | 5.0 |' in report
+        and '| sfm | 50.0 / 10.0 | 0.2 | 2 | None |' in report
+    )
     assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))
     # a demo stopped with Ctrl-C during the SFM-only episodes reports what it ran, unpaired
     partial = {'self_correction': results['self_correction'], 'sfm': results['sfm'][:1]}
@@ -205,11 +290,28 @@ def test_demo_paces_the_sim_by_where_the_policy_runs(tmp_path):
     from asyncvla_ros.tools.demo import CPU_REAL_TIME_FACTOR, auto_real_time_factor
 
     parse = build_parser().parse_args
-    assert parse(['demo']).real_time_factor == 'auto' and parse(['demo', '--real-time-factor', '1']).real_time_factor == 1.0
+    assert (
+        parse(['demo']).real_time_factor == 'auto'
+        and parse(['demo', '--real-time-factor', '1']).real_time_factor == 1.0
+    )
     assert auto_real_time_factor('cpu') == CPU_REAL_TIME_FACTOR < 1.0  # a GPU present or not
     assert auto_real_time_factor('auto') == (1.0 if torch.cuda.is_available() else CPU_REAL_TIME_FACTOR)
-    result = subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'demo', '--real-time-factor', 'fast',
-                             '--output', str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=SOURCE_ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'asyncvla_ros.tools.cli',
+            'demo',
+            '--real-time-factor',
+            'fast',
+            '--output',
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=SOURCE_ROOT,
+    )
     assert result.returncode == 2 and "'fast' is neither auto nor a number" in result.stderr
 
 

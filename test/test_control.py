@@ -1,19 +1,26 @@
 """The executor's core without ROS: chunk checks, timeline splicing, interpolation, safety filter."""
+
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from trajectory_checks import FollowerRecord
 
 from asyncvla_ros.control.chunk import Chunk, ChunkRejected, chunk_from_flat
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
 from asyncvla_ros.control.interpolation import Interpolant
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.control.safety import SafetyFilter
-from asyncvla_ros.control.seams import (SeamRecorder, commanded_stream, splice_jump, stream_seams,
-                                        trajectory_splice_jumps)
+from asyncvla_ros.control.seams import (
+    SeamRecorder,
+    commanded_stream,
+    splice_jump,
+    stream_seams,
+    trajectory_splice_jumps,
+)
 from asyncvla_ros.control.timeline import ChunkTimeline
 from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from asyncvla_ros.nodes.params import EXECUTOR_NODE
-from trajectory_checks import FollowerRecord
 
 JOINTS = ('a', 'b')
 
@@ -25,8 +32,9 @@ def executor_settings(**changes) -> ExecutorSettings:
 
 PROFILE = RobotProfile('test', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0])
 # a calibration that differs from the policy's: one joint turns the other way, the other has its own gear and zero
-SCALED = RobotProfile('scaled', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0], scale=[-1.0, 2.0],
-                      offset=[0.2, -0.3])
+SCALED = RobotProfile(
+    'scaled', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0], scale=[-1.0, 2.0], offset=[0.2, -0.3]
+)
 
 
 def chunk(chunk_id, start, positions, dt=0.1, joints=JOINTS, committed=0):
@@ -34,12 +42,16 @@ def chunk(chunk_id, start, positions, dt=0.1, joints=JOINTS, committed=0):
 
 
 # --- profiles
+@pytest.mark.sim
 def test_so101_profile_matches_the_simulated_arm():
     profile = load_profile('so101')
     assert profile.joint_names == ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
     from asyncvla_ros.sim.so101 import SO101Plant
+
     plant = SO101Plant(render=False)
-    assert np.allclose(profile.position_min, plant.ctrl_range[:, 0]) and np.allclose(profile.position_max, plant.ctrl_range[:, 1])
+    assert np.allclose(profile.position_min, plant.ctrl_range[:, 0]) and np.allclose(
+        profile.position_max, plant.ctrl_range[:, 1]
+    )
     plant.close()
     assert profile.command_topics['joint_trajectory'] == 'arm_controller/joint_trajectory'
 
@@ -64,6 +76,7 @@ def _execute(plant, actions, profile) -> list[str]:
     return phases
 
 
+@pytest.mark.sim
 def test_so101_limits_let_the_expert_complete_the_task_through_the_executor():
     """The profile's limits must allow the motions the demo policy learned from: the expert's recorded
     actions, executed through interpolation and the safety filter, still pick and place; the earlier,
@@ -87,6 +100,7 @@ def test_so101_limits_let_the_expert_complete_the_task_through_the_executor():
         plant.close()
 
 
+@pytest.mark.sim
 def test_recovery_episodes_start_beside_the_block_and_still_succeed(monkeypatch):
     """Recovery demonstrations exist to show the way back from a misplaced gripper: their first frame must be
     off the block (a plain episode starts at home, far above it) and the expert must still complete the task."""
@@ -112,6 +126,7 @@ def test_recovery_episodes_start_beside_the_block_and_still_succeed(monkeypatch)
         np.testing.assert_allclose(record['state'][0], joints)
 
 
+@pytest.mark.sim
 def test_policy_driven_recovery_episodes_start_where_the_policy_left_the_arm(tiny_checkpoint, monkeypatch):
     """DAgger-style recovery data: the policy drives first and the recording starts where it left the arm (off
     home); the expert's first step moves the gripper from there, not back towards the env's stale IK target."""
@@ -149,6 +164,7 @@ def test_policy_driven_recovery_episodes_start_where_the_policy_left_the_arm(tin
     assert record['success']
 
 
+@pytest.mark.sim
 def test_the_camera_shows_the_goal_where_it_was_drawn():
     """An image policy can only place the block if it sees the goal: the green disc appears in the
     camera image and moves with the goal (the env itself draws nothing there)."""
@@ -171,6 +187,7 @@ def test_the_camera_shows_the_goal_where_it_was_drawn():
     assert np.linalg.norm(first - second) > 15, (first, second)
 
 
+@pytest.mark.sim
 def test_the_wrist_camera_rides_on_the_gripper():
     """The wrist camera follows the gripper: at home it does not see the block; when the expert has
     the block between the jaws, the block fills a large part of its image (and stays small in front's)."""
@@ -197,8 +214,15 @@ def test_the_wrist_camera_rides_on_the_gripper():
     assert at_home < 0.005 and held_wrist > 0.05 and held_wrist > 5 * held_front, (at_home, held_wrist, held_front)
 
 
-@pytest.mark.parametrize('bad', [dict(position_min=[1.0, 0.0]), dict(velocity_max=[0.0, 1.0]),
-                                 dict(acceleration_max=[1.0]), dict(joint_names=('a', 'a'))])
+@pytest.mark.parametrize(
+    'bad',
+    [
+        dict(position_min=[1.0, 0.0]),
+        dict(velocity_max=[0.0, 1.0]),
+        dict(acceleration_max=[1.0]),
+        dict(joint_names=('a', 'a')),
+    ],
+)
 def test_profile_rejects_bad_limits(bad):
     with pytest.raises(ValueError):
         RobotProfile(**{**PROFILE.__dict__, **bad})
@@ -210,15 +234,18 @@ def test_unknown_profile_names_the_known_ones():
 
 
 # --- chunks and the timeline
-@pytest.mark.parametrize('make, reason', [
-    (lambda: chunk(1, 0.0, [[np.nan, 0.0]]), 'NaN'),
-    (lambda: chunk(1, 0.0, [[0.0, 0.0]], dt=0.0), 'dt'),
-    (lambda: chunk(1, 0.0, [[0.0, 0.0]], dt=float('inf')), 'dt'),
-    (lambda: chunk(1, 0.0, [[0.0, 0.0]], joints=('a', 'c')), 'unknown'),
-    (lambda: chunk(1, 0.0, [[0.0]], joints=('a',)), 'missing'),
-    (lambda: chunk(1, 0.0, [[0.0, 0.0]], joints=('a', 'a')), 'duplicate'),
-    (lambda: chunk(1, 0.0, [[0.0, 0.0]], committed=1), 'num_committed'),
-])
+@pytest.mark.parametrize(
+    'make, reason',
+    [
+        (lambda: chunk(1, 0.0, [[np.nan, 0.0]]), 'NaN'),
+        (lambda: chunk(1, 0.0, [[0.0, 0.0]], dt=0.0), 'dt'),
+        (lambda: chunk(1, 0.0, [[0.0, 0.0]], dt=float('inf')), 'dt'),
+        (lambda: chunk(1, 0.0, [[0.0, 0.0]], joints=('a', 'c')), 'unknown'),
+        (lambda: chunk(1, 0.0, [[0.0]], joints=('a',)), 'missing'),
+        (lambda: chunk(1, 0.0, [[0.0, 0.0]], joints=('a', 'a')), 'duplicate'),
+        (lambda: chunk(1, 0.0, [[0.0, 0.0]], committed=1), 'num_committed'),
+    ],
+)
 def test_malformed_chunks_are_rejected_with_a_reason(make, reason):
     timeline = ChunkTimeline(JOINTS, 'cubic', 1.0)
     with pytest.raises(ChunkRejected, match=reason):
@@ -255,8 +282,8 @@ def test_splice_keeps_committed_steps_and_drops_the_past():
     new = old + 0.05
     new[:4] = old[:4] + 9.0  # committed steps: must not be used, the old plan runs there
     timeline.offer(chunk(2, 0.0, new, committed=4), 0.25, timeline.sample(0.25)[0], np.zeros(2))
-    assert np.allclose(timeline.sample(0.3)[0], old[3])           # old waypoint before the splice
-    assert np.allclose(timeline.sample(0.5)[0], new[5])           # new chunk after it
+    assert np.allclose(timeline.sample(0.3)[0], old[3])  # old waypoint before the splice
+    assert np.allclose(timeline.sample(0.5)[0], new[5])  # new chunk after it
     assert timeline.interpolant.times[0] == 0.25 and timeline.progress(0.5).step == 5
 
 
@@ -267,8 +294,11 @@ def test_a_knot_due_too_soon_for_the_change_it_asks_is_skipped_and_a_consistent_
     old = np.stack([np.linspace(0.0, 0.45, 10)] * 2, axis=1)
     new = old[3:] + 0.05
     plans = {}
-    for name, limits, positions in [('off', PROFILE.acceleration_max, new), ('on', PROFILE.acceleration_max, old[3:]),
-                                    ('unlimited', None, new)]:
+    for name, limits, positions in [
+        ('off', PROFILE.acceleration_max, new),
+        ('on', PROFILE.acceleration_max, old[3:]),
+        ('unlimited', None, new),
+    ]:
         timeline = ChunkTimeline(JOINTS, 'cubic', 1.0, acceleration_max=limits)
         timeline.offer(chunk(1, 0.0, old), 0.0, np.zeros(2), np.zeros(2))
         position, velocity = timeline.sample(0.295)
@@ -307,15 +337,15 @@ def test_joint_history_gives_the_joints_of_an_images_moment():
 
     history = JointHistory(horizon_s=1.0)
     assert history.at(0.0) is None and history.span == 0.0
-    for k in range(200):                                  # 100 Hz for 2 s: q = t
+    for k in range(200):  # 100 Hz for 2 s: q = t
         history.add(k * 0.01, np.array([k * 0.01, -k * 0.01]))
     assert np.allclose(history.at(1.5), [1.5, -1.5]) and np.allclose(history.at(1.505), [1.505, -1.505])
-    assert np.allclose(history.at(5.0), [1.99, -1.99])     # newer than the newest: the newest
+    assert np.allclose(history.at(5.0), [1.99, -1.99])  # newer than the newest: the newest
     assert history.at(0.5) is None and history.span == pytest.approx(1.0)  # beyond the horizon
     assert np.allclose(history.pair(1.5)[0], [1.5, -1.5]) and history.pair(1.5)[1] == ''
-    positions, note = history.pair(0.5)                   # filled and still not reaching back: another clock
+    positions, note = history.pair(0.5)  # filled and still not reaching back: another clock
     assert np.allclose(positions, [1.99, -1.99]) and 'one clock' in note
-    history.add(0.0, np.array([7.0, 7.0]))                # the clock went back (sim reset, bag loop): a new history
+    history.add(0.0, np.array([7.0, 7.0]))  # the clock went back (sim reset, bag loop): a new history
     assert np.allclose(history.at(1.5), [7.0, 7.0]) and history.at(-0.01) is None
     assert history.pair(-0.01) == (None, 'no joint state from the time of the images yet')  # not filled yet: wait
 
@@ -323,9 +353,9 @@ def test_joint_history_gives_the_joints_of_an_images_moment():
 def test_a_frame_is_dated_by_its_stamp_unless_that_is_on_another_clock():
     from asyncvla_ros.control.observation import frame_time
 
-    assert frame_time(99.8, 100.0) == 99.8      # taken 200 ms before it arrived
-    assert frame_time(5.0, 100.0) == 100.0      # a bag replayed without /clock: the arrival
-    assert frame_time(100.5, 100.0) == 100.0    # stamped in the future: the arrival
+    assert frame_time(99.8, 100.0) == 99.8  # taken 200 ms before it arrived
+    assert frame_time(5.0, 100.0) == 100.0  # a bag replayed without /clock: the arrival
+    assert frame_time(100.5, 100.0) == 100.0  # stamped in the future: the arrival
 
 
 @pytest.mark.parametrize('kind, continuous_derivatives', [('linear', 0), ('cubic', 1), ('quintic', 2)])
@@ -338,7 +368,7 @@ def test_interpolants_pass_through_waypoints_with_the_promised_continuity(kind, 
     assert np.allclose(f.position(times), points)
     if kind != 'linear':
         assert np.allclose(f.velocity(times[0] + 1e-12), v0, atol=1e-6)  # continuous with the state it starts from
-        assert np.allclose(f.velocity(times[-1]), 0.0, atol=1e-9)         # comes to rest
+        assert np.allclose(f.velocity(times[-1]), 0.0, atol=1e-9)  # comes to rest
     spline = f._spline
     for order in range(continuous_derivatives + 1):
         d = spline.derivative(order) if order else spline
@@ -416,7 +446,9 @@ def test_holding_from_a_reading_past_the_limits_returns_inside_without_a_jump(ou
     """Enabled at a measured position up to 0.5 rad past a limit (a closed jaw reads a little past its
     range), the hold never moves further out, stays within the velocity and acceleration limits, and is
     inside the position limits within 0.8 s, then stays there."""
-    start = np.where(np.array(outside) < 0, PROFILE.position_min + np.array(outside), PROFILE.position_max + np.array(outside))
+    start = np.where(
+        np.array(outside) < 0, PROFILE.position_min + np.array(outside), PROFILE.position_max + np.array(outside)
+    )
     period = 0.01
     core = ExecutorCore(PROFILE, executor_settings(control_rate_hz=1 / period))
     core.on_joint_state(JOINTS, start, 0.0)
@@ -427,7 +459,9 @@ def test_holding_from_a_reading_past_the_limits_returns_inside_without_a_jump(ou
         q = core.tick(k * period).command
         v = (q - previous_q) / period
         excess = np.maximum(PROFILE.position_min - q, 0) + np.maximum(q - PROFILE.position_max, 0)
-        previous_excess = np.maximum(PROFILE.position_min - previous_q, 0) + np.maximum(previous_q - PROFILE.position_max, 0)
+        previous_excess = np.maximum(PROFILE.position_min - previous_q, 0) + np.maximum(
+            previous_q - PROFILE.position_max, 0
+        )
         assert np.all(excess <= previous_excess + 1e-12)  # never further out
         assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
         assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
@@ -446,42 +480,93 @@ def chunk_streams(draw):
         steps = draw(st.integers(1, 12))
         at_tick = draw(st.integers(0, 60))
         scale = {'jump': 50.0, 'outside': 5.0}.get(kind, 1.0)
-        positions = draw(st.lists(st.lists(st.floats(-1.5, 1.5), min_size=2, max_size=2), min_size=steps, max_size=steps))
+        positions = draw(
+            st.lists(st.lists(st.floats(-1.5, 1.5), min_size=2, max_size=2), min_size=steps, max_size=steps)
+        )
         positions = np.asarray(positions) * scale
         if kind == 'nan':
-            positions[draw(st.integers(0, steps - 1)), draw(st.integers(0, 1))] = draw(st.sampled_from([np.nan, np.inf]))
+            positions[draw(st.integers(0, steps - 1)), draw(st.integers(0, 1))] = draw(
+                st.sampled_from([np.nan, np.inf])
+            )
         chunk_id = chunk_id - 2 if kind == 'reordered' else chunk_id + 1
-        events.append(dict(kind=kind, at_tick=at_tick, id=chunk_id, positions=positions,
-                           dt=0.0 if kind == 'bad_dt' else draw(st.sampled_from([0.02, 0.05, 0.1])),
-                           offset=-5.0 if kind == 'stale' else draw(st.floats(-0.2, 0.2)),
-                           committed=draw(st.integers(0, steps - 1))))
+        events.append(
+            dict(
+                kind=kind,
+                at_tick=at_tick,
+                id=chunk_id,
+                positions=positions,
+                dt=0.0 if kind == 'bad_dt' else draw(st.sampled_from([0.02, 0.05, 0.1])),
+                offset=-5.0 if kind == 'stale' else draw(st.floats(-0.2, 0.2)),
+                committed=draw(st.integers(0, steps - 1)),
+            )
+        )
     return events
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # found in CI: an enable during braking took effect at rest from the measured position (stale, behind the
 # last command), which was a jump; it now goes on from the last command
-@example(stream=[dict(kind='good', at_tick=1, id=1, positions=np.array([[0.0, 0.0], [0.0, 1.0]]), dt=0.02, offset=0.0,
-                      committed=0)],
-         interpolation='linear', start=[0.0, 0.0], state_gap=0, toggles={4: False, 5: True}, fade=0.0, profile=PROFILE)
+@example(
+    stream=[
+        dict(
+            kind='good', at_tick=1, id=1, positions=np.array([[0.0, 0.0], [0.0, 1.0]]), dt=0.02, offset=0.0, committed=0
+        )
+    ],
+    interpolation='linear',
+    start=[0.0, 0.0],
+    state_gap=0,
+    toggles={4: False, 5: True},
+    fade=0.0,
+    profile=PROFILE,
+)
 # found by hypothesis: an enable two ticks after braking reached rest took a reading from before rest (40 ms old,
 # still "fresh"), which lags the last command: a jump; it now goes on from that command
-@example(stream=[dict(kind='good', at_tick=1, id=1, positions=np.array([[0.0, 0.0], [0.0, -1.0], [0.0, -1.5]]), dt=0.1,
-                      offset=0.0, committed=0),
-                 dict(kind='good', at_tick=15, id=2, positions=np.zeros((7, 2)), dt=0.02, offset=0.0, committed=0)],
-         interpolation='linear', start=[0.0, 0.0], state_gap=31, toggles={1: True, 27: False, 34: True}, fade=0.0, profile=PROFILE)
-@given(stream=chunk_streams(), interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
-       start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80),
-       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4), fade=st.sampled_from([0.0, 1.5, 10.0]),
-       profile=st.sampled_from([PROFILE, SCALED]))
+@example(
+    stream=[
+        dict(
+            kind='good',
+            at_tick=1,
+            id=1,
+            positions=np.array([[0.0, 0.0], [0.0, -1.0], [0.0, -1.5]]),
+            dt=0.1,
+            offset=0.0,
+            committed=0,
+        ),
+        dict(kind='good', at_tick=15, id=2, positions=np.zeros((7, 2)), dt=0.02, offset=0.0, committed=0),
+    ],
+    interpolation='linear',
+    start=[0.0, 0.0],
+    state_gap=31,
+    toggles={1: True, 27: False, 34: True},
+    fade=0.0,
+    profile=PROFILE,
+)
+@given(
+    stream=chunk_streams(),
+    interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
+    start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2),
+    state_gap=st.integers(0, 80),
+    toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4),
+    fade=st.sampled_from([0.0, 1.5, 10.0]),
+    profile=st.sampled_from([PROFILE, SCALED]),
+)
 def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade, profile):
     """Chunks of every kind, joint states that stop for a while, and disables and enables at any tick: every
     command stays inside the limits, and the commands only stop once the arm is at rest. Chunks come in the
-    policy's units; with a profile that scales and offsets them (a negative scale too) the limits hold in robot units."""
+    policy's units; with a profile that scales and offsets them (a negative scale too) the limits hold in robot
+    units."""
     period = 0.01
-    core = ExecutorCore(profile, executor_settings(control_rate_hz=1 / period, interpolation=interpolation,
-                                                  watchdog_timeout_s=0.3, max_joint_state_age_s=0.05,
-                                                  chunk_fade_per_lateness=fade))
+    core = ExecutorCore(
+        profile,
+        executor_settings(
+            control_rate_hz=1 / period,
+            interpolation=interpolation,
+            watchdog_timeout_s=0.3,
+            max_joint_state_age_s=0.05,
+            chunk_fade_per_lateness=fade,
+        ),
+    )
     core.on_joint_state(JOINTS, start, 0.0)
     assert core.enable(0.0)[0]
     previous_q, previous_v = np.array(start), np.zeros(2)
@@ -494,7 +579,9 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
             core.on_joint_state(JOINTS, previous_q, now)
         for e in by_tick.get(k, []):
             plan = core.timeline.interpolant
-            reason = core.on_chunk(Chunk(e['id'], now + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), now)
+            reason = core.on_chunk(
+                Chunk(e['id'], now + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), now
+            )
             if e['kind'] in ('nan', 'bad_dt', 'stale') or reason:
                 assert reason and core.timeline.interpolant is plan  # a rejected chunk never changes the plan
         if k in toggles:
@@ -511,27 +598,50 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
         previous_q, previous_v = q, tick.velocity
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # found against the old node logic (a trajectory only on a chunk and on a change to holding): joint states missing
 # for ticks 1-10 made it hold and send the braking; when they came back the loop moved on and the controller did
 # not, so the next trajectory started 0.037 rad away, beyond one period at 3 rad/s
-@example(stream=[dict(kind='good', at_tick=1, id=1, positions=np.array([[0.0, 1.0]]), dt=0.02, offset=0.125,
-                      committed=0)],
-         interpolation='linear', start=[0.0, 0.0], state_gap=1, toggles={}, fade=0.0, arrival=0.0, latency=0.0)
-@given(stream=chunk_streams(), interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
-       start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2), state_gap=st.integers(0, 80),
-       toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4), fade=st.sampled_from([0.0, 1.5, 10.0]),
-       arrival=st.floats(0.0, 0.99), latency=st.floats(0.0, 0.99))
-def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade,
-                                                              arrival, latency):
+@example(
+    stream=[dict(kind='good', at_tick=1, id=1, positions=np.array([[0.0, 1.0]]), dt=0.02, offset=0.125, committed=0)],
+    interpolation='linear',
+    start=[0.0, 0.0],
+    state_gap=1,
+    toggles={},
+    fade=0.0,
+    arrival=0.0,
+    latency=0.0,
+)
+@given(
+    stream=chunk_streams(),
+    interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
+    start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2),
+    state_gap=st.integers(0, 80),
+    toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4),
+    fade=st.sampled_from([0.0, 1.5, 10.0]),
+    arrival=st.floats(0.0, 0.99),
+    latency=st.floats(0.0, 0.99),
+)
+def test_every_trajectory_and_every_seam_respects_every_limit(
+    stream, interpolation, start, state_gap, toggles, fade, arrival, latency
+):
     """joint_trajectory mode, as executor_node runs it: chunks of every kind arriving between ticks, joint states
     that stop for a while, disables and enables, and trajectories that reach the controller up to a period
-    late (the lead covers that). Every point of every trajectory is inside the limits, and where a trajectory replaces another the
+    late (the lead covers that). Every point of every trajectory is inside the limits, and where a trajectory
+    replaces another the
     controller is asked for no more than one period of motion and of acceleration (trajectory_checks)."""
     period = 0.01
-    core = ExecutorCore(PROFILE, executor_settings(control_rate_hz=1 / period, interpolation=interpolation,
-                                                  watchdog_timeout_s=0.3, max_joint_state_age_s=0.05,
-                                                  chunk_fade_per_lateness=fade))
+    core = ExecutorCore(
+        PROFILE,
+        executor_settings(
+            control_rate_hz=1 / period,
+            interpolation=interpolation,
+            watchdog_timeout_s=0.3,
+            max_joint_state_age_s=0.05,
+            chunk_fade_per_lateness=fade,
+        ),
+    )
     output, controller = TrajectoryOutput(lead_s=0.05), FollowerRecord(PROFILE, period)
     core.on_joint_state(JOINTS, start, 0.0)
     assert core.enable(0.0)[0]
@@ -550,7 +660,9 @@ def test_every_trajectory_and_every_seam_respects_every_limit(stream, interpolat
         arm = arm if target is None else target
         between = now + arrival * period  # chunks and enables arrive between ticks
         for e in by_tick.get(k, []):
-            core.on_chunk(Chunk(e['id'], between + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), between)
+            core.on_chunk(
+                Chunk(e['id'], between + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), between
+            )
         if k in toggles:
             core.enable(between) if toggles[k] else core.disable()
     assert controller.late_seams == 0  # a period of latency is well inside the lead
@@ -563,8 +675,12 @@ def test_seam_figures_from_the_trajectories_sent_match_those_from_the_ticks():
     where the commands follow the plan (no ramp-in, no clipping: the demo's are against the commands, the closed
     loop's against the plan)."""
     period, dt = 0.01, 0.1
-    core = ExecutorCore(PROFILE, executor_settings(control_rate_hz=1 / period, watchdog_timeout_s=5.0, ramp_in_s=0.0,
-                                                  chunk_fade_per_lateness=0.0))
+    core = ExecutorCore(
+        PROFILE,
+        executor_settings(
+            control_rate_hz=1 / period, watchdog_timeout_s=5.0, ramp_in_s=0.0, chunk_fade_per_lateness=0.0
+        ),
+    )
     output = TrajectoryOutput(lead_s=0.0)
     ticks, chunks, trajectories, holding = SeamRecorder(period, dt), [], [], []
     core.on_joint_state(JOINTS, [0.0, 0.0], 0.0)
@@ -599,6 +715,7 @@ def test_seam_figures_from_the_trajectories_sent_match_those_from_the_ticks():
         assert from_stream[key] == pytest.approx(from_ticks[key], abs=1e-4), key
 
 
+@pytest.mark.sim
 def test_the_cameras_draw_light_meshes_that_look_like_the_full_ones():
     """The decimated render meshes exist to draw the same images for a fraction of the triangles: over poses
     where the jaws fill the wrist camera, both cameras stay within a grey level on average of the full meshes,
@@ -623,6 +740,7 @@ def test_the_cameras_draw_light_meshes_that_look_like_the_full_ones():
             plant.close()
 
 
+@pytest.mark.sim
 def test_the_light_meshes_are_built_once_and_rebuilt_when_their_cache_is_damaged(tmp_path, monkeypatch, capsys):
     from asyncvla_ros.sim import render_meshes
     from asyncvla_ros.sim.so101 import SO101Plant
@@ -674,8 +792,10 @@ def test_the_executor_commands_a_chunk_in_robot_units():
     """A chunk holding the policy's zero is commanded where the calibration puts that zero, from the measured
     (robot-unit) position, and what the limits allow of a target beyond them."""
     period = 0.01
-    core = ExecutorCore(SCALED, executor_settings(control_rate_hz=1 / period, ramp_in_s=0.0, watchdog_timeout_s=100.0,
-                                                  max_chunk_delay_s=100.0))
+    core = ExecutorCore(
+        SCALED,
+        executor_settings(control_rate_hz=1 / period, ramp_in_s=0.0, watchdog_timeout_s=100.0, max_chunk_delay_s=100.0),
+    )
     core.on_joint_state(JOINTS, np.zeros(2), 0.0)
     assert core.enable(0.0)[0]
     target = np.array([[0.5, 1.5]] * 4)  # policy units: robot [-0.3, 2.7], beyond joint 2's upper limit of 2.0

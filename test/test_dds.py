@@ -1,20 +1,24 @@
 """Messages over real DDS between processes: the custom ActionChunk, domain isolation, camera images."""
+
 import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 import rclpy
+from conftest import DOMAIN_ID, OTHER_DOMAIN_ID
 
 from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.msg import ActionChunk
 from asyncvla_ros.tools.processes import ros_environment
-from conftest import DOMAIN_ID, OTHER_DOMAIN_ID
 
 SUPPORT = Path(__file__).parent / 'support'
 sys.path.insert(0, str(SUPPORT))
 from chunk_publisher import reference_chunk  # noqa: E402
+
+pytestmark = pytest.mark.dds
 
 
 def _collect(context, topic=ActionChunk, name='/asyncvla/action_chunk'):
@@ -46,6 +50,7 @@ def test_domains_are_isolated(spinner, ros_context, node_process):
     rclpy.init(context=other, domain_id=OTHER_DOMAIN_ID)
     try:
         from conftest import Spinner
+
         other_spinner = Spinner(other)
         same_node, same = _collect(ros_context)
         other_node, foreign = _collect(other)
@@ -61,8 +66,12 @@ def test_domains_are_isolated(spinner, ros_context, node_process):
 
 def test_camera_images_cross_processes_with_the_shipped_profile():
     env = ros_environment(large_messages=True)
-    receiver = subprocess.Popen([sys.executable, str(SUPPORT / 'image_stream.py'), 'receive', '100', '40'],
-                                stdout=subprocess.PIPE, text=True, env=env)
+    receiver = subprocess.Popen(
+        [sys.executable, str(SUPPORT / 'image_stream.py'), 'receive', '100', '40'],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     publisher = subprocess.Popen([sys.executable, str(SUPPORT / 'image_stream.py'), 'publish', '100', '30'], env=env)
     out, _ = receiver.communicate(timeout=60)
     publisher.wait(timeout=30)

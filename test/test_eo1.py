@@ -1,5 +1,8 @@
 """EO-1 checkpoints in and out, proven against what EO-1's own code computed (test/fixtures/eo1_tiny, a copy
 of ../shared/fixtures/eo1_tiny: a tiny EO-1 checkpoint and EO-1's `sample_actions` with it)."""
+
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -13,14 +16,19 @@ from safetensors.torch import load_file, save_file
 from asyncvla_ros.model.eo1 import asyncvla_to_eo1_key, config_from_eo1, import_eo1, map_eo1_tensors
 from asyncvla_ros.model.interface import CheckpointError, Sampling
 from asyncvla_ros.model.modeling_asyncvla import UNTRAINED_RATER, AsyncVLAPolicy
+from asyncvla_ros.tools.cli import main
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'eo1_tiny'
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'eo1_tiny'
 CHUNK_AND_END = 9  # EO-1's prompt ends with the chunk's 8 action tokens and <action_end>; ours ends before them
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)], capture_output=True, text=True)
+def cli(*args) -> subprocess.CompletedProcess:
+    """`asyncvla ARGS` in this process (the entry point's main): its exit code and what it printed."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope='module')
@@ -43,9 +51,15 @@ def test_the_committed_fixture_is_the_shared_one():
 @pytest.mark.parametrize('steps', [1, 10])
 def test_sfm_matches_eo1_sample_actions(imported, reference, steps):
     """Our generate_chunk on EO-1's prompt without its action tokens, EO-1's initial noise, no self-correction."""
-    result = imported.generate_chunk(reference['input_ids'][:, :-CHUNK_AND_END], reference['attention_mask'][:, :-CHUNK_AND_END],
-                                     reference['pixel_values'], reference['image_grid_thw'], reference['states'],
-                                     noise=reference['noise'], sampling=Sampling(self_correction=False, num_denoise_steps=steps))
+    result = imported.generate_chunk(
+        reference['input_ids'][:, :-CHUNK_AND_END],
+        reference['attention_mask'][:, :-CHUNK_AND_END],
+        reference['pixel_values'],
+        reference['image_grid_thw'],
+        reference['states'],
+        noise=reference['noise'],
+        sampling=Sampling(self_correction=False, num_denoise_steps=steps),
+    )
     error = (result.actions - reference[f'actions_{steps}_steps']).abs().max().item()
     assert error < 1e-4, f'{steps} steps: max abs error {error:.2e}'
     assert imported.config.action_attention == 'causal' and imported.dtype == torch.float32
@@ -54,16 +68,27 @@ def test_sfm_matches_eo1_sample_actions(imported, reference, steps):
 def test_the_untrained_rater_never_steers(imported, reference):
     inputs = [reference[k] for k in ('input_ids', 'attention_mask')]
     with pytest.raises(ValueError, match='rater is untrained'):
-        imported.generate_chunk(*[x[:, :-CHUNK_AND_END] for x in inputs], reference['pixel_values'],
-                                reference['image_grid_thw'], reference['states'], sampling=Sampling(self_correction=True))
+        imported.generate_chunk(
+            *[x[:, :-CHUNK_AND_END] for x in inputs],
+            reference['pixel_values'],
+            reference['image_grid_thw'],
+            reference['states'],
+            sampling=Sampling(self_correction=True),
+        )
     assert 'train-rater' in UNTRAINED_RATER
 
 
-@pytest.mark.parametrize('damage, message', [
-    ('missing', r'missing: state_proj\.weight'), ('unexpected', r'unexpected: extra_head\.weight'),
-    ('shape', r'wrong shape: action_in_proj\.weight \(64, 16\)'), ('model_type', "model_type 'qwen2_5_vl'"),
-    ('pickle', 'pickle files can run code'), ('activation', "action_act 'silu'"),
-])
+@pytest.mark.parametrize(
+    'damage, message',
+    [
+        ('missing', r'missing: state_proj\.weight'),
+        ('unexpected', r'unexpected: extra_head\.weight'),
+        ('shape', r'wrong shape: action_in_proj\.weight \(64, 16\)'),
+        ('model_type', "model_type 'qwen2_5_vl'"),
+        ('pickle', 'pickle files can run code'),
+        ('activation', "action_act 'silu'"),
+    ],
+)
 def test_bad_checkpoints_are_refused_with_one_clear_line(tmp_path, damage, message):
     source = tmp_path / 'eo1'
     shutil.copytree(FIXTURE / 'checkpoint', source)
@@ -107,17 +132,36 @@ def test_import_then_export_round_trips_the_fixture_bit_for_bit(tmp_path):
     source, back = load_file(FIXTURE / 'checkpoint/model.safetensors'), load_file(tmp_path / 'back/model.safetensors')
     assert source.keys() == back.keys()
     assert all(source[k].dtype == back[k].dtype and torch.equal(source[k], back[k]) for k in source)
-    assert json.loads((tmp_path / 'back/config.json').read_text()) == json.loads((FIXTURE / 'checkpoint/config.json').read_text())
+    assert json.loads((tmp_path / 'back/config.json').read_text()) == json.loads(
+        (FIXTURE / 'checkpoint/config.json').read_text()
+    )
 
 
 def _eo1_3b_config() -> dict:
     """EO-1's config.json for the real Qwen2.5-VL-3B backbone."""
     fixture = json.loads((FIXTURE / 'checkpoint/config.json').read_text())
-    text = {**fixture['text_config'], 'hidden_size': 2048, 'num_hidden_layers': 36, 'num_attention_heads': 16,
-            'num_key_value_heads': 2, 'intermediate_size': 11008, 'vocab_size': 151936, 'max_position_embeddings': 128000,
-            'layer_types': ['full_attention'] * 36, 'rope_scaling': {'type': 'mrope', 'mrope_section': [16, 24, 24]}}
-    vision = {**fixture['vision_config'], 'depth': 32, 'hidden_size': 1280, 'num_heads': 16, 'intermediate_size': 3420,
-              'out_hidden_size': 2048, 'fullatt_block_indexes': [7, 15, 23, 31], 'window_size': 112}
+    text = {
+        **fixture['text_config'],
+        'hidden_size': 2048,
+        'num_hidden_layers': 36,
+        'num_attention_heads': 16,
+        'num_key_value_heads': 2,
+        'intermediate_size': 11008,
+        'vocab_size': 151936,
+        'max_position_embeddings': 128000,
+        'layer_types': ['full_attention'] * 36,
+        'rope_scaling': {'type': 'mrope', 'mrope_section': [16, 24, 24]},
+    }
+    vision = {
+        **fixture['vision_config'],
+        'depth': 32,
+        'hidden_size': 1280,
+        'num_heads': 16,
+        'intermediate_size': 3420,
+        'out_hidden_size': 2048,
+        'fullatt_block_indexes': [7, 15, 23, 31],
+        'window_size': 112,
+    }
     ids = {'image_token_id': 151655, 'state_token_id': 151669, 'action_token_id': 151666}
     return {**fixture, **ids, 'text_config': {**text, **ids}, 'vision_config': vision, 'action_chunk_size': 50}
 
@@ -125,22 +169,37 @@ def _eo1_3b_config() -> dict:
 def test_every_eo1_3b_key_maps_both_ways_with_its_shape():
     """The full EO-1 key set, built from transformers' Qwen2.5-VL-3B and EO-1's heads on the meta device."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
     eo1 = _eo1_3b_config()
     with torch.device('meta'):
-        backbone = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=eo1['text_config'],
-                                                                       vision_config=eo1['vision_config']))
+        backbone = Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig(text_config=eo1['text_config'], vision_config=eo1['vision_config'])
+        )
         config = config_from_eo1(eo1)
         config.keep_lm_head = True
         ours = AsyncVLAPolicy(config)
-    legacy = {'model.visual.': 'vlm_backbone.visual.', 'model.language_model.': 'vlm_backbone.model.',
-              'lm_head.': 'vlm_backbone.lm_head.'}  # the layout EO-1 saves
-    tensors = {next(new + k[len(old):] for old, new in legacy.items() if k.startswith(old)): v
-               for k, v in backbone.state_dict().items()}
+    legacy = {
+        'model.visual.': 'vlm_backbone.visual.',
+        'model.language_model.': 'vlm_backbone.model.',
+        'lm_head.': 'vlm_backbone.lm_head.',
+    }  # the layout EO-1 saves
+    tensors = {
+        next(new + k[len(old) :] for old, new in legacy.items() if k.startswith(old)): v
+        for k, v in backbone.state_dict().items()
+    }
     width, dims = 2048, eo1['max_action_dim']
-    for name, shape in {'state_proj': (width, dims), 'action_in_proj': (width, dims), 'action_time_mlp_in': (width, 2 * width),
-                        'action_time_mlp_out': (width, width), 'action_out_proj.0': (width, width),
-                        'action_out_proj.2': (dims, width)}.items():
-        tensors[f'{name}.weight'], tensors[f'{name}.bias'] = torch.empty(shape, device='meta'), torch.empty(shape[0], device='meta')
+    for name, shape in {
+        'state_proj': (width, dims),
+        'action_in_proj': (width, dims),
+        'action_time_mlp_in': (width, 2 * width),
+        'action_time_mlp_out': (width, width),
+        'action_out_proj.0': (width, width),
+        'action_out_proj.2': (dims, width),
+    }.items():
+        tensors[f'{name}.weight'], tensors[f'{name}.bias'] = (
+            torch.empty(shape, device='meta'),
+            torch.empty(shape[0], device='meta'),
+        )
     assert sum(k.startswith('vlm_backbone.model.layers.') for k in tensors) == 36 * 12
     assert sum(k.startswith('vlm_backbone.visual.blocks.') for k in tensors) == 32 * 12
     mapped = map_eo1_tensors(ours, tensors)  # raises on any missing, unexpected or misshapen key
@@ -152,16 +211,37 @@ def test_fine_tuning_an_import_then_training_its_rater(dataset_root, tmp_path):
     """`train --init-from` an import (no tokenizer, no statistics: both come from the data) lowers the loss;
     `train-rater` then makes self-correction available."""
     assert cli('import-eo1', FIXTURE / 'checkpoint', '--output', tmp_path / 'ours').returncode == 0
-    run = cli('train', '--dataset', dataset_root, '--init-from', tmp_path / 'ours',
-              '--output', tmp_path / 'tuned', '--steps', 30, '--batch-size', 4, '--lr', 3e-3, '--image-size', 56,
-              '--save-every', 0, '--validate-every', 0)
+    run = cli(
+        'train',
+        '--dataset',
+        dataset_root,
+        '--init-from',
+        tmp_path / 'ours',
+        '--output',
+        tmp_path / 'tuned',
+        '--steps',
+        30,
+        '--batch-size',
+        4,
+        '--lr',
+        3e-3,
+        '--image-size',
+        56,
+        '--save-every',
+        0,
+        '--validate-every',
+        0,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result['last_loss'] < result['first_loss'], result
     from asyncvla_ros.model import load_checkpoint
+
     model, processor = load_checkpoint(tmp_path / 'tuned', device='cpu')
     assert not model.config.rater_trained and model.config.action_attention == 'causal'
-    run = cli('train-rater', '--dataset', dataset_root, '--checkpoint', tmp_path / 'tuned', '--steps', 5, '--batch-size', 2)
+    run = cli(
+        'train-rater', '--dataset', dataset_root, '--checkpoint', tmp_path / 'tuned', '--steps', 5, '--batch-size', 2
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     model, processor = load_checkpoint(tmp_path / 'tuned', device='cpu')
     assert model.config.rater_trained

@@ -1,5 +1,6 @@
 """executor_node over real DDS: with the simulated arm (sim_arm_node, a separate process), a scripted
 chunk source, both command interfaces, enable, watchdog, run-time parameters and bad input."""
+
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
+from trajectory_checks import FollowerRecord
 from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.control.chunk import Chunk
@@ -22,7 +24,6 @@ from asyncvla_ros.msg import ActionChunk, ExecutorState
 from asyncvla_ros.nodes.conversions import chunk_to_msg, to_seconds
 from asyncvla_ros.nodes.executor_node import ExecutorNode
 from asyncvla_ros.paths import config_path
-from trajectory_checks import FollowerRecord
 
 PROFILE = load_profile('so101')
 JOINTS = list(PROFILE.joint_names)
@@ -118,8 +119,12 @@ def command_positions(probe):
 
 @pytest.fixture
 def sim(node_process):
-    proc = node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')],
-                        overrides={'camera_rate_hz': 0.0})
+    proc = node_process(
+        'sim_arm_node',
+        'asyncvla_ros.nodes.sim_arm_node',
+        [config_path('sim_arm.yaml')],
+        overrides={'camera_rate_hz': 0.0},
+    )
     return proc
 
 
@@ -142,13 +147,18 @@ def executor_in_process(spinner, ros_context):
     spinner.destroy(nodes)
 
 
-@pytest.mark.parametrize('interface, streaming', [('joint_trajectory', False), ('joint_trajectory', True),
-                                                  ('forward_command', False)])
+@pytest.mark.parametrize(
+    'interface, streaming', [('joint_trajectory', False), ('joint_trajectory', True), ('forward_command', False)]
+)
 def test_scripted_chunks_drive_the_sim_arm_to_a_target(sim, spinner, ros_context, node_process, interface, streaming):
     probe = Probe(ros_context)
     spinner.add(probe.node)
-    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
-                 overrides={'command_interface': interface, 'trajectory_streaming': streaming})
+    node_process(
+        'executor_node',
+        'asyncvla_ros.nodes.executor_node',
+        [config_path('executor.yaml')],
+        overrides={'command_interface': interface, 'trajectory_streaming': streaming},
+    )
     assert wait_until(lambda: probe.latest_state() is not None and probe.measured() is not None, timeout=30)
     move_towards(probe, GOAL, seconds=1.0)
     assert command_positions(probe).size == 0, 'the controller received commands before enable'
@@ -156,24 +166,32 @@ def test_scripted_chunks_drive_the_sim_arm_to_a_target(sim, spinner, ros_context
 
     assert probe.enable_once_ready()
     move_towards(probe, GOAL, seconds=4.0)
-    assert wait_until(lambda: np.max(np.abs(probe.measured() - GOAL)) < 0.03, timeout=5), \
+    assert wait_until(lambda: np.max(np.abs(probe.measured() - GOAL)) < 0.03, timeout=5), (
         f'arm at {probe.measured()}, target {GOAL}'
+    )
     commands = command_positions(probe)
     assert np.all(commands >= PROFILE.position_min - 1e-9) and np.all(commands <= PROFILE.position_max + 1e-9)
     # the sim says how far the episode got: moving in joint space with the jaws open picks up nothing
     assert probe.phases and set(probe.phases) <= {'none', 'reached'}, probe.phases
 
 
-def test_on_sim_time_the_executor_ticks_once_per_period_of_the_sim_clock(spinner, ros_context, node_process, executor_in_process):
+def test_on_sim_time_the_executor_ticks_once_per_period_of_the_sim_clock(
+    spinner, ros_context, node_process, executor_in_process
+):
     """A sim at a quarter of real time publishing /clock: the safety filter's period must be a period of sim
     time, so commands come at control_rate_hz of sim time (a loop paced by the wall clock alone sends four
     times as many, each a period's move in a quarter of the arm's time)."""
     probe = Probe(ros_context, 'forward_command')
     spinner.add(probe.node)
-    node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')],
-                 overrides={'camera_rate_hz': 0.0, 'real_time_factor': 0.25, 'publish_clock': True})
-    executor = executor_in_process(command_interface='forward_command', control_rate_hz=100.0, start_enabled=True,
-                                   use_sim_time=True)
+    node_process(
+        'sim_arm_node',
+        'asyncvla_ros.nodes.sim_arm_node',
+        [config_path('sim_arm.yaml')],
+        overrides={'camera_rate_hz': 0.0, 'real_time_factor': 0.25, 'publish_clock': True},
+    )
+    executor = executor_in_process(
+        command_interface='forward_command', control_rate_hz=100.0, start_enabled=True, use_sim_time=True
+    )
     assert wait_until(lambda: executor.core.enabled and len(probe.commands) > 5, timeout=30)
 
     def sim_now():
@@ -193,8 +211,13 @@ def test_on_sim_time_the_executor_ticks_once_per_period_of_the_sim_clock(spinner
 def test_executor_holds_when_the_chunk_source_stops(spinner, ros_context, executor_in_process):
     probe = Probe(ros_context)
     spinner.add(probe.node)
-    executor = executor_in_process(command_interface='forward_command', watchdog_timeout_s=0.5,
-                                   control_rate_hz=100.0, start_enabled=True, max_joint_state_age_s=1.0)
+    executor = executor_in_process(
+        command_interface='forward_command',
+        watchdog_timeout_s=0.5,
+        control_rate_hz=100.0,
+        start_enabled=True,
+        max_joint_state_age_s=1.0,
+    )
     stop = threading.Event()
 
     def joint_state_source():  # a perfect arm: it is where it was commanded
@@ -216,7 +239,9 @@ def test_executor_holds_when_the_chunk_source_stops(spinner, ros_context, execut
         with probe.lock:
             hold_at = next(t for t, s in probe.states if t > last_chunk_at and s.mode == 'holding')
         # ExecutorState is published at 50 Hz: allow one state period on top of the control period
-        assert 0.5 - 0.05 <= hold_at - last_chunk_at <= 0.5 + 0.01 + 0.02 + 0.05, f'held after {hold_at - last_chunk_at:.3f} s'
+        assert 0.5 - 0.05 <= hold_at - last_chunk_at <= 0.5 + 0.01 + 0.02 + 0.05, (
+            f'held after {hold_at - last_chunk_at:.3f} s'
+        )
         print(f'watchdog hold measured after {hold_at - last_chunk_at:.3f} s (timeout 0.5 s)')
         time.sleep(0.4)
         with probe.lock:
@@ -282,11 +307,14 @@ def test_run_time_parameters_take_effect(perfect_arm, executor_in_process):
     speeds = np.abs(np.diff(commands, axis=0)) * 40.0
     assert speeds.max() <= 0.2 * (1 + 1e-6) and speeds.max() > 0.15  # moving, at the new limit
 
-    for values, reason in [({'control_rate_hz': 0.0}, 'range'), ({'interpolation': 'spline'}, 'not one of'),
-                           ({'velocity_max': [1.0, 2.0]}, 'needs 6 finite values'),
-                           ({'acceleration_max': [-1.0] * 6}, 'positive'),
-                           ({'robot_profile': 'other'}, 'read at configure')]:
-        result, = _set_params(executor, probe, **values)
+    for values, reason in [
+        ({'control_rate_hz': 0.0}, 'range'),
+        ({'interpolation': 'spline'}, 'not one of'),
+        ({'velocity_max': [1.0, 2.0]}, 'needs 6 finite values'),
+        ({'acceleration_max': [-1.0] * 6}, 'positive'),
+        ({'robot_profile': 'other'}, 'read at configure'),
+    ]:
+        (result,) = _set_params(executor, probe, **values)
         assert not result.successful and reason in result.reason, (values, result.reason)
     assert executor.core.settings.interpolation == 'linear' and executor.core.filter.period == pytest.approx(1 / 40)
 
@@ -312,7 +340,12 @@ BAD_CHUNKS = {
     'num_committed too large': (lambda p: _chunk_msg(p, num_committed=10), 'num_committed'),
     'confidence length': (lambda p: _chunk_msg(p, confidence=[0.5] * 3), 'confidence/refined'),
     'old chunk id': (lambda p: _chunk_msg(p, chunk_id=1), 'not newer'),
-    'stale chunk': (lambda p: _chunk_msg(p, start_time=chunk_to_msg(Chunk(0, p.now() - 30, 0.1, JOINTS, np.zeros((1, 6))), 0).start_time), 'too old'),
+    'stale chunk': (
+        lambda p: _chunk_msg(
+            p, start_time=chunk_to_msg(Chunk(0, p.now() - 30, 0.1, JOINTS, np.zeros((1, 6))), 0).start_time
+        ),
+        'too old',
+    ),
 }
 BAD_JOINT_STATES = {
     'NaN joint state': (JointState(name=JOINTS, position=[float('nan')] * 6), 'NaN'),
@@ -336,14 +369,14 @@ def test_bad_input_matrix(perfect_arm, executor_in_process, capfd):
         capfd.readouterr()
         plan = executor.core.timeline.interpolant
         probe.chunk_pub.publish(make(probe))
-        if not wait_until(lambda: reason in capfd.readouterr().err, timeout=3):
+        if not wait_until(lambda reason=reason: reason in capfd.readouterr().err, timeout=3):
             failures.append(f'{name}: no log line with {reason!r}')
         if executor.core.timeline.interpolant is not plan:
             failures.append(f'{name}: the plan changed')
     for name, (msg, reason) in BAD_JOINT_STATES.items():
         capfd.readouterr()
         probe.joint_pub.publish(msg)
-        if not wait_until(lambda: reason in capfd.readouterr().err, timeout=3):
+        if not wait_until(lambda reason=reason: reason in capfd.readouterr().err, timeout=3):
             failures.append(f'{name}: no log line with {reason!r}')
     # a valid chunk far outside the limits: executed, but every command stays inside them
     probe.send_chunk(np.tile([5.0, -5.0, 5.0, -5.0, 5.0, 5.0], (10, 1)), dt=0.1)
@@ -381,10 +414,17 @@ def test_disabling_mid_motion_brakes_the_arm_to_rest_in_trajectory_mode(sim, spi
     replaces it with a braking trajectory that ends at rest."""
     probe = Probe(ros_context)
     spinner.add(probe.node)
-    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
-                 # late joint states on a loaded machine would make it hold (and stop) before the disable
-                 overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False,
-                            'max_joint_state_age_s': 2.0})
+    node_process(
+        'executor_node',
+        'asyncvla_ros.nodes.executor_node',
+        [config_path('executor.yaml')],
+        # late joint states on a loaded machine would make it hold (and stop) before the disable
+        overrides={
+            'command_interface': 'joint_trajectory',
+            'trajectory_streaming': False,
+            'max_joint_state_age_s': 2.0,
+        },
+    )
     assert wait_until(lambda: probe.latest_state() is not None and probe.measured() is not None, timeout=30)
     assert probe.enable_once_ready()
     start = probe.measured()
@@ -425,8 +465,12 @@ def test_each_trajectory_continues_the_one_it_replaces_for_a_trajectory_controll
         stamp = to_seconds(msg.header.stamp)
         times = np.array([stamp + to_seconds(p.time_from_start) for p in msg.points])
         with lock:
-            controller.receive(taken_at, times, np.array([p.positions for p in msg.points]),
-                               np.array([p.velocities for p in msg.points]))
+            controller.receive(
+                taken_at,
+                times,
+                np.array([p.positions for p in msg.points]),
+                np.array([p.velocities for p in msg.points]),
+            )
 
     def arm():  # a perfect arm: where the controller's trajectory is
         while not stop.is_set():
@@ -437,13 +481,23 @@ def test_each_trajectory_continues_the_one_it_replaces_for_a_trajectory_controll
 
     probe.node.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', on_trajectory, 100)
     threading.Thread(target=arm, daemon=True).start()
-    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
-                 overrides={'command_interface': 'joint_trajectory', 'trajectory_streaming': False,
-                            'control_rate_hz': 1 / period, 'start_enabled': True, 'max_joint_state_age_s': 1.0})
+    node_process(
+        'executor_node',
+        'asyncvla_ros.nodes.executor_node',
+        [config_path('executor.yaml')],
+        overrides={
+            'command_interface': 'joint_trajectory',
+            'trajectory_streaming': False,
+            'control_rate_hz': 1 / period,
+            'start_enabled': True,
+            'max_joint_state_age_s': 1.0,
+        },
+    )
     rng = np.random.default_rng(7)
     try:
-        assert wait_until(lambda: probe.latest_state() is not None and probe.latest_state().mode != 'disabled',
-                          timeout=30)
+        assert wait_until(
+            lambda: probe.latest_state() is not None and probe.latest_state().mode != 'disabled', timeout=30
+        )
         for _ in range(int(os.environ.get('SEAM_CHECK_CHUNKS', 25))):  # more for the figures in docs/results.md
             here, goal = probe.measured(), start + rng.uniform(-0.4, 0.4, 6)
             s = np.linspace(1 / 8, 1.0, 8)[:, None]
@@ -455,5 +509,7 @@ def test_each_trajectory_continues_the_one_it_replaces_for_a_trajectory_controll
         print(controller.summary())
         assert controller.trajectories >= 25 and len(controller.seams) >= 24, 'too few replacements to prove anything'
         # velocity jumps are judged at seams received before their first point: enough must be
-        assert len(controller.seams) - controller.late_seams >= 10, 'too few trajectories reached the controller in time'
+        assert len(controller.seams) - controller.late_seams >= 10, (
+            'too few trajectories reached the controller in time'
+        )
         controller.assert_within_limits()

@@ -1,6 +1,7 @@
 """Launch files, checked statically (these machines have no `launch` package): every executable is an
 installed entry point, every parameter file exists, every node parameter is in the schema, and every
 launch argument is documented in the README."""
+
 import ast
 import configparser
 import os
@@ -19,7 +20,11 @@ ENTRY_POINTS = dict(re.findall(r"'(\w+) = (asyncvla_ros[\w.]+):main'", SETUP))
 
 
 def _calls(tree, name):
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == name]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == name
+    ]
 
 
 def _keywords(call):
@@ -54,7 +59,9 @@ def test_every_launch_argument_is_documented_in_the_readme():
     tree = ast.parse((ROOT / 'launch' / 'asyncvla.launch.py').read_text())
     arguments = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == 'ARGUMENTS')
     names = [k.value for k in arguments.value.keys]
-    assert {'robot_profile', 'checkpoint', 'camera_topics', 'namespace', 'use_sim_time', 'command_interface'} <= set(names)
+    assert {'robot_profile', 'checkpoint', 'camera_topics', 'namespace', 'use_sim_time', 'command_interface'} <= set(
+        names
+    )
     for name in names:
         assert re.search(rf'\| `{name}` \|', readme), f'launch argument {name} is not in the README table'
 
@@ -67,7 +74,9 @@ def test_colcon_scripts_go_where_ros2_run_looks():
 
 def test_the_launch_files_respawn_the_policy_as_bringup_does():
     tree = ast.parse((ROOT / 'launch' / 'asyncvla.launch.py').read_text())
-    delay = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'RESPAWN_DELAY_S')
+    delay = next(
+        n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'RESPAWN_DELAY_S'
+    )
     keywords = next(_keywords(call) for call in _calls(tree, 'Node') if _keywords(call)['name'].value == 'policy_node')
     assert keywords['respawn'].args[0].value == 'respawn_policy' and keywords['respawn_delay'].id == 'RESPAWN_DELAY_S'
     assert delay.value.value == RESPAWN_DELAY_S
@@ -76,11 +85,16 @@ def test_the_launch_files_respawn_the_policy_as_bringup_does():
 def _children(pid: int) -> dict[int, str]:
     """Child processes of `pid` and their command lines (Linux /proc)."""
     children = Path(f'/proc/{pid}/task/{pid}/children').read_text().split()
-    return {int(c): Path(f'/proc/{c}/cmdline').read_bytes().replace(b'\0', b' ').decode() for c in children
-            if Path(f'/proc/{c}/cmdline').exists()}
+    return {
+        int(c): Path(f'/proc/{c}/cmdline').read_bytes().replace(b'\0', b' ').decode()
+        for c in children
+        if Path(f'/proc/{c}/cmdline').exists()
+    }
 
 
-def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it(tmp_path, tiny_checkpoint, spinner, ros_context):
+def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it(
+    tmp_path, tiny_checkpoint, spinner, ros_context
+):
     """`asyncvla bringup sim --respawn-policy` as a user runs it: nodes come up over DDS, a killed
     policy_node is started again (the others keep running), Ctrl-C stops every process."""
     import signal
@@ -89,21 +103,39 @@ def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it
 
     import rclpy
 
-    from asyncvla_ros.msg import ExecutorState
     from asyncvla_ros.control.pacing import wait_until
+    from asyncvla_ros.msg import ExecutorState
     from asyncvla_ros.tools.processes import SOURCE_ROOT
 
     node = spinner.add(rclpy.create_node('bringup_probe', context=ros_context))
     states = []
     node.create_subscription(ExecutorState, 'asyncvla/executor_state', states.append, 10)
-    proc = subprocess.Popen([sys.executable, '-m', 'asyncvla_ros.tools.cli', 'bringup', 'sim', '--checkpoint',
-                             str(tiny_checkpoint), '--log-dir', str(tmp_path / 'logs'), '--respawn-policy'], cwd=SOURCE_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            '-m',
+            'asyncvla_ros.tools.cli',
+            'bringup',
+            'sim',
+            '--checkpoint',
+            str(tiny_checkpoint),
+            '--log-dir',
+            str(tmp_path / 'logs'),
+            '--respawn-policy',
+        ],
+        cwd=SOURCE_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     policy_log = tmp_path / 'logs' / 'policy_node.log'
     configured = lambda: policy_log.read_text().count('configured:') if policy_log.exists() else 0  # noqa: E731
     try:
         assert wait_until(lambda: len(states) > 0, timeout=60), 'executor_node never published its state'
-        assert wait_until(lambda: {'sim_arm_node', 'executor_node', 'policy_node'} <= set(node.get_node_names()), timeout=60)
+        assert wait_until(
+            lambda: {'sim_arm_node', 'executor_node', 'policy_node'} <= set(node.get_node_names()), timeout=60
+        )
         assert wait_until(lambda: configured() == 1, timeout=60), policy_log.read_text()
         before = _children(proc.pid)
         policy = next(pid for pid, cmd in before.items() if 'nodes.policy_node' in cmd)
@@ -111,7 +143,9 @@ def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it
         assert wait_until(lambda: configured() == 2, timeout=60), 'policy_node was not started again'
         after = _children(proc.pid)
         assert {pid for pid, cmd in after.items() if 'nodes.policy_node' in cmd} - {policy}, after
-        assert {pid for pid, cmd in before.items() if 'nodes.policy_node' not in cmd} <= set(after), 'the other nodes were restarted'
+        assert {pid for pid, cmd in before.items() if 'nodes.policy_node' not in cmd} <= set(after), (
+            'the other nodes were restarted'
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)

@@ -2,6 +2,7 @@
 tools/, so they run and are tested without a ROS graph; nodes/ wires topics to the cores and imports nothing
 from tools/ (the command-line tools build on the nodes, not the other way round). Read from the source, so a
 lazy import inside a function counts as well."""
+
 import ast
 from pathlib import Path
 
@@ -36,10 +37,12 @@ def imported_modules(path: Path, root: Path = PACKAGE) -> set[str]:
 
 @pytest.mark.parametrize('layer', sorted(FORBIDDEN))
 def test_a_layer_imports_nothing_it_must_not(layer):
-    breaches = [f'{path.relative_to(PACKAGE.parent)} imports {name}'
-                for path in sorted((PACKAGE / layer).rglob('*.py'))
-                for name in sorted(imported_modules(path))
-                if any(name == f or name.startswith(f + '.') for f in FORBIDDEN[layer])]
+    breaches = [
+        f'{path.relative_to(PACKAGE.parent)} imports {name}'
+        for path in sorted((PACKAGE / layer).rglob('*.py'))
+        for name in sorted(imported_modules(path))
+        if any(name == f or name.startswith(f + '.') for f in FORBIDDEN[layer])
+    ]
     assert not breaches, breaches
 
 

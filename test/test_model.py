@@ -1,17 +1,18 @@
 """The AsyncVLA model on the tiny preset, CPU, float32: KV-cache reuse, SFM/AFM, rater, training
 losses, checkpoints and the offline tokenizers."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_policy
 from safetensors.torch import load_file, save_file
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, load_checkpoint, save_checkpoint
 from asyncvla_ros.model.checkpoint import CheckpointError
 from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer
-from conftest import tiny_policy
 
 L, A = 8, 8
 
@@ -27,6 +28,7 @@ def tiny():
 
 def test_tiny_preset_builds_fast():
     import time
+
     start = time.perf_counter()
     AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny'))
     assert time.perf_counter() - start < 1.0
@@ -62,15 +64,20 @@ def test_afm_updates_only_masked_tokens(tiny):
         update[0, [1, 5]] = True
         update[1, 7] = True
         out = model.denoise(prefix, x.clone(), update, 4)
-    assert torch.equal(out[~update], x[~update])      # bit-exact
+    assert torch.equal(out[~update], x[~update])  # bit-exact
     assert (out[update] != x[update]).all()
 
 
 def test_committed_prefix_is_kept_and_never_rated_or_refined(tiny):
     model, _, inputs = tiny
     committed = torch.randn(2, 3, A)
-    result = model.generate_chunk(**inputs, committed=committed, num_committed=3, sampling=Sampling(confidence_threshold=1.0),
-                                  generator=torch.Generator().manual_seed(0))
+    result = model.generate_chunk(
+        **inputs,
+        committed=committed,
+        num_committed=3,
+        sampling=Sampling(confidence_threshold=1.0),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(result.actions[:, :3], committed)
     assert not result.refined[:, :3].any() and result.refined[:, 3:].all()
     assert torch.equal(result.confidence[:, :3], torch.ones(2, 3))
@@ -93,10 +100,18 @@ def test_afm_runs_its_own_number_of_steps(tiny):
     one-step denoise of the fresh noise, and the SFM chunk does not change."""
     model, _, inputs = tiny
     noise = torch.randn(2, L, A, generator=torch.Generator().manual_seed(3))
-    one = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(confidence_threshold=1.0, num_denoise_steps_afm=1),
-                               generator=torch.Generator().manual_seed(5))
-    ten = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(confidence_threshold=1.0, num_denoise_steps_afm=10),
-                               generator=torch.Generator().manual_seed(5))
+    one = model.generate_chunk(
+        **inputs,
+        noise=noise,
+        sampling=Sampling(confidence_threshold=1.0, num_denoise_steps_afm=1),
+        generator=torch.Generator().manual_seed(5),
+    )
+    ten = model.generate_chunk(
+        **inputs,
+        noise=noise,
+        sampling=Sampling(confidence_threshold=1.0, num_denoise_steps_afm=10),
+        generator=torch.Generator().manual_seed(5),
+    )
     fresh = torch.randn(2, L, A, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         expected = model.denoise(model.encode_prefix(**inputs), fresh, torch.ones(2, L, dtype=torch.bool), 1)
@@ -129,8 +144,14 @@ def test_training_step_has_finite_loss_and_gradients_everywhere(tiny):
         out = model(**inputs, actions=torch.randn(2, L, A), generator=torch.Generator().manual_seed(0))
         out.loss.backward()
         assert torch.isfinite(out.loss)
-        for name in ('vlm.language_model.layers.0.self_attn.q_proj.weight', 'vlm.visual.blocks.0.attn.qkv.weight',
-                     'state_proj.weight', 'action_in_proj.weight', 'time_mlp.0.weight', 'action_out_proj.1.weight'):
+        for name in (
+            'vlm.language_model.layers.0.self_attn.q_proj.weight',
+            'vlm.visual.blocks.0.attn.qkv.weight',
+            'state_proj.weight',
+            'action_in_proj.weight',
+            'time_mlp.0.weight',
+            'action_out_proj.1.weight',
+        ):
             grad = model.get_parameter(name).grad
             assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
     finally:
@@ -175,7 +196,9 @@ def test_checkpoint_round_trip_gives_identical_chunks(tiny, tmp_path):
     save_checkpoint(model, processor, tmp_path / 'ckpt')
     assert sorted(p.name for p in (tmp_path / 'ckpt').glob('*.safetensors')) == ['model.safetensors']
     loaded, loaded_processor = load_checkpoint(tmp_path / 'ckpt', device='cpu')
-    again = loaded_processor([[np.zeros((56, 56, 3), np.uint8)]] * 2, np.zeros((2, 6)), ['pick up the red block', 'place it'])
+    again = loaded_processor(
+        [[np.zeros((56, 56, 3), np.uint8)]] * 2, np.zeros((2, 6)), ['pick up the red block', 'place it']
+    )
     first = processor([[np.zeros((56, 56, 3), np.uint8)]] * 2, np.zeros((2, 6)), ['pick up the red block', 'place it'])
     assert all(torch.equal(first[k], again[k]) for k in first)
     noise = torch.randn(2, L, A)
@@ -184,10 +207,16 @@ def test_checkpoint_round_trip_gives_identical_chunks(tiny, tmp_path):
     assert torch.equal(a.actions, b.actions) and torch.equal(a.refined, b.refined)
 
 
-@pytest.mark.parametrize('damage, message', [
-    ('pickle', 'pickle files can run code'), ('missing_tensor', 'does not match'), ('wrong_action_dim', 'cannot load|does not match'),
-    ('no_weights', 'missing model.safetensors'), ('processor_mismatch', 'processor does not match'),
-])
+@pytest.mark.parametrize(
+    'damage, message',
+    [
+        ('pickle', 'pickle files can run code'),
+        ('missing_tensor', 'does not match'),
+        ('wrong_action_dim', 'cannot load|does not match'),
+        ('no_weights', 'missing model.safetensors'),
+        ('processor_mismatch', 'processor does not match'),
+    ],
+)
 def test_broken_checkpoints_fail_clearly(tiny, tmp_path, damage, message):
     model, processor, _ = tiny
     path = save_checkpoint(model, processor, tmp_path / 'ckpt')
@@ -216,6 +245,7 @@ def test_bfloat16_keeps_the_action_and_rater_modules_in_float32(tiny_checkpoint)
     backbone in bfloat16, the small state, action and rater modules in float32 (they take float32
     inputs), and chunks close to float32's."""
     from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+
     full = PolicyRunner(tiny_checkpoint, device='cpu', dtype='float32', seed=3)
     half = PolicyRunner(tiny_checkpoint, device='cpu', dtype='bfloat16', seed=3)
     kept = ('state_proj', 'action_in_proj', 'time_mlp', 'action_out_proj', 'rater')
@@ -223,7 +253,9 @@ def test_bfloat16_keeps_the_action_and_rater_modules_in_float32(tiny_checkpoint)
     assert {p.dtype for n, p in params.items() if n.split('.')[0] in kept} == {torch.float32}
     assert {p.dtype for n, p in params.items() if n.startswith('vlm.')} == {torch.bfloat16}
     image = np.random.default_rng(0).integers(0, 255, (56, 56, 3), dtype=np.uint8)
-    request = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', sampling=Sampling(confidence_threshold=0.5))
+    request = ChunkRequest(
+        [image], np.full(6, 0.2), 'pick up the red block', sampling=Sampling(confidence_threshold=0.5)
+    )
     a, b = full.predict(request), half.predict(request)
     assert np.isfinite(b.positions).all() and np.isfinite(b.confidence).all()
     assert np.allclose(a.sfm_positions, b.sfm_positions, atol=0.01)
@@ -233,6 +265,7 @@ def test_attention_is_sdpa_by_default_and_flash_attention_2_is_refused():
     """FlashAttention-2 takes causal and padding masks only; the action tokens need a 4D mask."""
     from asyncvla_ros.model.checkpoint import ATTENTION_KERNELS, resolve_device
     from asyncvla_ros.nodes.params import POLICY_NODE
+
     assert resolve_device('cpu')[2] == 'sdpa' and resolve_device('cpu', 'auto', 'eager')[2] == 'eager'
     with pytest.raises(CheckpointError, match='4D attention mask'):
         resolve_device('cpu', 'auto', 'flash_attention_2')
@@ -241,6 +274,7 @@ def test_attention_is_sdpa_by_default_and_flash_attention_2_is_refused():
 
 def test_num_threads_sets_the_cpu_thread_pool_and_zero_leaves_it(tiny_checkpoint):
     from asyncvla_ros.model.runner import PolicyRunner
+
     before = torch.get_num_threads()
     try:
         PolicyRunner(tiny_checkpoint, device='cpu', num_threads=before + 1)
@@ -266,24 +300,38 @@ def test_offline_qwen_tokenizer_matches_reference_ids():
     assert tokenizer('<|vision_start|><|image_pad|><|vision_end|>')['input_ids'] == [151652, 151655, 151653]
 
 
+@pytest.mark.slow
 def test_the_inference_process_gives_the_runners_chunks_and_survives_its_childs_death(tiny_checkpoint, tmp_path):
     """policy_node's default: the model in a child process. Same chunks as in-process for the same seed
     (committed steps included), loading errors as CheckpointError with the same reason, and a killed child
     fails the request in flight with the reason while the next request starts a new one."""
     from asyncvla_ros.model.inference_process import InferenceProcess
     from asyncvla_ros.model.runner import ChunkRequest, PolicyRunner
+
     local = PolicyRunner(tiny_checkpoint, device='cpu', seed=5)
     remote = InferenceProcess(tiny_checkpoint, device='cpu', seed=5)
     try:
-        assert (remote.camera_keys, remote.chunk_size, remote.dt, remote.num_joints, remote.device) == \
-            (local.camera_keys, local.chunk_size, local.dt, local.num_joints, 'cpu')
+        assert (remote.camera_keys, remote.chunk_size, remote.dt, remote.num_joints, remote.device) == (
+            local.camera_keys,
+            local.chunk_size,
+            local.dt,
+            local.num_joints,
+            'cpu',
+        )
         image = np.random.default_rng(1).integers(0, 255, (56, 56, 3), dtype=np.uint8)
-        first = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', sampling=Sampling(confidence_threshold=0.5))
+        first = ChunkRequest(
+            [image], np.full(6, 0.2), 'pick up the red block', sampling=Sampling(confidence_threshold=0.5)
+        )
         a, b = local.predict(first), remote.predict(first)
         assert np.array_equal(a.positions, b.positions) and np.array_equal(a.refined, b.refined)
         assert np.array_equal(a.confidence, b.confidence) and set(b.timings_ms) == set(a.timings_ms)
-        second = ChunkRequest([image], np.full(6, 0.2), 'pick up the red block', committed=a.positions[:3],
-                              sampling=Sampling(self_correction=False, num_denoise_steps=3))
+        second = ChunkRequest(
+            [image],
+            np.full(6, 0.2),
+            'pick up the red block',
+            committed=a.positions[:3],
+            sampling=Sampling(self_correction=False, num_denoise_steps=3),
+        )
         a, b = local.predict(second), remote.predict(second)
         assert np.array_equal(a.positions, b.positions) and np.array_equal(b.positions[:3], second.committed)
 

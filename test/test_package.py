@@ -1,4 +1,5 @@
 """The ROS package itself: dependencies declared, installed data files, entry points."""
+
 import ast
 import importlib.metadata
 import sys
@@ -6,6 +7,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_XML = ET.parse(ROOT / 'package.xml').getroot()
@@ -29,8 +32,11 @@ def _imported_top_level_modules():
 
 def test_package_xml_lists_every_ros_package_the_code_imports():
     distributions = importlib.metadata.packages_distributions()
-    ros_modules = {m: f for m, f in _imported_top_level_modules().items()
-                   if any(d.startswith('ros-') for d in distributions.get(m, ()))}
+    ros_modules = {
+        m: f
+        for m, f in _imported_top_level_modules().items()
+        if any(d.startswith('ros-') for d in distributions.get(m, ()))
+    }
     assert 'rclpy' in ros_modules, 'the scan found no ROS imports at all'
     missing = {m: str(f) for m, f in ros_modules.items() if m not in DEPENDS}
     assert not missing, f'ROS packages imported but not in package.xml: {missing}'
@@ -54,8 +60,11 @@ def test_install_ships_launch_and_config_files(folder):
 
 
 def test_console_scripts_resolve():
-    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group='console_scripts')
-           if ep.value.startswith('asyncvla_ros.')}
+    eps = {
+        ep.name: ep
+        for ep in importlib.metadata.entry_points(group='console_scripts')
+        if ep.value.startswith('asyncvla_ros.')
+    }
     assert {'executor_node', 'sim_arm_node', 'policy_node', 'asyncvla'} <= set(eps)
     for ep in eps.values():
         assert callable(ep.load()), ep.name  # a missing module or main fails here
@@ -73,16 +82,37 @@ def test_colcon_builds_the_package_as_a_ros_install_would(tmp_path):
     ignored = shutil.ignore_patterns('.venv', 'build', 'install', 'log', 'runs', '.git', '__pycache__', '*.egg-info')
     shutil.copytree(ROOT, source, ignore=ignored)
     env = {**os.environ, 'AMENT_PREFIX_PATH': sys.prefix, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}'}
-    result = subprocess.run(['colcon', 'build', '--event-handlers', 'console_direct-'], cwd=workspace, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ['colcon', 'build', '--event-handlers', 'console_direct-'],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     install = workspace / 'install' / 'asyncvla_ros'
-    assert {'policy_node', 'executor_node', 'sim_arm_node', 'asyncvla'} <= {p.name for p in (install / 'lib/asyncvla_ros').iterdir()}
-    for relative in ('launch/sim.launch.py', 'config/executor.yaml', 'config/robots/so101.yaml', 'msg/ActionChunk.msg',
-                     'package.xml'):
+    assert {'policy_node', 'executor_node', 'sim_arm_node', 'asyncvla'} <= {
+        p.name for p in (install / 'lib/asyncvla_ros').iterdir()
+    }
+    for relative in (
+        'launch/sim.launch.py',
+        'config/executor.yaml',
+        'config/robots/so101.yaml',
+        'msg/ActionChunk.msg',
+        'package.xml',
+    ):
         assert (install / 'share/asyncvla_ros' / relative).is_file(), relative
     site = next(install.glob('lib/python3*/site-packages'))
-    check = subprocess.run([sys.executable, '-c', 'from asyncvla_ros.msg import ActionChunk; print(ActionChunk().num_steps)'],
-                           cwd=tmp_path, capture_output=True, text=True,
-                           env={**env, 'PYTHONPATH': str(site), 'LD_LIBRARY_PATH': f'{install / "lib"}:{os.environ.get("LD_LIBRARY_PATH", "")}'})
+    check = subprocess.run(
+        [sys.executable, '-c', 'from asyncvla_ros.msg import ActionChunk; print(ActionChunk().num_steps)'],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **env,
+            'PYTHONPATH': str(site),
+            'LD_LIBRARY_PATH': f'{install / "lib"}:{os.environ.get("LD_LIBRARY_PATH", "")}',
+        },
+    )
     assert check.stdout.strip() == '0', check.stderr[-2000:]

@@ -1,5 +1,6 @@
 """policy_node over real DDS with a tiny random checkpoint: the closed loop with the simulated arm and
 the executor, bad input, and run-time parameters."""
+
 import contextlib
 import json
 import os
@@ -41,11 +42,13 @@ class Observer:
         self.node = rclpy.create_node('observer', context=context)
         self.lock = threading.Lock()
         self.chunks, self.statuses, self.trajectories, self.joints, self.executor = [], [], [], [], []
-        for msg_type, topic, store, qos in ((ActionChunk, 'asyncvla/action_chunk', self.chunks, 10),
-                                            (ExecutorState, 'asyncvla/executor_state', self.executor, 10),
-                                            (PolicyStatus, 'asyncvla/policy_status', self.statuses, 50),
-                                            (JointTrajectory, 'arm_controller/joint_trajectory', self.trajectories, 10),
-                                            (JointState, 'joint_states', self.joints, qos_profile_sensor_data)):
+        for msg_type, topic, store, qos in (
+            (ActionChunk, 'asyncvla/action_chunk', self.chunks, 10),
+            (ExecutorState, 'asyncvla/executor_state', self.executor, 10),
+            (PolicyStatus, 'asyncvla/policy_status', self.statuses, 50),
+            (JointTrajectory, 'arm_controller/joint_trajectory', self.trajectories, 10),
+            (JointState, 'joint_states', self.joints, qos_profile_sensor_data),
+        ):
             self.node.create_subscription(msg_type, topic, lambda m, s=store: self._store(s, m), qos)
         self.image_pub = self.node.create_publisher(Image, 'camera/front/image_raw', 5)
         self.compressed_pub = self.node.create_publisher(CompressedImage, 'camera/front/image_raw/compressed', 5)
@@ -70,26 +73,38 @@ def test_closed_loop_over_dds_moves_the_arm_within_limits(spinner, ros_context, 
     observer = Observer(ros_context)
     spinner.add(observer.node)
     node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')], large_messages=True)
-    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
-                 overrides={'start_enabled': True}, large_messages=True)
-    node_process('policy_node', 'asyncvla_ros.nodes.policy_node', [config_path('policy.yaml')],
-                 overrides={'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4, 'delay_compensation': True},
-                 large_messages=True)
+    node_process(
+        'executor_node',
+        'asyncvla_ros.nodes.executor_node',
+        [config_path('executor.yaml')],
+        overrides={'start_enabled': True},
+        large_messages=True,
+    )
+    node_process(
+        'policy_node',
+        'asyncvla_ros.nodes.policy_node',
+        [config_path('policy.yaml')],
+        overrides={'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4, 'delay_compensation': True},
+        large_messages=True,
+    )
     assert wait_until(lambda: observer.count(observer.joints) > 0, timeout=30)
     start = np.array(observer.joints[0].position)
     assert wait_until(lambda: observer.count(observer.chunks) >= 5, timeout=60), observer.messages()[-5:]
     assert wait_until(lambda: np.max(np.abs(np.array(observer.joints[-1].position) - start)) > 0.02, timeout=20)
     # A loaded machine can stall the sim's joint states long enough for the executor to hold (correctly);
     # delay compensation only commits steps of a chunk that is executing, so wait for one.
-    assert wait_until(lambda: any(c.num_committed > 0 for c in list(observer.chunks)), timeout=30), \
+    assert wait_until(lambda: any(c.num_committed > 0 for c in list(observer.chunks)), timeout=30), (
         'delay compensation never committed a step'
+    )
     with observer.lock:
         chunks, trajectories = list(observer.chunks), list(observer.trajectories)
     ids = [c.chunk_id for c in chunks]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(c.num_steps == 8 and len(c.positions) == 8 * 6 and list(c.joint_names) == JOINTS for c in chunks)
     points = np.array([p.positions for t in trajectories for p in t.points])
-    assert len(points) and np.all(points >= PROFILE.position_min - 1e-9) and np.all(points <= PROFILE.position_max + 1e-9)
+    assert (
+        len(points) and np.all(points >= PROFILE.position_min - 1e-9) and np.all(points <= PROFILE.position_max + 1e-9)
+    )
 
 
 DEAF = re.compile(r'nothing received on \S+ \([1-9]\d* publishers? matched\)')
@@ -99,10 +114,20 @@ def test_killing_the_policy_holds_the_arm_and_a_restart_resumes(spinner, ros_con
     observer = Observer(ros_context)
     spinner.add(observer.node)
     node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')], large_messages=True)
-    node_process('executor_node', 'asyncvla_ros.nodes.executor_node', [config_path('executor.yaml')],
-                 overrides={'start_enabled': True, 'watchdog_timeout_s': 0.5}, large_messages=True)
-    policy_args = ('policy_node', 'asyncvla_ros.nodes.policy_node', [config_path('policy.yaml')],
-                   {'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4}, True)
+    node_process(
+        'executor_node',
+        'asyncvla_ros.nodes.executor_node',
+        [config_path('executor.yaml')],
+        overrides={'start_enabled': True, 'watchdog_timeout_s': 0.5},
+        large_messages=True,
+    )
+    policy_args = (
+        'policy_node',
+        'asyncvla_ros.nodes.policy_node',
+        [config_path('policy.yaml')],
+        {'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 4},
+        True,
+    )
 
     def mode():
         with observer.lock:
@@ -122,35 +147,41 @@ def test_killing_the_policy_holds_the_arm_and_a_restart_resumes(spinner, ros_con
     # on the block or the table: contact physics, not the executor.)
     time.sleep(0.5)
     with observer.lock:  # the last switch to holding (a stalled sim may cause a brief one before the watchdog)
-        after_kill = sorted((to_seconds(m.header.stamp), m.mode) for m in observer.executor
-                            if to_seconds(m.header.stamp) > killed_stamp)
+        after_kill = sorted(
+            (to_seconds(m.header.stamp), m.mode) for m in observer.executor if to_seconds(m.header.stamp) > killed_stamp
+        )
     assert after_kill and after_kill[-1][1] == 'holding', after_kill[-5:]
     moving = [i for i, (_, m) in enumerate(after_kill) if m != 'holding']
     hold_stamp = after_kill[moving[-1] + 1 if moving else 0][0]
     assert hold_stamp - killed_stamp < 1.5, f'still executing {hold_stamp - killed_stamp:.2f} s after the kill'
-    assert wait_until(lambda: any(to_seconds(m.header.stamp) > hold_stamp + 1.5 for m in list(observer.executor)),
-                      timeout=10), 'no executor state after the hold'
+    assert wait_until(
+        lambda: any(to_seconds(m.header.stamp) > hold_stamp + 1.5 for m in list(observer.executor)), timeout=10
+    ), 'no executor state after the hold'
     with observer.lock:
         held = [m for m in observer.executor if to_seconds(m.header.stamp) > hold_stamp + 0.2]
         last_trajectory = observer.trajectories[-1]
     assert len(held) >= 10 and all(m.mode == 'holding' for m in held), [m.mode for m in held]
     assert np.allclose(held[0].last_command, held[-1].last_command), 'the held command moved'
     # a trajectory is resent when the loop leaves it by more than POSITION_TOLERANCE
-    assert np.allclose(last_trajectory.points[-1].positions, held[-1].last_command, atol=POSITION_TOLERANCE), \
+    assert np.allclose(last_trajectory.points[-1].positions, held[-1].last_command, atol=POSITION_TOLERANCE), (
         'the controller was not sent the hold'
+    )
     assert np.allclose(last_trajectory.points[-1].velocities, 0.0, atol=1e-6)
     # Restarted: a new process, chunk ids continue from the executor's. Fast DDS shared memory can leave a process
     # restarted after a SIGKILL deaf (eProsima/Fast-DDS#5053); the node then says that a publisher is matched but
     # nothing arrives, and a user restarts it once more, as this test does.
     for attempt in (1, 2):
         restarted = node_process(*policy_args)
-        if wait_until(lambda: any(c.chunk_id > last_id for c in list(observer.chunks)) and mode() == 'executing',
-                      timeout=45):
+        if wait_until(
+            lambda: any(c.chunk_id > last_id for c in list(observer.chunks)) and mode() == 'executing', timeout=45
+        ):
             break
         assert attempt == 1 and DEAF.search(restarted.log_text()), (mode(), restarted.log_text()[-2000:])
         os.killpg(restarted.process.pid, signal.SIGKILL)
-    print(f'policy_node killed: executor holding after {hold_after:.2f} s (watchdog 0.5 s); '
-          f'restarted: executing again (restart {attempt})')
+    print(
+        f'policy_node killed: executor holding after {hold_after:.2f} s (watchdog 0.5 s); '
+        f'restarted: executing again (restart {attempt})'
+    )
 
 
 @pytest.fixture
@@ -160,8 +191,14 @@ def policy(spinner, ros_context, tiny_checkpoint):
     nodes = []
 
     def start(activate=True, **overrides):
-        params = {'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 2, 'max_observation_age_s': 0.5,
-                  'rate_hz': 5.0, 'camera_topics': ['camera/front/image_raw'], **overrides}
+        params = {
+            'checkpoint': str(tiny_checkpoint),
+            'num_denoise_steps': 2,
+            'max_observation_age_s': 0.5,
+            'rate_hz': 5.0,
+            'camera_topics': ['camera/front/image_raw'],
+            **overrides,
+        }
         node = PolicyNode(context=ros_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         spinner.add(node)
         nodes.append(node)
@@ -197,7 +234,9 @@ class Feeder:
         while not self.stop.is_set():
             image, joints = self.image, self.joints
             if image is not None:
-                (self.observer.compressed_pub if isinstance(image, CompressedImage) else self.observer.image_pub).publish(image)
+                (
+                    self.observer.compressed_pub if isinstance(image, CompressedImage) else self.observer.image_pub
+                ).publish(image)
             if joints is not None:
                 self.observer.joint_pub.publish(joints)
             time.sleep(0.05)
@@ -222,8 +261,9 @@ def test_bad_input_matrix(policy):
     node, configured = start()
     assert configured
     # before any input: the reason names the topic and the publishers matched on it
-    assert wait_until(lambda: any(DEAF.search(m) and '/joint_states' in m for m in observer.messages()), timeout=10), \
+    assert wait_until(lambda: any(DEAF.search(m) and '/joint_states' in m for m in observer.messages()), timeout=10), (
         observer.messages()
+    )
     feeder = Feeder(observer)
     try:
         assert wait_until(lambda: observer.count(observer.chunks) >= 1, timeout=20), observer.messages()
@@ -234,14 +274,14 @@ def test_bad_input_matrix(policy):
             feeder.image, feeder.joints = changes.get('image', feeder.image), changes.get('joints', feeder.joints)
             time.sleep(0.6)  # stale inputs age out (max_observation_age_s 0.5)
             before = observer.count(observer.chunks)
-            if not wait_until(lambda: any(reason in m for m in observer.messages()[-20:]), timeout=3):
+            if not wait_until(lambda reason=reason: any(reason in m for m in observer.messages()[-20:]), timeout=3):
                 failures.append(f'{name}: no status with {reason!r}: {observer.messages()[-3:]}')
             time.sleep(0.5)
             if observer.count(observer.chunks) > before + 1:  # one request may have been in flight
                 failures.append(f'{name}: chunks computed from bad input')
         for text, reason in (('', 'empty'), ('x' * 5000, 'characters')):
             observer.instruction_pub.publish(String(data=text))
-            if not wait_until(lambda: any(reason in m for m in observer.messages()[-20:]), timeout=3):
+            if not wait_until(lambda reason=reason: any(reason in m for m in observer.messages()[-20:]), timeout=3):
                 failures.append(f'instruction {text[:10]!r}: no status with {reason!r}')
         assert not failures, failures
         assert node.runner is not None and node.instruction == node.p['instruction']
@@ -271,15 +311,18 @@ def test_a_failed_inference_is_reported_and_the_next_chunk_clears_it(policy):
             if failures:
                 raise failures.pop()
             return predict(request)
+
         return call
 
     with _fed_node(policy, fail_once) as (observer, node):
+
         def recovered():
             with observer.lock:
                 statuses = [(s.state, s.message, s.total_ms) for s in observer.statuses]
             failed = [i for i, (state, message, _) in enumerate(statuses) if state == 'error' and 'injected' in message]
-            return bool(failed) and any(state == 'running' and message == '' and total > 0
-                                        for state, message, total in statuses[failed[0]:])
+            return bool(failed) and any(
+                state == 'running' and message == '' and total > 0 for state, message, total in statuses[failed[0] :]
+            )
 
         assert wait_until(recovered, timeout=20), observer.messages()[-5:]
 
@@ -292,6 +335,7 @@ def test_no_chunk_is_published_after_deactivate_even_from_an_inference_in_flight
             in_flight.set()
             time.sleep(1.0)
             return predict(request)
+
         return call
 
     with _fed_node(policy, slow) as (observer, node):
@@ -306,16 +350,23 @@ def test_no_chunk_is_published_after_deactivate_even_from_an_inference_in_flight
         assert wait_until(lambda: observer.count(observer.chunks) > deactivated, timeout=20), observer.messages()[-3:]
 
 
-@pytest.mark.parametrize('overrides, reason', [
-    ({'checkpoint': '/nonexistent/checkpoint'}, 'does not exist'),
-    ({'joint_names': JOINTS[:5]}, 'joint_names but the checkpoint has 6'),
-    ({'camera_keys': ['observation.images.wrist']}, 'do not match'),
-    ({'camera_topics': ['camera/front/image_raw', 'camera/wrist/image_raw']}, '2 camera_topics for a checkpoint with 1 camera'),
-    ({'device': 'cuda'}, 'no CUDA'),
-])
+@pytest.mark.parametrize(
+    'overrides, reason',
+    [
+        ({'checkpoint': '/nonexistent/checkpoint'}, 'does not exist'),
+        ({'joint_names': JOINTS[:5]}, 'joint_names but the checkpoint has 6'),
+        ({'camera_keys': ['observation.images.wrist']}, 'do not match'),
+        (
+            {'camera_topics': ['camera/front/image_raw', 'camera/wrist/image_raw']},
+            '2 camera_topics for a checkpoint with 1 camera',
+        ),
+        ({'device': 'cuda'}, 'no CUDA'),
+    ],
+)
 def test_configure_fails_clearly(policy, overrides, reason):
     if overrides.get('device') == 'cuda':
         import torch
+
         if torch.cuda.is_available():
             pytest.skip('this machine has a GPU')
     observer, start = policy
@@ -333,7 +384,9 @@ def test_an_untrained_rater_fails_configure_unless_self_correction_is_off(policy
     observer, start = policy
     _, configured = start(activate=False, checkpoint=str(untrained))
     assert not configured
-    assert wait_until(lambda: any('rater is untrained' in m for m in observer.messages()), timeout=5), observer.messages()
+    assert wait_until(lambda: any('rater is untrained' in m for m in observer.messages()), timeout=5), (
+        observer.messages()
+    )
     _, configured = start(activate=False, checkpoint=str(untrained), self_correction=False)
     assert configured
 
@@ -342,7 +395,9 @@ def test_an_untrained_rater_fails_configure_unless_self_correction_is_off(policy
 def test_compressed_images_and_other_encodings_are_accepted(policy, inference_process):
     """Also both places the model runs: a child process (the default; cleanup ends it) or the node's thread."""
     import cv2
+
     from asyncvla_ros.model.inference_process import InferenceProcess
+
     observer, start = policy
     node, _ = start(camera_topics=['camera/front/image_raw/compressed'], inference_process=inference_process)
     assert isinstance(node.runner, InferenceProcess) == inference_process
@@ -410,17 +465,19 @@ def test_run_time_parameters_apply_to_the_next_chunk(policy):
         chunk, _ = set_and_take(confidence_threshold=0.0)
         assert not any(chunk.refined) and len(chunk.confidence) == 8
         chunk, _ = set_and_take(confidence_threshold=1.0)
-        assert all(chunk.refined[chunk.num_committed:])
+        assert all(chunk.refined[chunk.num_committed :])
         chunk, _ = set_and_take(self_correction=False)
         assert len(chunk.confidence) == 0 and not any(chunk.refined)
         for name in ('num_denoise_steps', 'num_denoise_steps_afm'):
             for steps in (8, 1):
                 set_and_take(self_correction=True, confidence_threshold=1.0, **{name: steps})
                 assert getattr(requests[-1].sampling, name) == steps, (name, steps)
+
         # delay compensation: with the executor running our latest chunk, steps are committed; off, none
         def running_ours(chunks: int):
-            observer.executor_pub.publish(ExecutorState(mode='executing', chunk_id=node.loop.last_chunk.chunk_id, step=2,
-                                                        steps_remaining=3))
+            observer.executor_pub.publish(
+                ExecutorState(mode='executing', chunk_id=node.loop.last_chunk.chunk_id, step=2, steps_remaining=3)
+            )
             return observer.count(observer.chunks) >= chunks
 
         set_and_take(delay_compensation=True)
@@ -435,6 +492,7 @@ def test_run_time_parameters_apply_to_the_next_chunk(policy):
 
 def test_num_threads_zero_leaves_one_core_to_the_rest_of_the_robot_computer():
     from asyncvla_ros.nodes.policy_node import cpu_threads
+
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads(0) == max(1, cores - 1) and cpu_threads(3) == 3
 
@@ -442,9 +500,16 @@ def test_num_threads_zero_leaves_one_core_to_the_rest_of_the_robot_computer():
 def test_the_node_process_imports_no_torch_when_the_model_runs_in_its_child():
     """With inference_process (the default) torch and transformers belong to the child: the node imports
     neither, so it starts in about a second and holds no model libraries' memory."""
-    probe = ('import sys, asyncvla_ros.nodes.policy_node, asyncvla_ros.model.inference_process; '
-             'print(sorted(m for m in ("torch", "transformers") if m in sys.modules))')
-    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1])
+    probe = (
+        'import sys, asyncvla_ros.nodes.policy_node, asyncvla_ros.model.inference_process; '
+        'print(sorted(m for m in ("torch", "transformers") if m in sys.modules))'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '[]'

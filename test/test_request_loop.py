@@ -1,5 +1,6 @@
 """policy_node's request loop without ROS (control/request_loop.py): when a request is due, what it keeps
 of the running chunk, how the delay is measured. policy_node and the closed-loop evaluation run it."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -48,10 +49,12 @@ def test_a_slower_inference_is_asked_for_sooner():
     assert loop.due(2.0, settings, ExecutorProgress(loop.last_chunk.chunk_id, 5, 3, True))
 
 
-@pytest.mark.parametrize('compensate, executing, committed', [(True, True, True), (True, False, False),
-                                                               (False, True, False)])
-def test_delay_compensation_keeps_the_running_steps_only_while_the_executor_runs_our_chunk(compensate, executing,
-                                                                                         committed):
+@pytest.mark.parametrize(
+    'compensate, executing, committed', [(True, True, True), (True, False, False), (False, True, False)]
+)
+def test_delay_compensation_keeps_the_running_steps_only_while_the_executor_runs_our_chunk(
+    compensate, executing, committed
+):
     settings = node_request_settings(delay_compensation=compensate)
     loop = RequestLoop(JOINTS, DT, SIZE)
     chunk = first_chunk(loop, settings)

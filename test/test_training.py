@@ -1,5 +1,6 @@
 """Training on LeRobot v3.0 data: the reader against the raw parquet values, a tiny run that lowers
 the loss, and bad data failing with the file's name."""
+
 import dataclasses
 import json
 import shutil
@@ -11,9 +12,14 @@ import pytest
 import torch
 
 from asyncvla_ros.training.demonstrations import CAMERA_KEYS
-from asyncvla_ros.training.lerobot_format import EPISODES_PATH, DatasetError, DatasetSpec, LeRobotDataset, load_data_config
+from asyncvla_ros.training.lerobot_format import (
+    EPISODES_PATH,
+    DatasetError,
+    DatasetSpec,
+    LeRobotDataset,
+    load_data_config,
+)
 from asyncvla_ros.training.trainer import TrainConfig, build_policy, collate, split_episodes, train_policy, train_rater
-
 
 CAMERA_KEY = CAMERA_KEYS['front']
 
@@ -54,15 +60,19 @@ def test_video_frames_follow_the_episodes(dataset_root):
     ds = LeRobotDataset(spec(dataset_root), chunk_size=8)
     first = ds.episodes[0]['length']
     # consecutive frames of one episode are alike; the first frame of the next episode is a new scene
-    assert np.abs(ds[1]['images'][0].astype(int) - ds[0]['images'][0]).mean() < np.abs(
-        ds[first]['images'][0].astype(int) - ds[first - 1]['images'][0]).mean() + 5
+    assert (
+        np.abs(ds[1]['images'][0].astype(int) - ds[0]['images'][0]).mean()
+        < np.abs(ds[first]['images'][0].astype(int) - ds[first - 1]['images'][0]).mean() + 5
+    )
 
 
 def test_data_yaml_in_the_eo1_schema(dataset_root, tmp_path):
     path = tmp_path / 'data.yaml'
-    path.write_text(f'lerobot_datasets:\n  - repo_id: local/so101\n    root: {dataset_root}\n'
-                    f'    select_video_keys: [{CAMERA_KEY}]\n    select_state_keys: [observation.state]\n'
-                    f'    select_action_keys: [action]\n    weight: 1.0\n')
+    path.write_text(
+        f'lerobot_datasets:\n  - repo_id: local/so101\n    root: {dataset_root}\n'
+        f'    select_video_keys: [{CAMERA_KEY}]\n    select_state_keys: [observation.state]\n'
+        f'    select_action_keys: [action]\n    weight: 1.0\n'
+    )
     specs = load_data_config(path)
     assert specs[0].repo_id == 'local/so101' and list(specs[0].select_video_keys) == [CAMERA_KEY]
 
@@ -70,36 +80,55 @@ def test_data_yaml_in_the_eo1_schema(dataset_root, tmp_path):
 @pytest.mark.parametrize('mode', ['absolute', 'delta'])
 def test_action_modes_round_trip_and_delta_statistics(dataset_root, mode):
     ds = LeRobotDataset(spec(dataset_root), chunk_size=8)
-    _, processor = build_policy(TrainConfig(preset='tiny', image_size=56, action_mode=mode), ds, sorted(ds.tasks.values()))
+    _, processor = build_policy(
+        TrainConfig(preset='tiny', image_size=56, action_mode=mode), ds, sorted(ds.tasks.values())
+    )
     samples = [ds.chunk_at(i) for i in range(len(ds))]
     states, actions = np.stack([s['state'] for s in samples]), np.stack([s['actions'] for s in samples])
     normalised = processor.normalize_actions(actions, states)
     assert normalised.shape == (len(ds), 8, processor.max_action_dim)
     np.testing.assert_allclose(processor.unnormalize_actions(normalised, states), actions, atol=1e-4)
-    used = normalised[..., :processor.action_dim].reshape(-1, processor.action_dim)
+    used = normalised[..., : processor.action_dim].reshape(-1, processor.action_dim)
     if mode == 'delta':  # statistics of action[t+k] - state[t]: the normalised deltas are standardised
         np.testing.assert_allclose(used.mean(0), 0, atol=1e-3)
         np.testing.assert_allclose(used.std(0), 1, atol=1e-3)
-        held = processor.unnormalize_actions(processor.normalize_actions(np.repeat(states[:, None], 8, 1), states), states + 1.0)
-        np.testing.assert_allclose(held, np.repeat(states[:, None] + 1.0, 8, 1), atol=1e-4)  # relative to the given state
+        held = processor.unnormalize_actions(
+            processor.normalize_actions(np.repeat(states[:, None], 8, 1), states), states + 1.0
+        )
+        np.testing.assert_allclose(
+            held, np.repeat(states[:, None] + 1.0, 8, 1), atol=1e-4
+        )  # relative to the given state
 
 
 def test_tiny_training_run_lowers_the_loss(dataset_root, tmp_path):
-    config = TrainConfig(preset='tiny', steps=250, batch_size=8, lr=1e-3, vision_lr=1e-3, image_size=56, weight_decay=0.0,
-                         validate_every=0, save_every=0, seed=0)
+    config = TrainConfig(
+        preset='tiny',
+        steps=250,
+        batch_size=8,
+        lr=1e-3,
+        vision_lr=1e-3,
+        image_size=56,
+        weight_decay=0.0,
+        validate_every=0,
+        save_every=0,
+        seed=0,
+    )
     train_episodes, _ = split_episodes(spec(dataset_root), config.held_out_fraction)
     ds = LeRobotDataset(spec(dataset_root), 8, episodes=train_episodes)
     model, processor = build_policy(config, ds, sorted(ds.tasks.values()))  # what train_policy starts from
     batch = collate([ds[i] for i in range(0, len(ds), max(1, len(ds) // 8))][:8], processor)
-    fixed = {'flow_mask': torch.ones(batch['actions'].shape[:2], dtype=torch.bool),
-             'tau': torch.linspace(0.1, 0.9, len(batch['actions'])),
-             'noise': torch.randn(batch['actions'].shape, generator=torch.Generator().manual_seed(0))}
+    fixed = {
+        'flow_mask': torch.ones(batch['actions'].shape[:2], dtype=torch.bool),
+        'tau': torch.linspace(0.1, 0.9, len(batch['actions'])),
+        'noise': torch.randn(batch['actions'].shape, generator=torch.Generator().manual_seed(0)),
+    }
 
     def fixed_loss(model):
         with torch.no_grad():
             return model.eval()(**batch, **fixed).loss.item()
 
     from asyncvla_ros.model import load_checkpoint
+
     result = train_policy([spec(dataset_root)], tmp_path / 'run', config)
     trained, trained_processor = load_checkpoint(result['output'], device='cpu')
     assert trained_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
@@ -110,7 +139,9 @@ def test_tiny_training_run_lowers_the_loss(dataset_root, tmp_path):
 
 
 def test_resumed_training_continues_the_step_count_and_the_schedule(dataset_root, tmp_path):
-    config = TrainConfig(preset='tiny', steps=6, batch_size=2, image_size=56, validate_every=0, save_every=3, warmup_ratio=0.0)
+    config = TrainConfig(
+        preset='tiny', steps=6, batch_size=2, image_size=56, validate_every=0, save_every=3, warmup_ratio=0.0
+    )
     train_policy([spec(dataset_root)], tmp_path / 'run', config)
     resumed = train_policy([spec(dataset_root)], tmp_path / 'resumed', config, resume=tmp_path / 'run/checkpoint-3')
     rows = (tmp_path / 'resumed/train_log.csv').read_text().splitlines()[1:]
@@ -121,10 +152,15 @@ def test_resumed_training_continues_the_step_count_and_the_schedule(dataset_root
 
 def test_fine_tuning_starts_from_the_checkpoint_with_a_fresh_schedule(dataset_root, tmp_path):
     from safetensors.torch import load_file
+
     config = TrainConfig(preset='tiny', steps=3, batch_size=2, image_size=56, validate_every=0, save_every=0)
     train_policy([spec(dataset_root)], tmp_path / 'run', config)
-    frozen = dataclasses.replace(config, lr=0.0, vision_lr=0.0,  # no update: the weights must be the checkpoint's
-                                 afm_prefix_prob=0.9)  # a training setting of the fine-tune, saved with it
+    frozen = dataclasses.replace(
+        config,
+        lr=0.0,
+        vision_lr=0.0,  # no update: the weights must be the checkpoint's
+        afm_prefix_prob=0.9,
+    )  # a training setting of the fine-tune, saved with it
     tuned = train_policy([spec(dataset_root)], tmp_path / 'tuned', frozen, init_from=tmp_path / 'run')
     saved = json.loads((tmp_path / 'tuned/config.json').read_text())['afm_prefix_prob']
     assert saved == 0.9 != json.loads((tmp_path / 'run/config.json').read_text())['afm_prefix_prob']
@@ -138,15 +174,22 @@ def test_fine_tuning_starts_from_the_checkpoint_with_a_fresh_schedule(dataset_ro
 
 def test_rater_training_reports_calibration_and_keeps_the_policy(dataset_root, tmp_path):
     from asyncvla_ros.model import load_checkpoint
-    run = train_policy([spec(dataset_root)], tmp_path / 'run', TrainConfig(preset='tiny', steps=5, batch_size=4, image_size=56,
-                                                                           validate_every=0, save_every=0))
-    result = train_rater(run['output'], [spec(dataset_root)], tmp_path / 'rated', steps=20, batch_size=4, lr=1e-3,
-                         validation_samples=8)
+
+    run = train_policy(
+        [spec(dataset_root)],
+        tmp_path / 'run',
+        TrainConfig(preset='tiny', steps=5, batch_size=4, image_size=56, validate_every=0, save_every=0),
+    )
+    result = train_rater(
+        run['output'], [spec(dataset_root)], tmp_path / 'rated', steps=20, batch_size=4, lr=1e-3, validation_samples=8
+    )
     assert np.isfinite(result['action_error_ratio']) and -1.0 <= result['rater_spearman'] <= 1.0
     assert result['last_loss'] < result['first_loss']
     before, _ = load_checkpoint(run['output'], device='cpu')
     after, _ = load_checkpoint(tmp_path / 'rated', device='cpu')
-    policy_same = all(torch.equal(v, after.state_dict()[k]) for k, v in before.state_dict().items() if not k.startswith('rater.'))
+    policy_same = all(
+        torch.equal(v, after.state_dict()[k]) for k, v in before.state_dict().items() if not k.startswith('rater.')
+    )
     rater_changed = not torch.equal(before.rater.head.weight, after.rater.head.weight)
     assert policy_same and rater_changed
 
@@ -157,10 +200,16 @@ def _copy(root, tmp_path):
     return target
 
 
-@pytest.mark.parametrize('damage, file', [
-    ('missing_key', 'info.json'), ('wrong_dims', 'stats.json'), ('corrupt_video', 'file-000.mp4'),
-    ('empty_episode', 'file-000.parquet'), ('missing_column', 'data'),
-])
+@pytest.mark.parametrize(
+    'damage, file',
+    [
+        ('missing_key', 'info.json'),
+        ('wrong_dims', 'stats.json'),
+        ('corrupt_video', 'file-000.mp4'),
+        ('empty_episode', 'file-000.parquet'),
+        ('missing_column', 'data'),
+    ],
+)
 def test_bad_data_fails_with_the_file_name(dataset_root, tmp_path, damage, file):
     root = _copy(dataset_root, tmp_path)
     selected = spec(root)
@@ -186,13 +235,48 @@ def test_bad_data_fails_with_the_file_name(dataset_root, tmp_path, damage, file)
 
 def test_training_commands_report_a_bad_checkpoint_without_a_traceback(dataset_root, tmp_path, capsys):
     from asyncvla_ros.tools.cli import main
+
     missing = tmp_path / 'no_checkpoint'
-    assert main(['train', '--dataset', str(dataset_root), '--preset', 'tiny', '--steps', '1', '--output',
-                 str(tmp_path / 'run'), '--resume', str(missing)]) == 2
-    assert main(['train', '--dataset', str(dataset_root), '--preset', 'tiny', '--steps', '1', '--output',
-                 str(tmp_path / 'run'), '--init-from', str(missing)]) == 2
+    assert (
+        main(
+            [
+                'train',
+                '--dataset',
+                str(dataset_root),
+                '--preset',
+                'tiny',
+                '--steps',
+                '1',
+                '--output',
+                str(tmp_path / 'run'),
+                '--resume',
+                str(missing),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                'train',
+                '--dataset',
+                str(dataset_root),
+                '--preset',
+                'tiny',
+                '--steps',
+                '1',
+                '--output',
+                str(tmp_path / 'run'),
+                '--init-from',
+                str(missing),
+            ]
+        )
+        == 2
+    )
     assert main(['export', '--checkpoint', str(missing), '--output', str(tmp_path / 'out')]) == 2
-    assert main(['make-dataset', '--episodes', '1', '--output', str(tmp_path / 'data'),
-                 '--recovery-policy', str(missing)]) == 2
+    assert (
+        main(['make-dataset', '--episodes', '1', '--output', str(tmp_path / 'data'), '--recovery-policy', str(missing)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count(str(missing)) == 4 and 'Traceback' not in err

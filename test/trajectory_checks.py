@@ -9,6 +9,7 @@ velocity by at most one period of the acceleration limit. One that arrives later
 after the two have parted (by up to a·δ² after δ): its position jump is still judged (within ~30 ms of lateness
 it stays inside the bound), its velocity jump is only reported; the executor's lead is what keeps them rare.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,8 +62,10 @@ class FollowerRecord:
         even = np.abs(gaps[1:] - gaps[:-1]) < 1e-8  # acceleration from point triples one period apart
         if np.any(even):
             change = np.abs(np.diff(positions, 2, axis=0))[even] / (gaps[1:][even] ** 2)[:, None]
-            if np.any(change > p.acceleration_max * (1 + RELATIVE) + ABSOLUTE / self.period ** 2):
-                self.point_violations.append(f'points whose change of velocity is beyond the acceleration limit: {change.max(0)}')
+            if np.any(change > p.acceleration_max * (1 + RELATIVE) + ABSOLUTE / self.period**2):
+                self.point_violations.append(
+                    f'points whose change of velocity is beyond the acceleration limit: {change.max(0)}'
+                )
 
     @property
     def late_seams(self) -> int:
@@ -71,6 +74,7 @@ class FollowerRecord:
     def summary(self) -> str:
         """The largest position and velocity jump over the seams received in time and over the late ones, as
         fractions of one period's bound."""
+
         def largest(seams):
             dq = max((float(np.max(s[1] / (self.profile.velocity_max * self.period))) for s in seams), default=0.0)
             dv = max((float(np.max(s[2] / (self.profile.acceleration_max * self.period))) for s in seams), default=0.0)
@@ -79,15 +83,20 @@ class FollowerRecord:
         on_time = [s for s in self.seams if s[3] <= 0]
         late = [s for s in self.seams if s[3] > 0]
         worst_late = max((s[3] for s in late), default=0.0) * 1e3
-        return (f'{self.trajectories} trajectories, {len(self.seams)} seams: {len(on_time)} received in time, largest '
-                f'jump {largest(on_time)} (1 = one period at the limit); {len(late)} late (up to {worst_late:.0f} ms '
-                f'after the first point), largest {largest(late)}')
+        return (
+            f'{self.trajectories} trajectories, {len(self.seams)} seams: {len(on_time)} received in time, largest '
+            f'jump {largest(on_time)} (1 = one period at the limit); {len(late)} late (up to {worst_late:.0f} ms '
+            f'after the first point), largest {largest(late)}'
+        )
 
     def assert_within_limits(self) -> None:
         assert not self.point_violations, self.point_violations[:3]
         p, period = self.profile, self.period
         for takeover, dq, dv, late in self.seams:
-            assert np.all(dq <= p.velocity_max * period * (1 + RELATIVE) + ABSOLUTE), \
-                f'seam at {takeover:.3f} ({late * 1e3:.1f} ms late): position jump {dq} beyond one period at the velocity limit'
-            assert late > 0 or np.all(dv <= p.acceleration_max * period * (1 + RELATIVE) + ABSOLUTE), \
+            assert np.all(dq <= p.velocity_max * period * (1 + RELATIVE) + ABSOLUTE), (
+                f'seam at {takeover:.3f} ({late * 1e3:.1f} ms late): position jump {dq} beyond one period at '
+                f'the velocity limit'
+            )
+            assert late > 0 or np.all(dv <= p.acceleration_max * period * (1 + RELATIVE) + ABSOLUTE), (
                 f'seam at {takeover:.3f}: velocity jump {dv} beyond one period at the acceleration limit'
+            )

@@ -1,8 +1,9 @@
 """Action chunks as the executor sees them, and the checks every incoming chunk must pass."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -19,7 +20,7 @@ class Chunk:
     start_time: float
     dt: float
     joint_names: Sequence[str]
-    positions: np.ndarray            # (L, J): the policy's units; ExecutorCore maps them to robot units
+    positions: np.ndarray  # (L, J): the policy's units; ExecutorCore maps them to robot units
     num_committed: int = 0
     confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
     refined: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
@@ -32,8 +33,9 @@ class Chunk:
         return self.start_time + self.dt * np.arange(self.num_steps)
 
 
-def chunk_from_flat(chunk_id, start_time, dt, joint_names, num_steps, positions, num_committed=0,
-                    confidence=(), refined=()) -> Chunk:
+def chunk_from_flat(
+    chunk_id, start_time, dt, joint_names, num_steps, positions, num_committed=0, confidence=(), refined=()
+) -> Chunk:
     """Builds a Chunk from a message's flat fields, checking the layout (ChunkRejected otherwise)."""
     joint_names = list(joint_names)
     flat = np.asarray(positions, dtype=float)
@@ -42,12 +44,21 @@ def chunk_from_flat(chunk_id, start_time, dt, joint_names, num_steps, positions,
     if not joint_names:
         raise ChunkRejected('no joint_names')
     if flat.size != num_steps * len(joint_names):
-        raise ChunkRejected(f'positions has {flat.size} values, expected num_steps*joints = '
-                            f'{num_steps}*{len(joint_names)}')
+        raise ChunkRejected(
+            f'positions has {flat.size} values, expected num_steps*joints = {num_steps}*{len(joint_names)}'
+        )
     if len(confidence) not in (0, num_steps) or len(refined) not in (0, num_steps):
         raise ChunkRejected(f'confidence/refined must be empty or have {num_steps} values')
-    return Chunk(int(chunk_id), float(start_time), float(dt), joint_names, flat.reshape(num_steps, len(joint_names)),
-                 int(num_committed), np.asarray(confidence, dtype=float), np.asarray(refined, dtype=bool))
+    return Chunk(
+        int(chunk_id),
+        float(start_time),
+        float(dt),
+        joint_names,
+        flat.reshape(num_steps, len(joint_names)),
+        int(num_committed),
+        np.asarray(confidence, dtype=float),
+        np.asarray(refined, dtype=bool),
+    )
 
 
 def validate_chunk(chunk: Chunk, joint_names: Sequence[str]) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Delay compensation (architecture.md §5): how many executed steps an inference request costs,
 measured from the executor's progress, which steps of the running chunk are committed, and when a new
 chunk's steps are due."""
+
 from __future__ import annotations
 
 import math
@@ -44,11 +45,17 @@ def committed_steps(positions: np.ndarray, executing_step: int, delay: int, chun
     step of the new chunk is generated)."""
     k = int(np.clip(executing_step, 0, len(positions)))
     d = int(np.clip(delay, 0, chunk_size - 1))
-    return positions[k:k + d]
+    return positions[k : k + d]
 
 
-def request_timing(observed: float, dt: float, delay: int, chunk_size: int, running: Chunk | None = None,
-                   executor_step: int | None = None) -> tuple[float, np.ndarray | None]:
+def request_timing(
+    observed: float,
+    dt: float,
+    delay: int,
+    chunk_size: int,
+    running: Chunk | None = None,
+    executor_step: int | None = None,
+) -> tuple[float, np.ndarray | None]:
     """When a new chunk's step 0 is due, and the steps of the `running` chunk it keeps: (start, committed or None).
 
     In the demonstrations the target recorded at frame t is the one the servos are given over the whole period

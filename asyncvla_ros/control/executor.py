@@ -4,6 +4,7 @@ the safety filter, advanced one control period per `tick`. executor_node only wi
 Disabling a moving arm brakes it within the acceleration limits before the commands stop: a position
 controller holds its last command, so stopping the commands mid-motion would ask for an instant stop, and
 a trajectory controller would run the rest of the trajectory it was sent."""
+
 from __future__ import annotations
 
 import copy
@@ -21,6 +22,7 @@ from asyncvla_ros.control.timeline import ChunkTimeline, Progress
 class ExecutorSettings:
     """executor_node's parameters that shape the control loop; nodes/params.py declares, documents and
     defaults them (`from_params(EXECUTOR_NODE.defaults())` is the node as it runs by default)."""
+
     control_rate_hz: float
     interpolation: str
     watchdog_timeout_s: float
@@ -30,16 +32,16 @@ class ExecutorSettings:
     chunk_fade_per_lateness: float
 
     @classmethod
-    def from_params(cls, params: dict, **changes) -> 'ExecutorSettings':
+    def from_params(cls, params: dict, **changes) -> ExecutorSettings:
         return cls(**{f.name: changes.get(f.name, params[f.name]) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
 class Tick:
-    command: np.ndarray | None   # None: disabled, command nothing
+    command: np.ndarray | None  # None: disabled, command nothing
     velocity: np.ndarray | None
-    mode: str                    # disabled | holding (also while braking after a disable) | executing
-    reason: str                  # why holding ('' when executing)
+    mode: str  # disabled | holding (also while braking after a disable) | executing
+    reason: str  # why holding ('' when executing)
     progress: Progress
 
 
@@ -47,10 +49,20 @@ class ExecutorCore:
     def __init__(self, profile: RobotProfile, settings: ExecutorSettings):
         self.profile = profile
         self.settings = settings
-        self.timeline = ChunkTimeline(profile.joint_names, settings.interpolation, settings.max_chunk_delay_s,
-                                      settings.chunk_fade_per_lateness, profile.acceleration_max)
-        self.filter = SafetyFilter(profile.position_min, profile.position_max, profile.velocity_max,
-                                   profile.acceleration_max, 1.0 / settings.control_rate_hz)
+        self.timeline = ChunkTimeline(
+            profile.joint_names,
+            settings.interpolation,
+            settings.max_chunk_delay_s,
+            settings.chunk_fade_per_lateness,
+            profile.acceleration_max,
+        )
+        self.filter = SafetyFilter(
+            profile.position_min,
+            profile.position_max,
+            profile.velocity_max,
+            profile.acceleration_max,
+            1.0 / settings.control_rate_hz,
+        )
         self.enabled = False
         self.enable_pending = False  # enable as soon as a fresh joint state arrives (start_enabled), or braking ends
         self.braking = False  # disabled while moving: decelerate to rest, then command nothing
@@ -68,8 +80,11 @@ class ExecutorCore:
         index = {n: i for i, n in enumerate(names)}
         missing = [j for j in self.profile.joint_names if j not in index]
         if missing or len(positions) != len(names):
-            return f'joint state refused: missing joints {missing}' if missing else \
-                f'joint state refused: {len(names)} names but {len(positions)} positions'
+            return (
+                f'joint state refused: missing joints {missing}'
+                if missing
+                else f'joint state refused: {len(names)} names but {len(positions)} positions'
+            )
         q = np.array([positions[index[j]] for j in self.profile.joint_names], dtype=float)
         if not np.all(np.isfinite(q)):
             return 'joint state refused: NaN or inf positions'
@@ -112,7 +127,9 @@ class ExecutorCore:
     def set_limits(self, profile: RobotProfile) -> None:
         self.profile = profile
         self.timeline.acceleration_max = profile.acceleration_max
-        self.filter.set_limits(profile.position_min, profile.position_max, profile.velocity_max, profile.acceleration_max)
+        self.filter.set_limits(
+            profile.position_min, profile.position_max, profile.velocity_max, profile.acceleration_max
+        )
 
     # --- enable
     def enable(self, now: float, when_ready: bool = False) -> tuple[bool, str]:
@@ -135,12 +152,20 @@ class ExecutorCore:
         if not from_command:
             self.filter.reset(self.measured)
         self.enabled, self.enabled_at, self.enabled_from = True, now, self.filter.position.copy()
-        return True, f'enabled: ramping in from the {"commanded" if from_command else "measured"} position over {self.settings.ramp_in_s:.2f} s'
+        return (
+            True,
+            f'enabled: ramping in from the {"commanded" if from_command else "measured"} position over '
+            f'{self.settings.ramp_in_s:.2f} s',
+        )
 
     def disable(self, brake: bool = True) -> None:
         """Stop executing. With `brake` a moving arm first decelerates to rest within the limits (ticks
         report `holding` until then); without it commands stop at once."""
-        moving = (self.enabled or self.braking) and self.filter.position is not None and bool(np.any(self.filter.velocity != 0.0))
+        moving = (
+            (self.enabled or self.braking)
+            and self.filter.position is not None
+            and bool(np.any(self.filter.velocity != 0.0))
+        )
         self.braking = brake and moving
         self.enabled = self.enable_pending = False
         self.timeline.clear()
@@ -204,5 +229,8 @@ class ExecutorCore:
             if tick.mode == 'holding' and not np.any(tick.velocity):
                 break
         joints = len(self.profile.joint_names)
-        return (times[:len(ticks)], np.array([k.command for k in ticks]).reshape(-1, joints),
-                np.array([k.velocity for k in ticks]).reshape(-1, joints))
+        return (
+            times[: len(ticks)],
+            np.array([k.command for k in ticks]).reshape(-1, joints),
+            np.array([k.velocity for k in ticks]).reshape(-1, joints),
+        )

@@ -1,6 +1,7 @@
 """Interpolants through plan waypoints: linear, cubic (continuous velocity) and quintic (continuous
 acceleration). Each starts from the current commanded state, so a splice is continuous by
 construction, and comes to rest at its last waypoint."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,14 @@ KINDS = ('linear', 'cubic', 'quintic')
 class Interpolant:
     """q(t) and q'(t) for t in [times[0], times[-1]]; held constant outside."""
 
-    def __init__(self, kind: str, times: np.ndarray, positions: np.ndarray, velocity0: np.ndarray | None = None,
-                 acceleration0: np.ndarray | None = None):
+    def __init__(
+        self,
+        kind: str,
+        times: np.ndarray,
+        positions: np.ndarray,
+        velocity0: np.ndarray | None = None,
+        acceleration0: np.ndarray | None = None,
+    ):
         if kind not in KINDS:
             raise ValueError(f'interpolation must be one of {KINDS}, got {kind!r}')
         times = np.asarray(times, dtype=float)
@@ -32,8 +39,9 @@ class Interpolant:
         elif kind == 'cubic':
             self._spline = CubicSpline(times, positions, bc_type=((1, v0), (1, zeros)))
         else:
-            self._spline = make_interp_spline(times, positions, k=5,
-                                              bc_type=([(1, v0), (2, a0)], [(1, zeros), (2, zeros)]))
+            self._spline = make_interp_spline(
+                times, positions, k=5, bc_type=([(1, v0), (2, a0)], [(1, zeros), (2, zeros)])
+            )
 
     @property
     def start(self) -> float:

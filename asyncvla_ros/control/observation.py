@@ -3,12 +3,12 @@ so the newest joint state is up to a frame period younger than the newest image;
 shows the policy an arm where the image does not. The demonstrations pair each frame with the joints of its
 own time, and so does this: joint states are kept for a short while and read at the image's stamp, as
 message_filters' ApproximateTime pairs messages, but interpolated between the two neighbours."""
+
 from __future__ import annotations
 
 from collections import deque
 
 import numpy as np
-
 
 OTHER_CLOCK_S = 10.0  # a frame stamped this far before its arrival (or after it) is on another clock
 
@@ -63,5 +63,7 @@ class JointHistory:
             return positions, ''
         if self.span < self.horizon_s:
             return None, 'no joint state from the time of the images yet'
-        return self.samples[-1][1].copy(), (f'image stamps precede the joint-state history by more than {self.horizon_s:g} s: '
-                                            'pairing the images with the newest joint state (are they stamped on one clock?)')
+        return self.samples[-1][1].copy(), (
+            f'image stamps precede the joint-state history by more than {self.horizon_s:g} s: '
+            'pairing the images with the newest joint state (are they stamped on one clock?)'
+        )

@@ -1,4 +1,5 @@
 """Robot profiles (config/robots/*.yaml): joints, limits, controller topics and unit mapping."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -8,7 +9,6 @@ import numpy as np
 import yaml
 
 from asyncvla_ros.paths import config_path
-
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ class RobotProfile:
                 raise ValueError(f'profile {self.name}: {key} needs {n} finite values, got {value.tolist()}')
             object.__setattr__(self, key, value)
         if np.any(self.scale == 0):
-            raise ValueError(f'profile {self.name}: scale must be non-zero for every joint (it is inverted for joint states)')
+            raise ValueError(
+                f'profile {self.name}: scale must be non-zero for every joint (it is inverted for joint states)'
+            )
         if np.any(self.position_min >= self.position_max):
             raise ValueError(f'profile {self.name}: position_min must be below position_max for every joint')
         if np.any(self.velocity_max <= 0) or np.any(self.acceleration_max <= 0):
@@ -64,9 +66,11 @@ class RobotProfile:
         scale, offset = self._unit_map(joint_names)
         return (np.asarray(positions, dtype=float) - offset) / scale
 
-    def with_overrides(self, **overrides) -> 'RobotProfile':
+    def with_overrides(self, **overrides) -> RobotProfile:
         """A copy with the overrides that are set (not None) applied (the executor's inline parameters)."""
-        return replace(self, **{k: (tuple(v) if k == 'joint_names' else v) for k, v in overrides.items() if v is not None})
+        return replace(
+            self, **{k: (tuple(v) if k == 'joint_names' else v) for k, v in overrides.items() if v is not None}
+        )
 
 
 def load_profile(name_or_path: str) -> RobotProfile:

@@ -3,6 +3,7 @@
 `asyncvla evaluate --closed-loop` and make-dataset's recovery policy all run this one loop, so what the
 offline tools measure is what the node does. Inputs (which frame, the joints of its moment) are the caller's:
 control/observation.py pairs them."""
+
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ from asyncvla_ros.model.interface import ChunkPrediction, ChunkRequest, Sampling
 class ExecutorProgress:
     """What the executor reports (ExecutorState): the chunk it runs, its step due last, the waypoints left, and
     whether it is executing (not holding or disabled)."""
+
     chunk_id: int
     step: int
     steps_remaining: int
@@ -28,24 +30,27 @@ class ExecutorProgress:
 @dataclass(frozen=True)
 class RequestSettings:
     """policy_node's parameters that shape a request (nodes/params.py declares and documents them)."""
+
     refill_threshold: int
     rate_hz: float
     delay_compensation: bool
     sampling: Sampling
 
     @classmethod
-    def from_params(cls, params: dict) -> 'RequestSettings':
-        return cls(params['refill_threshold'], params['rate_hz'], params['delay_compensation'], Sampling.from_params(params))
+    def from_params(cls, params: dict) -> RequestSettings:
+        return cls(
+            params['refill_threshold'], params['rate_hz'], params['delay_compensation'], Sampling.from_params(params)
+        )
 
 
 @dataclass(frozen=True)
 class PendingRequest:
     request: ChunkRequest
     chunk_id: int
-    start_time: float            # when the new chunk's step 0 is due
-    observed: float              # when its images were taken
+    start_time: float  # when the new chunk's step 0 is due
+    observed: float  # when its images were taken
     requested_at: float
-    executor_step: int | None    # the running chunk's step due last at the request (delay compensation), else None
+    executor_step: int | None  # the running chunk's step due last at the request (delay compensation), else None
 
 
 class RequestLoop:
@@ -69,31 +74,58 @@ class RequestLoop:
         # the executor is not running our latest chunk (rejected, or no executor state): refill by time
         return now >= chunk.start_time + chunk.dt * (chunk.num_steps - refill)
 
-    def request(self, now: float, settings: RequestSettings, observed: float, images: list, joints: np.ndarray,
-                instruction: str, executor: ExecutorProgress | None) -> PendingRequest:
+    def request(
+        self,
+        now: float,
+        settings: RequestSettings,
+        observed: float,
+        images: list,
+        joints: np.ndarray,
+        instruction: str,
+        executor: ExecutorProgress | None,
+    ) -> PendingRequest:
         """The request for images taken at `observed` with the joints of that moment."""
         chunk = self.last_chunk
         executor_step = None
-        if settings.delay_compensation and chunk is not None and executor is not None \
-                and executor.chunk_id == chunk.chunk_id and executor.executing:
+        if (
+            settings.delay_compensation
+            and chunk is not None
+            and executor is not None
+            and executor.chunk_id == chunk.chunk_id
+            and executor.executing
+        ):
             executor_step = executor.step
-        start_time, committed = request_timing(observed, self.dt, self.delay.delay, self.chunk_size, chunk,
-                                               executor_step)
+        start_time, committed = request_timing(
+            observed, self.dt, self.delay.delay, self.chunk_size, chunk, executor_step
+        )
         request = ChunkRequest(images, joints, instruction, committed=committed, sampling=settings.sampling)
         self.last_request_at = now
         chunk_id = max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1
         return PendingRequest(request, chunk_id, start_time, observed, now, executor_step)
 
-    def complete(self, pending: PendingRequest, prediction: ChunkPrediction, now: float,
-                 executor: ExecutorProgress | None) -> Chunk:
+    def complete(
+        self, pending: PendingRequest, prediction: ChunkPrediction, now: float, executor: ExecutorProgress | None
+    ) -> Chunk:
         """The chunk to publish, and the delay it took: the executor's steps consumed meanwhile when it still
         runs the chunk it ran at the request, else the time passed (on the arm's clock) in steps."""
-        if pending.executor_step is not None and executor is not None and self.last_chunk is not None \
-                and executor.chunk_id == self.last_chunk.chunk_id:
+        if (
+            pending.executor_step is not None
+            and executor is not None
+            and self.last_chunk is not None
+            and executor.chunk_id == self.last_chunk.chunk_id
+        ):
             self.delay.observe(executor.step - pending.executor_step)
         else:
             self.delay.observe_seconds(now - pending.requested_at, self.dt)
         committed = 0 if pending.request.committed is None else len(pending.request.committed)
-        self.last_chunk = Chunk(pending.chunk_id, pending.start_time, self.dt, self.joint_names, prediction.positions,
-                                committed, prediction.confidence, prediction.refined)
+        self.last_chunk = Chunk(
+            pending.chunk_id,
+            pending.start_time,
+            self.dt,
+            self.joint_names,
+            prediction.positions,
+            committed,
+            prediction.confidence,
+            prediction.refined,
+        )
         return self.last_chunk

@@ -5,6 +5,7 @@ velocity; both are checked against the previous command. Near a position limit t
 bounded so that the joint can still stop at the limit while decelerating within the acceleration
 limit (a discrete braking bound), so a command never has to leave one limit to honour another.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,15 +46,20 @@ class SafetyFilter:
 
     def velocity_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         dt, a = self.period, self.acceleration_max
-        up, down = braking_velocity(np.stack([self.position_max - self.position, self.position - self.position_min]), a, dt)
+        up, down = braking_velocity(
+            np.stack([self.position_max - self.position, self.position - self.position_min]), a, dt
+        )
         high = np.minimum.reduce([self.velocity_max, self.velocity + a * dt, up])
         low = np.maximum.reduce([-self.velocity_max, self.velocity - a * dt, -down])
         # Only reachable from a state outside the limits (e.g. limits tightened at run time):
         # keep the acceleration limit and head back inside as fast as it allows.
         conflict = low > high
         if np.any(conflict):
-            inward = np.clip(np.where(self.position > self.position_max, -np.inf, np.inf),
-                             self.velocity - a * dt, self.velocity + a * dt)
+            inward = np.clip(
+                np.where(self.position > self.position_max, -np.inf, np.inf),
+                self.velocity - a * dt,
+                self.velocity + a * dt,
+            )
             inward = np.clip(inward, -self.velocity_max, self.velocity_max)
             low, high = np.where(conflict, inward, low), np.where(conflict, inward, high)
         return low, high
@@ -75,7 +81,9 @@ class SafetyFilter:
             wanted_velocity = np.sign(inside) * braking_velocity(np.abs(inside), self.acceleration_max, self.period)
         else:
             desired = np.asarray(desired, dtype=float)
-            feedforward = np.zeros_like(desired) if desired_velocity is None else np.asarray(desired_velocity, dtype=float)
+            feedforward = (
+                np.zeros_like(desired) if desired_velocity is None else np.asarray(desired_velocity, dtype=float)
+            )
             finite = np.isfinite(desired) & np.isfinite(feedforward)
             desired, feedforward = np.where(finite, desired, self.position), np.where(finite, feedforward, 0.0)
             error = desired - self.position - feedforward * self.period

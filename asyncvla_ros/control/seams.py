@@ -2,6 +2,7 @@
 against the running plan (before the safety filter), command jerk at seams and inside chunks, holds after the
 first chunk, and the time to success. The closed-loop evaluation reports them; one figure each, so modes and
 delays can be compared on the same scenes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,8 @@ def splice_jump(timeline: ChunkTimeline, chunk: Chunk, now: float) -> float | No
 
 
 class SeamRecorder:
-    """Fed every control period's command and every accepted splice. A tick within `window_s` after a splice is at a seam."""
+    """Fed every control period's command and every accepted splice. A tick within `window_s` after a splice is at a
+    seam."""
 
     def __init__(self, period: float, window_s: float):
         self.period, self.window_s = period, window_s
@@ -60,22 +62,26 @@ class SeamRecorder:
 
     def summary(self, time_to_success: float | None) -> dict:
         """Jerk is the third difference of the commanded positions over period^3 (largest joint), rad/s^3."""
-        result = {'holds': self.holds, 'held_s': round(self.held_s, 3),
-                  'time_to_success_s': None if time_to_success is None else round(time_to_success, 2),
-                  'splice_jump_max_rad': round(max(self.jumps), 4) if self.jumps else None,
-                  'splice_jump_mean_rad': round(float(np.mean(self.jumps)), 4) if self.jumps else None}
+        result = {
+            'holds': self.holds,
+            'held_s': round(self.held_s, 3),
+            'time_to_success_s': None if time_to_success is None else round(time_to_success, 2),
+            'splice_jump_max_rad': round(max(self.jumps), 4) if self.jumps else None,
+            'splice_jump_mean_rad': round(float(np.mean(self.jumps)), 4) if self.jumps else None,
+        }
         jerk = np.zeros(0)
         if len(self.commands) >= 4:
-            jerk = np.max(np.abs(np.diff(np.stack(self.commands), 3, axis=0)), axis=1) / self.period ** 3
+            jerk = np.max(np.abs(np.diff(np.stack(self.commands), 3, axis=0)), axis=1) / self.period**3
         seam = np.asarray(self.at_seam[3:], bool)
         for name, part in (('seam', jerk[seam]), ('inside', jerk[~seam])):
-            result[f'jerk_rms_{name}'] = round(float(np.sqrt(np.mean(part ** 2))), 1) if len(part) else None
+            result[f'jerk_rms_{name}'] = round(float(np.sqrt(np.mean(part**2))), 1) if len(part) else None
             result[f'jerk_peak_{name}'] = round(float(np.max(part)), 1) if len(part) else None
         return result
 
 
-def commanded_stream(trajectories: list[tuple[np.ndarray, np.ndarray]], period: float, start: float,
-                     end: float) -> tuple[np.ndarray, np.ndarray]:
+def commanded_stream(
+    trajectories: list[tuple[np.ndarray, np.ndarray]], period: float, start: float, end: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The per-period commands a trajectory controller was sent, from the multi-point trajectories executor_node
     sends in joint_trajectory mode (each carries the loop's own ticks; a later one replaces an earlier one from
     its first point on): (T,) times on the control grid in [start, end] and (T, J) positions; where a trajectory ends,
@@ -97,8 +103,9 @@ def commanded_stream(trajectories: list[tuple[np.ndarray, np.ndarray]], period: 
     return np.array(times), np.array(commands).reshape(len(times), -1)
 
 
-def trajectory_splice_jumps(trajectories: list[tuple[float, np.ndarray, np.ndarray]], chunks: list[tuple[float, Chunk]],
-                            joint_names) -> list[tuple[float, float | None]]:
+def trajectory_splice_jumps(
+    trajectories: list[tuple[float, np.ndarray, np.ndarray]], chunks: list[tuple[float, Chunk]], joint_names
+) -> list[tuple[float, float | None]]:
     """(received at, jump) for each chunk: splice_jump against the trajectory the controller ran when the chunk
     arrived (trajectories are (received at, times, positions), in order), at the chunk's first step due after."""
     received = np.array([r for r, _, _ in trajectories])
@@ -117,8 +124,15 @@ def trajectory_splice_jumps(trajectories: list[tuple[float, np.ndarray, np.ndarr
     return jumps
 
 
-def stream_seams(times: np.ndarray, commands: np.ndarray, holding: np.ndarray, splices: list[tuple[float, float | None]],
-                 period: float, window_s: float, time_to_success: float | None) -> dict:
+def stream_seams(
+    times: np.ndarray,
+    commands: np.ndarray,
+    holding: np.ndarray,
+    splices: list[tuple[float, float | None]],
+    period: float,
+    window_s: float,
+    time_to_success: float | None,
+) -> dict:
     """SeamRecorder's figures for a recorded command stream: `times` (T,) when each command was due, `holding` (T,)
     the periods in which the executor held, `splices` (received at, jump) in order."""
     recorder = SeamRecorder(period, window_s)
@@ -134,13 +148,19 @@ def stream_seams(times: np.ndarray, commands: np.ndarray, holding: np.ndarray, s
 def seam_summary(seams: list[dict]) -> dict:
     """Over a run's episodes (each one's control/seams.py figures): mean jerk RMS at seams and inside chunks, the
     largest splice jump, the episodes with a hold and the median time to success."""
+
     def values(key):
         return [e[key] for e in seams if e.get(key) is not None]
 
     def mean(key):
         return round(float(np.mean(values(key))), 1) if values(key) else None
 
-    return {'jerk_rms_seam': mean('jerk_rms_seam'), 'jerk_rms_inside': mean('jerk_rms_inside'),
-            'splice_jump_max_rad': max(values('splice_jump_max_rad'), default=None),
-            'episodes_with_holds': sum(1 for e in seams if e.get('holds')),
-            'median_time_to_success_s': float(np.median(values('time_to_success_s'))) if values('time_to_success_s') else None}
+    return {
+        'jerk_rms_seam': mean('jerk_rms_seam'),
+        'jerk_rms_inside': mean('jerk_rms_inside'),
+        'splice_jump_max_rad': max(values('splice_jump_max_rad'), default=None),
+        'episodes_with_holds': sum(1 for e in seams if e.get('holds')),
+        'median_time_to_success_s': float(np.median(values('time_to_success_s')))
+        if values('time_to_success_s')
+        else None,
+    }

@@ -1,4 +1,5 @@
 """The executor's plan: waypoints from the chunks received so far, spliced chunk by chunk."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,9 +12,9 @@ from asyncvla_ros.control.interpolation import Interpolant
 
 @dataclass(frozen=True)
 class Progress:
-    chunk_id: int          # chunk being executed (0: none)
-    step: int              # its step due last (index into the chunk)
-    steps_remaining: int   # waypoints of the plan still ahead
+    chunk_id: int  # chunk being executed (0: none)
+    step: int  # its step due last (index into the chunk)
+    steps_remaining: int  # waypoints of the plan still ahead
 
 
 class ChunkTimeline:
@@ -26,8 +27,14 @@ class ChunkTimeline:
     stale or not-newer chunks raise ChunkRejected and change nothing.
     """
 
-    def __init__(self, joint_names, interpolation: str, max_chunk_delay_s: float, fade_per_lateness: float = 0.0,
-                 acceleration_max: np.ndarray | None = None):
+    def __init__(
+        self,
+        joint_names,
+        interpolation: str,
+        max_chunk_delay_s: float,
+        fade_per_lateness: float = 0.0,
+        acceleration_max: np.ndarray | None = None,
+    ):
         self.joint_names = list(joint_names)
         self.interpolation = interpolation
         self.max_chunk_delay_s = max_chunk_delay_s
@@ -37,8 +44,15 @@ class ChunkTimeline:
         self.interpolant: Interpolant | None = None
         self.received_at: float | None = None
 
-    def offer(self, chunk: Chunk, now: float, position: np.ndarray, velocity: np.ndarray,
-              acceleration: np.ndarray | None = None, state_time: float | None = None) -> None:
+    def offer(
+        self,
+        chunk: Chunk,
+        now: float,
+        position: np.ndarray,
+        velocity: np.ndarray,
+        acceleration: np.ndarray | None = None,
+        state_time: float | None = None,
+    ) -> None:
         """Splices `chunk` in at `now`, starting from the commanded state (position, velocity), which is the
         state at `state_time` (the last control tick; default `now`)."""
         positions = validate_chunk(chunk, self.joint_names)
@@ -60,14 +74,20 @@ class ChunkTimeline:
         fade = self.fade_per_lateness * (now - times[0])
         if fade > 0 and self.interpolant is not None:
             ahead_q = self._fade_in(ahead_t, ahead_q, max(now, splice_time), fade)
-        new_t, new_q = self._reachable(start, np.asarray(position, dtype=float), velocity,
-                                       np.concatenate([keep_old_t, ahead_t]), np.concatenate([keep_old, ahead_q]))
+        new_t, new_q = self._reachable(
+            start,
+            np.asarray(position, dtype=float),
+            velocity,
+            np.concatenate([keep_old_t, ahead_t]),
+            np.concatenate([keep_old, ahead_q]),
+        )
         self.interpolant = Interpolant(self.interpolation, new_t, new_q, velocity, acceleration)
         self.chunk = chunk
         self.received_at = now
 
-    def _reachable(self, now: float, position: np.ndarray, velocity: np.ndarray | None, times: np.ndarray,
-                   positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _reachable(
+        self, now: float, position: np.ndarray, velocity: np.ndarray | None, times: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The plan's knots from the commanded state on, without the leading waypoints whose change from the
         running plan could not be made within the acceleration limit by the time they are due (the last one
         is kept). Without a running plan the reference is the commanded state moving on at its velocity.
@@ -82,7 +102,7 @@ class ChunkTimeline:
                 reference = self.interpolant.position(times)
             else:
                 reference = position + (0.0 if velocity is None else np.asarray(velocity, dtype=float)) * gaps
-            needed = 2.0 * np.abs(positions - reference) / gaps ** 2
+            needed = 2.0 * np.abs(positions - reference) / gaps**2
             reachable = np.all(needed <= np.asarray(self.acceleration_max), axis=1)
             reachable[-1] = True
             first = int(np.argmax(reachable))

@@ -14,6 +14,7 @@ rollout and the transport), and the controller switches at that point instead of
 trajectories have drifted apart. Every chunk takes effect that much later. The lead is fixed while the loop
 runs: changing it would step the loop's clock, and the trajectory sent across the step with it.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,8 @@ POSITION_TOLERANCE = 1e-5  # rad: tick times at ROS epoch seconds carry float ro
 
 @dataclass(frozen=True)
 class Trajectory:
-    times: np.ndarray       # (T,) absolute seconds, increasing
-    positions: np.ndarray   # (T, J)
+    times: np.ndarray  # (T,) absolute seconds, increasing
+    positions: np.ndarray  # (T, J)
     velocities: np.ndarray  # (T, J)
 
     def asks_for(self, t: float, command: np.ndarray, tolerance: float) -> bool:
@@ -68,7 +69,9 @@ class TrajectoryOutput:
             return None
         head = [point] if previous is None else [previous, point]
         times, positions, velocities = core.rollout(HORIZON_S)
-        self.sent = Trajectory(np.concatenate([[p[0] for p in head], times]),
-                               np.concatenate([[p[1] for p in head], positions]),
-                               np.concatenate([[p[2] for p in head], velocities]))
+        self.sent = Trajectory(
+            np.concatenate([[p[0] for p in head], times]),
+            np.concatenate([[p[1] for p in head], positions]),
+            np.concatenate([[p[2] for p in head], velocities]),
+        )
         return self.sent

@@ -2,12 +2,17 @@
 
 The names below load on first use (PEP 562), so that `asyncvla_ros.model.interface` and the parent side of
 `inference_process` import without torch."""
+
 from importlib import import_module
 
 _EXPORTS = {
-    'AsyncVLAConfig': 'configuration_asyncvla', 'AsyncVLAPolicy': 'modeling_asyncvla',
-    'ChunkResult': 'modeling_asyncvla', 'AsyncVLAProcessor': 'processing_asyncvla',
-    'load_checkpoint': 'checkpoint', 'save_checkpoint': 'checkpoint', 'import_eo1': 'eo1',
+    'AsyncVLAConfig': 'configuration_asyncvla',
+    'AsyncVLAPolicy': 'modeling_asyncvla',
+    'ChunkResult': 'modeling_asyncvla',
+    'AsyncVLAProcessor': 'processing_asyncvla',
+    'load_checkpoint': 'checkpoint',
+    'save_checkpoint': 'checkpoint',
+    'import_eo1': 'eo1',
 }
 __all__ = sorted(_EXPORTS)
 

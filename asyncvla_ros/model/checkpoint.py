@@ -1,5 +1,6 @@
 """Checkpoints: a local directory with config.json, model.safetensors and the processor's files.
 Nothing is unpickled and no remote code runs; every way a checkpoint can be wrong is a clear error."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,16 +32,20 @@ def resolve_device(device: str = 'auto', dtype: str = 'auto', attn_implementatio
     if attn_implementation == 'auto':
         attn_implementation = 'sdpa'
     if attn_implementation not in ATTENTION_KERNELS:
-        raise CheckpointError(f'attn_implementation {attn_implementation!r} cannot run this model: use one of '
-                              f'{ATTENTION_KERNELS} (FlashAttention-2 takes no 4D attention mask, which the action tokens need)')
+        raise CheckpointError(
+            f'attn_implementation {attn_implementation!r} cannot run this model: use one of '
+            f'{ATTENTION_KERNELS} (FlashAttention-2 takes no 4D attention mask, which the action tokens need)'
+        )
     return torch.device(device), getattr(torch, dtype), attn_implementation
 
 
 def refuse_pickles(directory: Path) -> None:
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
-        raise CheckpointError(f'{directory}: refusing to load {pickles}: pickle files can run code; '
-                              'checkpoints must be safetensors + JSON')
+        raise CheckpointError(
+            f'{directory}: refusing to load {pickles}: pickle files can run code; '
+            'checkpoints must be safetensors + JSON'
+        )
 
 
 def save_checkpoint(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, directory) -> Path:
@@ -50,7 +55,9 @@ def save_checkpoint(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, directo
     return directory
 
 
-def load_model(directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto') -> AsyncVLAPolicy:
+def load_model(
+    directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto'
+) -> AsyncVLAPolicy:
     """The model alone from a local checkpoint directory, in eval mode on the chosen device: what `export`
     and fine-tuning an imported model need (an import has no processor statistics yet)."""
     directory = Path(directory)
@@ -63,9 +70,16 @@ def load_model(directory, device: str = 'auto', dtype: str = 'auto', attn_implem
     torch_device, torch_dtype, attention = resolve_device(device, dtype, attn_implementation)
     try:
         config = AsyncVLAConfig.from_pretrained(directory, local_files_only=True)
-        model, info = AsyncVLAPolicy.from_pretrained(directory, config=config, local_files_only=True, use_safetensors=True,
-                                                     dtype=torch_dtype, attn_implementation=attention,
-                                                     output_loading_info=True, trust_remote_code=False)
+        model, info = AsyncVLAPolicy.from_pretrained(
+            directory,
+            config=config,
+            local_files_only=True,
+            use_safetensors=True,
+            dtype=torch_dtype,
+            attn_implementation=attention,
+            output_loading_info=True,
+            trust_remote_code=False,
+        )
     except (OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f'{directory}: cannot load the checkpoint: {exc}') from exc
     problems = {k: v for k, v in info.items() if v and k in ('missing_keys', 'unexpected_keys', 'mismatched_keys')}
@@ -83,16 +97,24 @@ def load_checkpoint(directory, device: str = 'auto', dtype: str = 'auto', attn_i
     """(model, processor) from a local checkpoint directory, in eval mode on the chosen device."""
     directory = Path(directory)
     if directory.is_dir() and (directory / 'config.json').is_file() and not has_statistics(directory):
-        raise CheckpointError(f'{directory}: no normalization.json: an imported model must be fine-tuned on your robot\'s '
-                              'data first (`asyncvla train --init-from`), which adds its statistics')
+        raise CheckpointError(
+            f"{directory}: no normalization.json: an imported model must be fine-tuned on your robot's "
+            'data first (`asyncvla train --init-from`), which adds its statistics'
+        )
     model = load_model(directory, device, dtype, attn_implementation)
     try:
         processor = AsyncVLAProcessor.from_pretrained(directory)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f'{directory}: cannot load the processor: {exc}') from exc
     config = model.config
-    if processor.action_chunk_size != config.action_chunk_size or processor.max_action_dim != config.max_action_dim \
-            or processor.max_state_dim != config.max_state_dim or len(processor.tokenizer) > config.vlm_config.text_config.vocab_size:
-        raise CheckpointError(f'{directory}: the processor does not match the model (chunk size, action/state dims '
-                              'or vocabulary size differ)')
+    if (
+        processor.action_chunk_size != config.action_chunk_size
+        or processor.max_action_dim != config.max_action_dim
+        or processor.max_state_dim != config.max_state_dim
+        or len(processor.tokenizer) > config.vlm_config.text_config.vocab_size
+    ):
+        raise CheckpointError(
+            f'{directory}: the processor does not match the model (chunk size, action/state dims '
+            'or vocabulary size differ)'
+        )
     return model, processor

@@ -1,5 +1,6 @@
 """AsyncVLA configuration: a Qwen2.5-VL backbone config plus the flow-matching head, the confidence
 rater and the self-correction settings (asyncvla_method.md §5.1 and §11)."""
+
 from __future__ import annotations
 
 import copy
@@ -72,7 +73,7 @@ class AsyncVLAConfig(PreTrainedConfig):
         return self.vlm_config.text_config.hidden_size
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> 'AsyncVLAConfig':
+    def from_preset(cls, name: str, **overrides) -> AsyncVLAConfig:
         """`tiny` (tests), `small` (the demo policy) or `qwen2.5-vl-3b` (the real dimensions, random weights)."""
         if name not in PRESETS:
             raise ValueError(f'unknown preset {name!r}; presets: {", ".join(PRESETS)}')
@@ -87,32 +88,91 @@ class AsyncVLAConfig(PreTrainedConfig):
 def _vlm(text: dict, vision: dict) -> dict:
     head_dim = text['hidden_size'] // text['num_attention_heads']
     unit = head_dim // 16  # M-RoPE sections (temporal, height, width) must sum to head_dim / 2
-    text = {'rope_parameters': {'rope_type': 'default', 'rope_theta': 1e6,
-                                'mrope_section': [unit * 2, unit * 3, unit * 3]},
-            'max_position_embeddings': 4096, 'bos_token_id': None, 'eos_token_id': None, **text}
-    vision = {'patch_size': 14, 'spatial_merge_size': 2, 'temporal_patch_size': 2, 'window_size': 112,
-              'out_hidden_size': text['hidden_size'], **vision}
+    text = {
+        'rope_parameters': {'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [unit * 2, unit * 3, unit * 3]},
+        'max_position_embeddings': 4096,
+        'bos_token_id': None,
+        'eos_token_id': None,
+        **text,
+    }
+    vision = {
+        'patch_size': 14,
+        'spatial_merge_size': 2,
+        'temporal_patch_size': 2,
+        'window_size': 112,
+        'out_hidden_size': text['hidden_size'],
+        **vision,
+    }
     return {'text_config': text, 'vision_config': vision}
 
 
 PRESETS = {
     'tiny': dict(
-        vlm_config=_vlm(dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             intermediate_size=128, vocab_size=512),
-                        dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, fullatt_block_indexes=[1])),
-        action_chunk_size=8, max_action_dim=8, max_state_dim=8, num_denoise_steps=4,
-        rater_num_layers=1, rater_hidden_size=32, rater_num_heads=2),
+        vlm_config=_vlm(
+            dict(
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=128,
+                vocab_size=512,
+            ),
+            dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, fullatt_block_indexes=[1]),
+        ),
+        action_chunk_size=8,
+        max_action_dim=8,
+        max_state_dim=8,
+        num_denoise_steps=4,
+        rater_num_layers=1,
+        rater_hidden_size=32,
+        rater_num_heads=2,
+    ),
     'small': dict(
-        vlm_config=_vlm(dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                             intermediate_size=768, vocab_size=1024),
-                        dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384, fullatt_block_indexes=[1, 3])),
-        action_chunk_size=8, max_action_dim=8, max_state_dim=8, num_denoise_steps=10,
-        rater_num_layers=2, rater_hidden_size=128, rater_num_heads=4),
+        vlm_config=_vlm(
+            dict(
+                hidden_size=256,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=768,
+                vocab_size=1024,
+            ),
+            dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384, fullatt_block_indexes=[1, 3]),
+        ),
+        action_chunk_size=8,
+        max_action_dim=8,
+        max_state_dim=8,
+        num_denoise_steps=10,
+        rater_num_layers=2,
+        rater_hidden_size=128,
+        rater_num_heads=4,
+    ),
     'qwen2.5-vl-3b': dict(
-        vlm_config=_vlm(dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
-                             intermediate_size=11008, vocab_size=151936, max_position_embeddings=128000),
-                        dict(depth=32, hidden_size=1280, num_heads=16, intermediate_size=3420, tokens_per_second=2,
-                             fullatt_block_indexes=[7, 15, 23, 31])),
-        action_chunk_size=8, max_action_dim=32, max_state_dim=32, num_denoise_steps=10,
-        rater_num_layers=4, rater_hidden_size=2048, rater_num_heads=16),
+        vlm_config=_vlm(
+            dict(
+                hidden_size=2048,
+                num_hidden_layers=36,
+                num_attention_heads=16,
+                num_key_value_heads=2,
+                intermediate_size=11008,
+                vocab_size=151936,
+                max_position_embeddings=128000,
+            ),
+            dict(
+                depth=32,
+                hidden_size=1280,
+                num_heads=16,
+                intermediate_size=3420,
+                tokens_per_second=2,
+                fullatt_block_indexes=[7, 15, 23, 31],
+            ),
+        ),
+        action_chunk_size=8,
+        max_action_dim=32,
+        max_state_dim=32,
+        num_denoise_steps=10,
+        rater_num_layers=4,
+        rater_hidden_size=2048,
+        rater_num_heads=16,
+    ),
 }

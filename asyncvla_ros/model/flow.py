@@ -1,5 +1,6 @@
 """Flow-matching pieces shared by SFM and AFM: tau = 1 is noise and tau = 0 is data,
 x_tau = tau * noise + (1 - tau) * action, velocity target = noise - action, Euler from 1 to 0."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def sample_flow_time(batch: int, generator: torch.Generator | None = None, devic
     return 0.001 + 0.999 * u.pow(1.0 / 1.5)
 
 
-def training_masks(is_pad: torch.Tensor, afm_prob: float, prefix_prob: float,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def training_masks(
+    is_pad: torch.Tensor, afm_prob: float, prefix_prob: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(B, L) bool: which tokens are noised and supervised (method §11.3).
 
     SFM samples mask every token. AFM samples (probability `afm_prob`) use, with probability

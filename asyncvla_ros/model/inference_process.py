@@ -7,8 +7,10 @@ back on a pipe of their own (its stdout and stderr stay the node's log), as fram
 array bytes: nothing is pickled. If the child dies, the request in flight fails with the reason and the
 next request starts a new child.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -58,20 +60,27 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-
-
 def _encode_request(request: ChunkRequest) -> tuple[dict, dict]:
     arrays = {f'image{i}': np.asarray(image, np.uint8) for i, image in enumerate(request.images)}
     arrays['state'] = np.asarray(request.state, np.float64)
     if request.committed is not None:
         arrays['committed'] = np.asarray(request.committed, np.float64)
-    return {'instruction': request.instruction, 'sampling': asdict(request.sampling), 'num_images': len(request.images)}, arrays
+    return {
+        'instruction': request.instruction,
+        'sampling': asdict(request.sampling),
+        'num_images': len(request.images),
+    }, arrays
 
 
 def _decode_request(header: dict, arrays: dict) -> ChunkRequest:
     images = [arrays[f'image{i}'] for i in range(header['num_images'])]
-    return ChunkRequest(images, arrays['state'], header['instruction'], committed=arrays.get('committed'),
-                        sampling=Sampling(**header['sampling']))
+    return ChunkRequest(
+        images,
+        arrays['state'],
+        header['instruction'],
+        committed=arrays.get('committed'),
+        sampling=Sampling(**header['sampling']),
+    )
 
 
 class InferenceProcess:
@@ -79,10 +88,23 @@ class InferenceProcess:
     `device`, `close`) with the model in a child process. Loading errors raise here as in PolicyRunner
     (CheckpointError with the same message); one request at a time."""
 
-    def __init__(self, checkpoint: str = '', device: str = 'auto', dtype: str = 'auto',
-                 attn_implementation: str = 'auto', seed: int = 0, num_threads: int = 0):
-        self._arguments = dict(checkpoint=str(checkpoint), device=device, dtype=dtype,
-                               attn_implementation=attn_implementation, seed=seed, num_threads=num_threads)
+    def __init__(
+        self,
+        checkpoint: str = '',
+        device: str = 'auto',
+        dtype: str = 'auto',
+        attn_implementation: str = 'auto',
+        seed: int = 0,
+        num_threads: int = 0,
+    ):
+        self._arguments = dict(
+            checkpoint=str(checkpoint),
+            device=device,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            seed=seed,
+            num_threads=num_threads,
+        )
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._start()
@@ -92,15 +114,18 @@ class InferenceProcess:
         try:
             self._process = subprocess.Popen(
                 [sys.executable, '-m', __name__, json.dumps(self._arguments), str(reply_write)],
-                stdin=subprocess.PIPE, pass_fds=(reply_write,))
+                stdin=subprocess.PIPE,
+                pass_fds=(reply_write,),
+            )
         finally:
             os.close(reply_write)
         self._replies = os.fdopen(reply_read, 'rb')
         try:
             header, _ = read_frame(self._replies)
         except EOFError:
-            raise RuntimeError(f'the inference process exited with code {self._stop()} before it was ready '
-                               f'(its output is in this log)') from None
+            raise RuntimeError(
+                f'the inference process exited with code {self._stop()} before it was ready (its output is in this log)'
+            ) from None
         if 'error' in header:
             self._stop()
             raise (CheckpointError if header['type'] == 'CheckpointError' else RuntimeError)(header['error'])
@@ -117,12 +142,14 @@ class InferenceProcess:
                 reply, arrays = read_frame(self._replies)
             except (BrokenPipeError, EOFError):
                 code = self._stop()
-                raise RuntimeError(f'the inference process died (exit code {code}); the next request starts '
-                                   f'a new one') from None
+                raise RuntimeError(
+                    f'the inference process died (exit code {code}); the next request starts a new one'
+                ) from None
         if 'error' in reply:
             raise RuntimeError(f'{reply["type"]} in the inference process: {reply["error"]}')
-        return ChunkPrediction(arrays['positions'], arrays['confidence'], arrays['refined'],
-                               arrays['sfm_positions'], reply['timings_ms'])
+        return ChunkPrediction(
+            arrays['positions'], arrays['confidence'], arrays['refined'], arrays['sfm_positions'], reply['timings_ms']
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -134,10 +161,8 @@ class InferenceProcess:
         if process is None:
             return None
         for stream in (process.stdin, self._replies):
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
         try:
             return process.wait(timeout=_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -148,13 +173,22 @@ class InferenceProcess:
 def serve(arguments: dict, requests: BinaryIO, replies: BinaryIO) -> int:
     """The child's loop: load, say ready (or why not), then one reply per request until stdin closes."""
     from asyncvla_ros.model.runner import PolicyRunner  # torch and transformers: the child's, never the node's
+
     try:
         runner = PolicyRunner(**arguments)
     except (CheckpointError, OSError, RuntimeError, ValueError) as exc:
         write_frame(replies, {'error': str(exc), 'type': type(exc).__name__})
         return 1
-    write_frame(replies, {'num_joints': runner.num_joints, 'chunk_size': runner.chunk_size, 'dt': runner.dt,
-                          'camera_keys': list(runner.camera_keys), 'device': str(runner.device)})
+    write_frame(
+        replies,
+        {
+            'num_joints': runner.num_joints,
+            'chunk_size': runner.chunk_size,
+            'dt': runner.dt,
+            'camera_keys': list(runner.camera_keys),
+            'device': str(runner.device),
+        },
+    )
     while True:
         try:
             header, arrays = read_frame(requests)
@@ -165,9 +199,16 @@ def serve(arguments: dict, requests: BinaryIO, replies: BinaryIO) -> int:
         except Exception as exc:  # reported to the node, which keeps serving
             write_frame(replies, {'error': repr(exc), 'type': type(exc).__name__})
             continue
-        write_frame(replies, {'timings_ms': prediction.timings_ms},
-                    {'positions': prediction.positions, 'confidence': prediction.confidence,
-                     'refined': prediction.refined, 'sfm_positions': prediction.sfm_positions})
+        write_frame(
+            replies,
+            {'timings_ms': prediction.timings_ms},
+            {
+                'positions': prediction.positions,
+                'confidence': prediction.confidence,
+                'refined': prediction.refined,
+                'sfm_positions': prediction.sfm_positions,
+            },
+        )
 
 
 if __name__ == '__main__':

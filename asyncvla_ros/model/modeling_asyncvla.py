@@ -7,6 +7,7 @@ other (bidirectional, or causal for EO-1-style checkpoints). Each action token c
 time: SFM gives all tokens one time, AFM gives kept tokens time 0 (clean context) and regenerates the
 others from noise (asyncvla_method.md §1-§4, §11).
 """
+
 from __future__ import annotations
 
 import time
@@ -18,13 +19,14 @@ from transformers import DynamicCache, PreTrainedModel, Qwen2_5_VLModel
 from transformers.utils import ModelOutput
 
 from asyncvla_ros.model.configuration_asyncvla import AsyncVLAConfig
-from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.flow import sample_flow_time, time_embedding, training_masks
+from asyncvla_ros.model.interface import Sampling
 from asyncvla_ros.model.rater import ConfidenceRater, rater_labels
 
-
-UNTRAINED_RATER = ('self-correction is refused: this checkpoint\'s confidence rater is untrained (an imported model); '
-                   'run `asyncvla train-rater` on it first, or turn self_correction off')
+UNTRAINED_RATER = (
+    "self-correction is refused: this checkpoint's confidence rater is untrained (an imported model); "
+    'run `asyncvla train-rater` on it first, or turn self_correction off'
+)
 
 
 @dataclass
@@ -32,9 +34,9 @@ class Prefix:
     """The encoded prefix of a batch, shared by all denoising passes of one chunk."""
 
     cache: DynamicCache
-    hidden: torch.Tensor            # (B, P, H) last hidden states, for the rater
-    mask: torch.Tensor              # (B, P) True for real (non-padding) tokens
-    suffix_mask: torch.Tensor       # (B, 1, L, P + L) additive attention mask of the action tokens
+    hidden: torch.Tensor  # (B, P, H) last hidden states, for the rater
+    mask: torch.Tensor  # (B, P) True for real (non-padding) tokens
+    suffix_mask: torch.Tensor  # (B, 1, L, P + L) additive attention mask of the action tokens
     action_rotary: tuple[torch.Tensor, torch.Tensor]  # (cos, sin) at the action tokens' positions, (B, L, D) each
 
     @property
@@ -45,8 +47,8 @@ class Prefix:
 @dataclass
 class AsyncVLAOutput(ModelOutput):
     loss: torch.Tensor | None = None
-    velocity: torch.Tensor | None = None      # (B, L, A)
-    flow_mask: torch.Tensor | None = None     # (B, L) supervised tokens
+    velocity: torch.Tensor | None = None  # (B, L, A)
+    flow_mask: torch.Tensor | None = None  # (B, L) supervised tokens
 
 
 @dataclass
@@ -79,8 +81,9 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         self.state_proj = nn.Linear(config.max_state_dim, width)
         self.action_in_proj = nn.Linear(actions, width)
         self.time_mlp = nn.Sequential(nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width))
-        self.action_out_proj = nn.Sequential(*[nn.Linear(width, width) for _ in range(config.num_action_layers - 1)],
-                                             nn.Linear(width, actions))
+        self.action_out_proj = nn.Sequential(
+            *[nn.Linear(width, width) for _ in range(config.num_action_layers - 1)], nn.Linear(width, actions)
+        )
         self.rater = ConfidenceRater(config)
         if config.keep_lm_head:
             self.lm_head = nn.Linear(width, config.vlm_config.text_config.vocab_size, bias=False)
@@ -95,14 +98,18 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         if pixel_values is not None:
             features = torch.cat(self.vlm.get_image_features(pixel_values, image_grid_thw).pooler_output, dim=0)
             if features.shape[0] != int(image_mask.sum()):
-                raise ValueError(f'{int(image_mask.sum())} image placeholder tokens but {features.shape[0]} image features')
+                raise ValueError(
+                    f'{int(image_mask.sum())} image placeholder tokens but {features.shape[0]} image features'
+                )
             embeds = embeds.masked_scatter(image_mask[..., None], features.to(embeds.dtype))
         state_mask = input_ids == self.config.state_token_id
         if int(state_mask.sum()) != input_ids.shape[0]:
             raise ValueError('every prompt needs exactly one state token')
         state_embeds = self.state_proj(state.float()).to(embeds.dtype)
         embeds = embeds.masked_scatter(state_mask[..., None], state_embeds)
-        positions, _ = self.vlm.get_rope_index(input_ids, image_mask.int(), image_grid_thw, attention_mask=attention_mask)
+        positions, _ = self.vlm.get_rope_index(
+            input_ids, image_mask.int(), image_grid_thw, attention_mask=attention_mask
+        )
         return embeds, positions
 
     def embed_actions(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -123,9 +130,17 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         valid = prefix_mask.bool()
         causal = torch.tril(torch.ones(size, size, dtype=torch.bool, device=device))
         prefix = (causal[None] & valid[:, None, :]) | torch.eye(size, dtype=torch.bool, device=device)[None]
-        suffix = torch.cat([valid[:, None, :].expand(batch, length, size),
-                            self._action_block(length, device)[None].expand(batch, -1, -1)], dim=-1)
-        to_additive = lambda m: torch.zeros(m.shape, dtype=dtype, device=device).masked_fill(~m, torch.finfo(dtype).min)[:, None]  # noqa: E731
+        suffix = torch.cat(
+            [
+                valid[:, None, :].expand(batch, length, size),
+                self._action_block(length, device)[None].expand(batch, -1, -1),
+            ],
+            dim=-1,
+        )
+
+        def to_additive(m):
+            return torch.zeros(m.shape, dtype=dtype, device=device).masked_fill(~m, torch.finfo(dtype).min)[:, None]
+
         return to_additive(prefix), to_additive(suffix)
 
     @staticmethod
@@ -136,8 +151,13 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         return (last[:, None] + steps[None]).expand(3, -1, -1)
 
     def _backbone(self, embeds, mask, positions, cache=None):
-        return self.vlm.language_model(inputs_embeds=embeds.to(self.vlm.dtype), attention_mask={'full_attention': mask},
-                                       position_ids=positions, cache=cache, use_cache=cache is not None).last_hidden_state
+        return self.vlm.language_model(
+            inputs_embeds=embeds.to(self.vlm.dtype),
+            attention_mask={'full_attention': mask},
+            position_ids=positions,
+            cache=cache,
+            use_cache=cache is not None,
+        ).last_hidden_state
 
     # ------------------------------------------------------------------ inference
     def encode_prefix(self, input_ids, attention_mask, pixel_values, image_grid_thw, state) -> Prefix:
@@ -159,8 +179,13 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         text = self.vlm.language_model
         hidden = self.embed_actions(x, tau).to(self.vlm.dtype)
         for layer in text.layers:
-            hidden = layer(hidden, attention_mask=prefix.suffix_mask, position_embeddings=prefix.action_rotary,
-                           cache=prefix.cache, use_cache=True)
+            hidden = layer(
+                hidden,
+                attention_mask=prefix.suffix_mask,
+                position_embeddings=prefix.action_rotary,
+                cache=prefix.cache,
+                use_cache=True,
+            )
         prefix.cache.crop(-x.shape[1])  # drop the action tokens again: the cache holds the prefix only
         return self.action_out_proj(text.norm(hidden).float())
 
@@ -178,10 +203,20 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         return self.rater(prefix.hidden, prefix.mask, actions)
 
     @torch.inference_mode()  # cheaper than no_grad per op; chunks never feed autograd
-    def generate_chunk(self, input_ids, attention_mask, pixel_values, image_grid_thw, state, *,
-                       committed: torch.Tensor | None = None, num_committed: int = 0, sampling: Sampling | None = None,
-                       noise: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None) -> ChunkResult:
+    def generate_chunk(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        image_grid_thw,
+        state,
+        *,
+        committed: torch.Tensor | None = None,
+        num_committed: int = 0,
+        sampling: Sampling | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ChunkResult:
         """SFM -> rater -> AFM for one chunk per batch row, all in normalised action space.
 
         committed: (B, d, A) actions kept as clean tokens at positions 0..d-1 (delay compensation):
@@ -234,23 +269,38 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         embeds, positions = self.embed_prefix(input_ids, attention_mask, pixel_values, image_grid_thw, state)
         length = x.shape[1]
         prefix_mask, suffix_mask = self.attention_masks(attention_mask, length, embeds.dtype)
-        blocked = torch.full((*prefix_mask.shape[:3], length), torch.finfo(embeds.dtype).min, dtype=embeds.dtype,
-                             device=embeds.device)
+        blocked = torch.full(
+            (*prefix_mask.shape[:3], length), torch.finfo(embeds.dtype).min, dtype=embeds.dtype, device=embeds.device
+        )
         mask = torch.cat([torch.cat([prefix_mask, blocked], dim=-1), suffix_mask], dim=2)
         all_positions = torch.cat([positions, self._action_positions(positions, attention_mask, length)], dim=-1)
         all_embeds = torch.cat([embeds, self.embed_actions(x, tau).to(embeds.dtype)], dim=1)
         return self._backbone(all_embeds, mask, all_positions)
 
-    def forward(self, input_ids, attention_mask, pixel_values, image_grid_thw, state, actions,
-                action_is_pad: torch.Tensor | None = None, flow_mask: torch.Tensor | None = None,
-                tau: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> AsyncVLAOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        image_grid_thw,
+        state,
+        actions,
+        action_is_pad: torch.Tensor | None = None,
+        flow_mask: torch.Tensor | None = None,
+        tau: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AsyncVLAOutput:
         """Unified SFM/AFM loss (method §11.3): masked tokens are noised to their sample's time tau and
         supervised with the velocity target noise - action; the others are clean context at time 0.
         The loss is the squared error summed over masked, non-padded steps (all action dims, padded
         dims supervised with their noise as EO-1 does), divided by their number of elements."""
         batch, length, dims = actions.shape
-        is_pad = torch.zeros(batch, length, dtype=torch.bool, device=actions.device) if action_is_pad is None else action_is_pad.bool()
+        is_pad = (
+            torch.zeros(batch, length, dtype=torch.bool, device=actions.device)
+            if action_is_pad is None
+            else action_is_pad.bool()
+        )
         if flow_mask is None:
             flow_mask = training_masks(is_pad, self.config.afm_prob, self.config.afm_prefix_prob, generator)
         if tau is None:
@@ -260,26 +310,52 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         m = flow_mask.to(actions.dtype)[..., None]
         t = tau.view(-1, 1, 1).to(actions.dtype)
         x = m * (t * noise + (1 - t) * actions) + (1 - m) * actions
-        hidden = self.full_sequence_hidden(input_ids, attention_mask, pixel_values, image_grid_thw, state, x,
-                                           tau.view(-1, 1) * flow_mask.float())
+        hidden = self.full_sequence_hidden(
+            input_ids, attention_mask, pixel_values, image_grid_thw, state, x, tau.view(-1, 1) * flow_mask.float()
+        )
         velocity = self.action_out_proj(hidden[:, -length:].float())
         supervised = (flow_mask & ~is_pad).float()[..., None]
         error = (velocity - (noise - actions).float()).pow(2) * supervised
         loss = error.sum() / (supervised.sum() * dims).clamp(min=1.0)
         return AsyncVLAOutput(loss=loss, velocity=velocity, flow_mask=flow_mask)
 
-    def rater_loss(self, input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, action_is_pad=None,
-                   action_dims: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def rater_loss(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        image_grid_thw,
+        state,
+        actions,
+        action_is_pad=None,
+        action_dims: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """MSE between the rater's confidence on a fresh SFM chunk and labels from that chunk's
         per-step error (method §11.4). The policy runs without gradients; only the rater learns."""
         with torch.no_grad():
             prefix = self.encode_prefix(input_ids, attention_mask, pixel_values, image_grid_thw, state)
             noise = torch.randn(actions.shape, generator=generator, device=actions.device)
-            sfm = self.denoise(prefix, noise, torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device),
-                               self.config.num_denoise_steps)
-            valid = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device) if action_is_pad is None else ~action_is_pad.bool()
-            labels = rater_labels(sfm, actions, valid, action_dims or actions.shape[-1], self.config.rater_label_alpha,
-                                  self.config.rater_label_beta, self.config.rater_label_eps)
+            sfm = self.denoise(
+                prefix,
+                noise,
+                torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device),
+                self.config.num_denoise_steps,
+            )
+            valid = (
+                torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+                if action_is_pad is None
+                else ~action_is_pad.bool()
+            )
+            labels = rater_labels(
+                sfm,
+                actions,
+                valid,
+                action_dims or actions.shape[-1],
+                self.config.rater_label_alpha,
+                self.config.rater_label_beta,
+                self.config.rater_label_eps,
+            )
         confidence = self.rater(prefix.hidden.detach(), prefix.mask, sfm)
         return ((confidence - labels).pow(2) * valid).sum() / valid.sum().clamp(min=1)
 

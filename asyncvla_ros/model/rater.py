@@ -1,5 +1,6 @@
 """The confidence rater (method §3, §11.4): a small transformer with full attention over the policy's
 prefix hidden states and the embedded SFM chunk, giving one confidence in (0, 1) per action step."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ class ConfidenceRater(nn.Module):
         self.prefix_proj = nn.Linear(config.hidden_size, width)
         self.action_proj = nn.Linear(config.max_action_dim, width)
         self.step_embedding = nn.Embedding(config.action_chunk_size, width)
-        layer = nn.TransformerEncoderLayer(width, config.rater_num_heads, 4 * width, dropout=0.0,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, config.rater_num_heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, config.rater_num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, 1)
@@ -23,15 +25,26 @@ class ConfidenceRater(nn.Module):
         """prefix_hidden (B, P, H), prefix_mask (B, P) True for real tokens, actions (B, L, A) normalised
         -> confidence (B, L)."""
         steps = torch.arange(actions.shape[1], device=actions.device)
-        tokens = torch.cat([self.prefix_proj(prefix_hidden.float()),
-                            self.action_proj(actions.float()) + self.step_embedding(steps)], dim=1)
-        padding = torch.cat([~prefix_mask.bool(), torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)], 1)
+        tokens = torch.cat(
+            [self.prefix_proj(prefix_hidden.float()), self.action_proj(actions.float()) + self.step_embedding(steps)],
+            dim=1,
+        )
+        padding = torch.cat(
+            [~prefix_mask.bool(), torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)], 1
+        )
         hidden = self.encoder(tokens, src_key_padding_mask=padding)
-        return torch.sigmoid(self.head(self.norm(hidden[:, -actions.shape[1]:])).squeeze(-1))
+        return torch.sigmoid(self.head(self.norm(hidden[:, -actions.shape[1] :])).squeeze(-1))
 
 
-def rater_labels(predicted: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, action_dims: int,
-                 alpha: float, beta: float, eps: float) -> torch.Tensor:
+def rater_labels(
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    action_dims: int,
+    alpha: float,
+    beta: float,
+    eps: float,
+) -> torch.Tensor:
     """Confidence labels (B, L) from the per-step SFM error over the real action dims, min-max
     normalised over the valid (non-padded) steps of each chunk and mapped to [alpha, beta]:
     the lowest error gets beta, the highest alpha."""

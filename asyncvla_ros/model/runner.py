@@ -1,5 +1,6 @@
 """One chunk from one observation, in robot units: what policy_node (and offline evaluation) call.
 Holds the model and processor on their device and keeps the robot-side shapes honest."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,21 +19,32 @@ def demo_checkpoint() -> Path:
 
 
 class PolicyRunner:
-    def __init__(self, checkpoint: str | Path = '', device: str = 'auto', dtype: str = 'auto',
-                 attn_implementation: str = 'auto', seed: int = 0, num_threads: int = 0):
+    def __init__(
+        self,
+        checkpoint: str | Path = '',
+        device: str = 'auto',
+        dtype: str = 'auto',
+        attn_implementation: str = 'auto',
+        seed: int = 0,
+        num_threads: int = 0,
+    ):
         """num_threads > 0 sets torch's CPU thread pool, which is per process."""
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         path = Path(checkpoint) if checkpoint else demo_checkpoint()
         if not checkpoint and not path.is_dir():
-            raise CheckpointError(f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`')
+            raise CheckpointError(
+                f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`'
+            )
         self.model, self.processor = load_checkpoint(path, device, dtype, attn_implementation)
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed >= 0 else torch.seed())
         if self.processor.state_dim != self.processor.action_dim:
-            raise CheckpointError(f'{path}: joint-space policies need state dim == action dim, got '
-                                  f'{self.processor.state_dim} and {self.processor.action_dim}')
+            raise CheckpointError(
+                f'{path}: joint-space policies need state dim == action dim, got '
+                f'{self.processor.state_dim} and {self.processor.action_dim}'
+            )
 
     @property
     def num_joints(self) -> int:
@@ -63,12 +75,21 @@ class PolicyRunner:
         committed = None
         num_committed = 0 if request.committed is None else len(request.committed)
         if num_committed:
-            committed = torch.from_numpy(self.processor.normalize_actions(request.committed, request.state))[None].to(self.device)
+            committed = torch.from_numpy(self.processor.normalize_actions(request.committed, request.state))[None].to(
+                self.device
+            )
         result = self.model.generate_chunk(
-            **inputs, committed=committed, num_committed=num_committed, sampling=request.sampling, generator=self.generator)
+            **inputs,
+            committed=committed,
+            num_committed=num_committed,
+            sampling=request.sampling,
+            generator=self.generator,
+        )
         positions = self.processor.unnormalize_actions(result.actions[0], request.state)
         sfm_positions = self.processor.unnormalize_actions(result.sfm_actions[0], request.state)
         if num_committed:  # exactly what was committed, not a normalise/unnormalise round trip
             positions[:num_committed] = sfm_positions[:num_committed] = request.committed
-        confidence = np.zeros(0, np.float32) if result.confidence is None else result.confidence[0].float().cpu().numpy()
+        confidence = (
+            np.zeros(0, np.float32) if result.confidence is None else result.confidence[0].float().cpu().numpy()
+        )
         return ChunkPrediction(positions, confidence, result.refined[0].cpu().numpy(), sfm_positions, result.timings_ms)

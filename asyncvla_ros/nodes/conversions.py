@@ -1,4 +1,5 @@
 """Conversions between ROS messages and the core's types (numpy arrays, seconds, Chunk)."""
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,10 @@ def message_class(msgtype: str):
     try:
         return getattr(importlib.import_module(f'{package}.msg'), name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ImportError(f'unknown message type {msgtype}: {package}.msg.{name} is not importable here '
-                          f'(source the workspace that builds {package})') from exc
+        raise ImportError(
+            f'unknown message type {msgtype}: {package}.msg.{name} is not importable here '
+            f'(source the workspace that builds {package})'
+        ) from exc
 
 
 def to_seconds(stamp: Time) -> float:
@@ -39,8 +42,17 @@ def to_duration(seconds: float) -> Duration:
 
 def chunk_from_msg(msg: ActionChunk) -> Chunk:
     """Raises ChunkRejected when the flat layout does not add up."""
-    return chunk_from_flat(msg.chunk_id, to_seconds(msg.start_time), msg.dt, msg.joint_names, msg.num_steps,
-                           msg.positions, msg.num_committed, msg.confidence, msg.refined)
+    return chunk_from_flat(
+        msg.chunk_id,
+        to_seconds(msg.start_time),
+        msg.dt,
+        msg.joint_names,
+        msg.num_steps,
+        msg.positions,
+        msg.num_committed,
+        msg.confidence,
+        msg.refined,
+    )
 
 
 def chunk_to_msg(chunk: Chunk, stamp: float) -> ActionChunk:
@@ -62,14 +74,16 @@ def forward_command(positions: np.ndarray) -> Float64MultiArray:
     return Float64MultiArray(data=np.asarray(positions, dtype=float).tolist())
 
 
-def joint_trajectory(joint_names, stamp: float, times: np.ndarray, positions: np.ndarray,
-                     velocities: np.ndarray | None = None) -> JointTrajectory:
+def joint_trajectory(
+    joint_names, stamp: float, times: np.ndarray, positions: np.ndarray, velocities: np.ndarray | None = None
+) -> JointTrajectory:
     """Points at absolute `times`, written as time_from_start relative to `stamp` (0 = on arrival)."""
     msg = JointTrajectory(joint_names=list(joint_names))
     msg.header.stamp = to_time(stamp)
     for i, t in enumerate(times):
-        point = JointTrajectoryPoint(positions=np.asarray(positions[i], float).tolist(),
-                                     time_from_start=to_duration(t - stamp))
+        point = JointTrajectoryPoint(
+            positions=np.asarray(positions[i], float).tolist(), time_from_start=to_duration(t - stamp)
+        )
         if velocities is not None:
             point.velocities = np.asarray(velocities[i], float).tolist()
         msg.points.append(point)
@@ -91,7 +105,7 @@ def image_to_rgb(msg) -> np.ndarray:
         if len(msg.data) != msg.step * msg.height:
             raise ValueError(f'image data has {len(msg.data)} bytes, expected step*height = {msg.step * msg.height}')
         rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-        pixels = rows[:, :msg.width * channels].reshape(msg.height, msg.width, channels)
+        pixels = rows[:, : msg.width * channels].reshape(msg.height, msg.width, channels)
         if msg.encoding == 'mono8':
             return np.repeat(pixels, 3, axis=2)
         rgb = pixels[..., :3]

@@ -5,12 +5,12 @@ control/executor.py (ExecutorCore). Lifecycle: configure reads the robot profile
 activate starts the control loop, deactivate (like ~/enable false) brakes a moving arm to rest and stops
 commanding. Nothing reaches the controller before ~/enable (or `start_enabled`).
 """
-from __future__ import annotations
 
-from dataclasses import fields
+from __future__ import annotations
 
 import threading
 import traceback
+from dataclasses import fields
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -38,8 +38,9 @@ MAX_BRAKING_WAIT_S = 2.0  # deactivate waits this long at most for a moving arm 
 class ExecutorNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('executor_node', **kwargs)
-        self.params = BoundParams(self, EXECUTOR_NODE, is_active=lambda: self.active, on_change=self._on_params,
-                                  check=self._check_param)
+        self.params = BoundParams(
+            self, EXECUTOR_NODE, is_active=lambda: self.active, on_change=self._on_params, check=self._check_param
+        )
         self.p = self.params.values()  # kept current by _on_params: read on every tick
         self.active = False
         self.core: ExecutorCore | None = None
@@ -62,7 +63,9 @@ class ExecutorNode(LifecycleNode):
         self.interface = p['command_interface']
         topic = p['command_topic'] or profile.command_topics.get(self.interface)
         if not topic:
-            self.get_logger().error(f'configure failed: no command_topic and profile {profile.name} has none for {self.interface}')
+            self.get_logger().error(
+                f'configure failed: no command_topic and profile {profile.name} has none for {self.interface}'
+            )
             return TransitionCallbackReturn.FAILURE
         message_type = JointTrajectory if self.interface == 'joint_trajectory' else Float64MultiArray
         multi_point = self.interface == 'joint_trajectory' and not p['trajectory_streaming']
@@ -74,8 +77,10 @@ class ExecutorNode(LifecycleNode):
         self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
         self.create_service(SetBool, '~/enable', self._on_enable)
         self.create_timer(1.0 / p['state_rate_hz'], self._publish_state)
-        self.get_logger().info(f'configured: profile {profile.name}, {self.interface} on {topic}, '
-                               f'{p["control_rate_hz"]:.0f} Hz, {p["interpolation"]} interpolation')
+        self.get_logger().info(
+            f'configured: profile {profile.name}, {self.interface} on {topic}, '
+            f'{p["control_rate_hz"]:.0f} Hz, {p["interpolation"]} interpolation'
+        )
         return TransitionCallbackReturn.SUCCESS
 
     @property
@@ -89,8 +94,14 @@ class ExecutorNode(LifecycleNode):
         # ticks on a grid of control periods; on sim time the loop polls /clock: one tick per control period of
         # sim time, whatever the sim's pace
         self._clock_ticks = ClockTicks() if self.get_parameter('use_sim_time').value else ClockTicks(lead=0.5)
-        self._loop = NodeLoop(self, 'executor_control', self._control_step, lambda: self.core.filter.period,
-                              realtime_priority=self.p['realtime_priority'], on_error=self._on_control_error).start()
+        self._loop = NodeLoop(
+            self,
+            'executor_control',
+            self._control_step,
+            lambda: self.core.filter.period,
+            realtime_priority=self.p['realtime_priority'],
+            on_error=self._on_control_error,
+        ).start()
         if self.p['start_enabled']:
             self._enable(True, when_ready=True)
         return super().on_activate(state)
@@ -175,8 +186,12 @@ class ExecutorNode(LifecycleNode):
                 ok, message = self.core.enable(self._now(), when_ready)
             else:
                 self.core.disable()
-                ok, message = True, 'disabled: braking to rest, then no further commands' if self.core.braking else \
-                    'disabled: no further commands'
+                ok, message = (
+                    True,
+                    'disabled: braking to rest, then no further commands'
+                    if self.core.braking
+                    else 'disabled: no further commands',
+                )
         self.get_logger().info(message)
         return ok, message
 
@@ -189,8 +204,15 @@ class ExecutorNode(LifecycleNode):
                 trajectory = self._trajectories.after_tick(self.core, tick) if self._trajectories else None
             self._publish_tick(tick)
             if trajectory is not None:
-                self._output(joint_trajectory(self.core.profile.joint_names, trajectory.times[0], trajectory.times,
-                                              trajectory.positions, trajectory.velocities))
+                self._output(
+                    joint_trajectory(
+                        self.core.profile.joint_names,
+                        trajectory.times[0],
+                        trajectory.times,
+                        trajectory.positions,
+                        trajectory.velocities,
+                    )
+                )
 
     def _on_control_error(self, exc: Exception) -> None:
         """A control step that raises: nothing more is commanded until an operator enables again. A moving
@@ -198,8 +220,9 @@ class ExecutorNode(LifecycleNode):
         commands stop at once."""
         with self.lock:
             self.core.disable(brake=not self.core.braking)
-        self.get_logger().error('control step failed; disabled, enable again to resume: '
-                                + ''.join(traceback.format_exception(exc)))
+        self.get_logger().error(
+            'control step failed; disabled, enable again to resume: ' + ''.join(traceback.format_exception(exc))
+        )
 
     def _publish_tick(self, tick: Tick) -> None:
         mode_changed, self._last_mode = tick.mode != self._last_mode, tick.mode
@@ -210,8 +233,11 @@ class ExecutorNode(LifecycleNode):
         if self.interface == 'forward_command':
             self._output(forward_command(tick.command))
         elif self.p['trajectory_streaming']:  # one point, due one period after arrival
-            self._output(joint_trajectory(self.core.profile.joint_names, 0.0, [self.core.filter.period],
-                                          [tick.command], [tick.velocity]))
+            self._output(
+                joint_trajectory(
+                    self.core.profile.joint_names, 0.0, [self.core.filter.period], [tick.command], [tick.velocity]
+                )
+            )
 
     def _output(self, msg) -> None:
         (self.preview_pub if self.p['dry_run'] else self.command_pub).publish(msg)
@@ -222,9 +248,13 @@ class ExecutorNode(LifecycleNode):
         with self.lock:
             now = self._now()
             progress = self.core.timeline.progress(now)
-            msg = ExecutorState(mode=self._last_mode, chunk_id=progress.chunk_id, step=progress.step,
-                                steps_remaining=progress.steps_remaining,
-                                limit_events=self.core.filter.limit_events)
+            msg = ExecutorState(
+                mode=self._last_mode,
+                chunk_id=progress.chunk_id,
+                step=progress.step,
+                steps_remaining=progress.steps_remaining,
+                limit_events=self.core.filter.limit_events,
+            )
             if self.core.filter.position is not None:
                 msg.last_command = self.core.filter.position.tolist()
         if self.core.enabled and self.p['dry_run']:

@@ -1,12 +1,13 @@
 """Node-owned threads that publish (control loop, physics, camera): paced, and ending quietly when the
 ROS context shuts down under them; and the nodes' common `main`."""
+
 from __future__ import annotations
 
 import gc
 import os
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
@@ -15,7 +16,6 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 from asyncvla_ros.control.pacing import run_paced
-
 
 GIL_SWITCH_INTERVAL_S = 0.0002
 
@@ -26,14 +26,21 @@ class NodeLoop:
     permission the loop runs at normal priority and says so once. `on_error` gets an exception a step
     raised, and the loop goes on; without it the exception ends the loop."""
 
-    def __init__(self, node: Node, name: str, step: Callable[[], None], period: Callable[[], float],
-                 realtime_priority: int = 0, on_error: Callable[[Exception], None] | None = None):
+    def __init__(
+        self,
+        node: Node,
+        name: str,
+        step: Callable[[], None],
+        period: Callable[[], float],
+        realtime_priority: int = 0,
+        on_error: Callable[[Exception], None] | None = None,
+    ):
         self._node, self._step, self._period = node, step, period
         self._priority, self._on_error = realtime_priority, on_error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> 'NodeLoop':
+    def start(self) -> NodeLoop:
         self._thread.start()
         return self
 

@@ -6,11 +6,13 @@ and whether it may change while the node is active. From this, the nodes declare
 checked. No rclpy here, so the schemas can be read and tested anywhere; `nodes/ros_params.py` binds
 them to a node.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -124,12 +126,13 @@ class ParamSchema:
         return values
 
     def markdown_table(self) -> str:
-        rows = ['| parameter | type | default | allowed | run time | description |',
-                '|---|---|---|---|---|---|']
+        rows = ['| parameter | type | default | allowed | run time | description |', '|---|---|---|---|---|---|']
         for p in self:
             default = 'unset' if p.default is None else f'`{p.default!r}`' if p.default != '' else '`""`'
-            rows.append(f'| `{p.name}` | {p.type} | {default} | {p.constraint_text()} | '
-                        f'{"yes" if p.runtime else "no"} | {p.description} |')
+            rows.append(
+                f'| `{p.name}` | {p.type} | {default} | {p.constraint_text()} | '
+                f'{"yes" if p.runtime else "no"} | {p.description} |'
+            )
         return '\n'.join(rows)
 
 
@@ -140,84 +143,336 @@ def camera_topics_for(camera_keys) -> list[str]:
 
 SO101_JOINTS = ['shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper']
 
-POLICY_NODE = ParamSchema('policy_node', [
-    Param('checkpoint', 'string', '', 'Checkpoint directory (safetensors + JSON); empty: the demo checkpoint shipped with the package.'),
-    Param('device', 'string', 'auto', 'Where the model runs; auto picks CUDA when present.', choices=('auto', 'cuda', 'cpu')),
-    Param('dtype', 'string', 'auto', 'Model weights dtype; auto is bfloat16 on CUDA, float32 on CPU.', choices=('auto', 'bfloat16', 'float32')),
-    Param('attn_implementation', 'string', 'auto', "Attention kernel; auto is sdpa (FlashAttention-2 cannot take the action tokens' attention mask).",
-          choices=('auto', 'sdpa', 'eager')),
-    Param('num_threads', 'int', 0, "CPU threads for the model's operations (torch.set_num_threads); 0: one fewer than the CPU cores, at least 1, which leaves a core to the node's callbacks, the executor and the drivers.", range=(0, 1024)),
-    Param('inference_process', 'bool', True, "Run the model in a child process, so that the node's callbacks (joint states at hundreds of Hz) do not share Python's GIL with inference, and the node itself never imports torch (it starts in about a second); false runs it in a thread of the node."),
-    Param('camera_topics', 'string_array', None,
-          "Image topics (sensor_msgs/Image, or CompressedImage when the name ends in /compressed), one per checkpoint camera, in the checkpoint's order; unset: camera/<name>/image_raw for each checkpoint camera observation.images.<name>."),
-    Param('camera_keys', 'string_array', None, "The checkpoint's camera keys, one per camera topic, same order: a check that the topics are wired as trained; unset skips it."),
-    Param('joint_names', 'string_array', SO101_JOINTS, 'Joints forming the state and action vector, in model order; matched by name in /joint_states.'),
-    Param('robot_profile', 'string', 'so101', "Robot profile (a name in config/robots or a path) whose scale and offset map joint states into the policy's units; give the executor the same one."),
-    Param('instruction', 'string', 'pick up the purple block and place it on the green target',
-          'Task instruction used until one arrives on /asyncvla/instruction.', runtime=True),
-    Param('num_denoise_steps', 'int', 3, 'Euler steps for SFM.', range=(1, 100), runtime=True),
-    Param('num_denoise_steps_afm', 'int', 3, 'Euler steps for the AFM regeneration of low-confidence steps.', range=(1, 100), runtime=True),
-    Param('self_correction', 'bool', True, 'Rate the SFM chunk and regenerate low-confidence steps with AFM.', runtime=True),
-    Param('confidence_threshold', 'double', 0.5, 'Steps whose confidence is below this are regenerated.', range=(0.0, 1.0), runtime=True),
-    Param('num_correction_rounds', 'int', 1, 'Rate-and-regenerate rounds per chunk.', range=(1, 5), runtime=True),
-    Param('delay_compensation', 'bool', False, 'Pass the steps that run during inference to the model as committed tokens.', runtime=True),
-    Param('refill_threshold', 'int', 2, 'Request a new chunk when the executor has this many steps left, or the measured delay plus one when that is more (the chunk arrives before the plan runs out).', range=(0, 1000), runtime=True),
-    Param('rate_hz', 'double', 0.0, 'Fixed inference rate; 0 means refill-driven.', range=(0.0, 100.0), runtime=True),
-    Param('max_observation_age_s', 'double', 0.5, 'Skip inference when an input is older than this.', range=(0.001, 60.0), runtime=True),
-    Param('seed', 'int', 0, 'Seed of the sampling noise; -1 seeds from the clock.', range=(-1, 2**31 - 1)),
-])
+POLICY_NODE = ParamSchema(
+    'policy_node',
+    [
+        Param(
+            'checkpoint',
+            'string',
+            '',
+            'Checkpoint directory (safetensors + JSON); empty: the demo checkpoint shipped with the package.',
+        ),
+        Param(
+            'device',
+            'string',
+            'auto',
+            'Where the model runs; auto picks CUDA when present.',
+            choices=('auto', 'cuda', 'cpu'),
+        ),
+        Param(
+            'dtype',
+            'string',
+            'auto',
+            'Model weights dtype; auto is bfloat16 on CUDA, float32 on CPU.',
+            choices=('auto', 'bfloat16', 'float32'),
+        ),
+        Param(
+            'attn_implementation',
+            'string',
+            'auto',
+            "Attention kernel; auto is sdpa (FlashAttention-2 cannot take the action tokens' attention mask).",
+            choices=('auto', 'sdpa', 'eager'),
+        ),
+        Param(
+            'num_threads',
+            'int',
+            0,
+            'CPU threads for the model (torch.set_num_threads); 0: one fewer than the CPU cores, at least 1.',
+            range=(0, 1024),
+        ),
+        Param(
+            'inference_process',
+            'bool',
+            True,
+            "Run the model in a child process, so inference never holds the node's GIL; false: in a node thread.",
+        ),
+        Param(
+            'camera_topics',
+            'string_array',
+            None,
+            'Image topics (Image, or CompressedImage for names ending in /compressed), one per checkpoint camera '
+            'in its '
+            'order; unset: camera/<name>/image_raw for each checkpoint camera.',
+        ),
+        Param(
+            'camera_keys',
+            'string_array',
+            None,
+            "The checkpoint's camera keys in topic order, checked at configure; unset skips the check.",
+        ),
+        Param(
+            'joint_names',
+            'string_array',
+            SO101_JOINTS,
+            'Joints forming the state and action vector, in model order; matched by name in /joint_states.',
+        ),
+        Param(
+            'robot_profile',
+            'string',
+            'so101',
+            "Robot profile (a name in config/robots or a path) whose scale and offset map joint states to the policy's "
+            'units; give the executor the same one.',
+        ),
+        Param(
+            'instruction',
+            'string',
+            'pick up the purple block and place it on the green target',
+            'Task instruction used until one arrives on /asyncvla/instruction.',
+            runtime=True,
+        ),
+        Param('num_denoise_steps', 'int', 3, 'Euler steps for SFM.', range=(1, 100), runtime=True),
+        Param(
+            'num_denoise_steps_afm',
+            'int',
+            3,
+            'Euler steps for the AFM regeneration of low-confidence steps.',
+            range=(1, 100),
+            runtime=True,
+        ),
+        Param(
+            'self_correction',
+            'bool',
+            True,
+            'Rate the SFM chunk and regenerate low-confidence steps with AFM.',
+            runtime=True,
+        ),
+        Param(
+            'confidence_threshold',
+            'double',
+            0.5,
+            'Steps whose confidence is below this are regenerated.',
+            range=(0.0, 1.0),
+            runtime=True,
+        ),
+        Param('num_correction_rounds', 'int', 1, 'Rate-and-regenerate rounds per chunk.', range=(1, 5), runtime=True),
+        Param(
+            'delay_compensation',
+            'bool',
+            False,
+            'Pass the steps that run during inference to the model as committed tokens.',
+            runtime=True,
+        ),
+        Param(
+            'refill_threshold',
+            'int',
+            2,
+            'Request a chunk when the executor has this many steps left, or the measured delay plus one if more.',
+            range=(0, 1000),
+            runtime=True,
+        ),
+        Param(
+            'rate_hz', 'double', 0.0, 'Fixed inference rate; 0 means refill-driven.', range=(0.0, 100.0), runtime=True
+        ),
+        Param(
+            'max_observation_age_s',
+            'double',
+            0.5,
+            'Skip inference when an input is older than this.',
+            range=(0.001, 60.0),
+            runtime=True,
+        ),
+        Param('seed', 'int', 0, 'Seed of the sampling noise; -1 seeds from the clock.', range=(-1, 2**31 - 1)),
+    ],
+)
 
-EXECUTOR_NODE = ParamSchema('executor_node', [
-    Param('robot_profile', 'string', 'so101', 'Robot profile: a name in config/robots or a path to a profile YAML.'),
-    Param('joint_names', 'string_array', None, 'Overrides the profile: joints in command order.'),
-    Param('position_min', 'double_array', None, 'Overrides the profile: lower position limits, one per joint (rad or m).', runtime=True),
-    Param('position_max', 'double_array', None, 'Overrides the profile: upper position limits, one per joint.', runtime=True),
-    Param('velocity_max', 'double_array', None, 'Overrides the profile: velocity limits, one per joint (per second).', runtime=True),
-    Param('acceleration_max', 'double_array', None, 'Overrides the profile: acceleration limits, one per joint (per second squared).', runtime=True),
-    Param('command_interface', 'string', 'joint_trajectory', 'How commands reach the arm controller.',
-          choices=('joint_trajectory', 'forward_command')),
-    Param('command_topic', 'string', '', "Controller topic; empty: the profile's topic for the chosen interface."),
-    Param('trajectory_streaming', 'bool', False, 'joint_trajectory only: stream single points at control_rate_hz instead of one multi-point trajectory per chunk.'),
-    Param('trajectory_lead_s', 'double', 0.05, 'joint_trajectory only: compute each command this long (in whole control periods, at least two) before it is due, so that a new trajectory reaches the controller before its first point; every chunk takes effect that much later.', range=(0.0, 1.0)),
-    Param('control_rate_hz', 'double', 100.0, 'Command and safety-filter rate.', range=(1.0, 1000.0), runtime=True),
-    Param('realtime_priority', 'int', 50, 'SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE or rtprio); 0 for normal scheduling.', range=(0, 99)),
-    Param('state_rate_hz', 'double', 50.0, 'ExecutorState publication rate.', range=(1.0, 1000.0)),
-    Param('interpolation', 'string', 'cubic', 'Interpolant through the chunk steps.', choices=('linear', 'cubic', 'quintic'), runtime=True),
-    Param('watchdog_timeout_s', 'double', 2.0, 'Hold when no chunk has arrived for this long, even if the plan has steps left.', range=(0.01, 600.0), runtime=True),
-    Param('max_joint_state_age_s', 'double', 0.2, 'Hold when the newest joint state is older than this.', range=(0.001, 10.0), runtime=True),
-    Param('max_chunk_delay_s', 'double', 1.0, 'Reject chunks whose newest step is already this far in the past.', range=(0.0, 60.0), runtime=True),
-    Param('chunk_fade_per_lateness', 'double', 1.5, 'Fade a new chunk in from the running plan over this many times its lateness (how long after its first step was due it arrived; 0: switch at once). Damps the loop when inference is slow; a prompt chunk takes over almost at once.', range=(0.0, 10.0), runtime=True),
-    Param('dry_run', 'bool', False, 'Publish commands only on ~/preview, never to the controller.', runtime=True),
-    Param('start_enabled', 'bool', False, 'Enable commanding at activation; otherwise wait for ~/enable.'),
-    Param('ramp_in_s', 'double', 1.0, 'After enable, blend from the measured position into the plan over this time.', range=(0.0, 30.0), runtime=True),
-])
+EXECUTOR_NODE = ParamSchema(
+    'executor_node',
+    [
+        Param(
+            'robot_profile', 'string', 'so101', 'Robot profile: a name in config/robots or a path to a profile YAML.'
+        ),
+        Param('joint_names', 'string_array', None, 'Overrides the profile: joints in command order.'),
+        Param(
+            'position_min',
+            'double_array',
+            None,
+            'Overrides the profile: lower position limits, one per joint (rad or m).',
+            runtime=True,
+        ),
+        Param(
+            'position_max',
+            'double_array',
+            None,
+            'Overrides the profile: upper position limits, one per joint.',
+            runtime=True,
+        ),
+        Param(
+            'velocity_max',
+            'double_array',
+            None,
+            'Overrides the profile: velocity limits, one per joint (per second).',
+            runtime=True,
+        ),
+        Param(
+            'acceleration_max',
+            'double_array',
+            None,
+            'Overrides the profile: acceleration limits, one per joint (per second squared).',
+            runtime=True,
+        ),
+        Param(
+            'command_interface',
+            'string',
+            'joint_trajectory',
+            'How commands reach the arm controller.',
+            choices=('joint_trajectory', 'forward_command'),
+        ),
+        Param('command_topic', 'string', '', "Controller topic; empty: the profile's topic for the chosen interface."),
+        Param(
+            'trajectory_streaming',
+            'bool',
+            False,
+            'joint_trajectory only: stream single points at control_rate_hz instead of multi-point trajectories.',
+        ),
+        Param(
+            'trajectory_lead_s',
+            'double',
+            0.05,
+            'joint_trajectory only: compute commands this far ahead (at least two control periods), so that each '
+            'trajectory '
+            'reaches the controller before its first point; chunks take effect that much later.',
+            range=(0.0, 1.0),
+        ),
+        Param('control_rate_hz', 'double', 100.0, 'Command and safety-filter rate.', range=(1.0, 1000.0), runtime=True),
+        Param(
+            'realtime_priority',
+            'int',
+            50,
+            'SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE or rtprio); 0 for normal scheduling.',
+            range=(0, 99),
+        ),
+        Param('state_rate_hz', 'double', 50.0, 'ExecutorState publication rate.', range=(1.0, 1000.0)),
+        Param(
+            'interpolation',
+            'string',
+            'cubic',
+            'Interpolant through the chunk steps.',
+            choices=('linear', 'cubic', 'quintic'),
+            runtime=True,
+        ),
+        Param(
+            'watchdog_timeout_s',
+            'double',
+            2.0,
+            'Hold when no chunk has arrived for this long, even if the plan has steps left.',
+            range=(0.01, 600.0),
+            runtime=True,
+        ),
+        Param(
+            'max_joint_state_age_s',
+            'double',
+            0.2,
+            'Hold when the newest joint state is older than this.',
+            range=(0.001, 10.0),
+            runtime=True,
+        ),
+        Param(
+            'max_chunk_delay_s',
+            'double',
+            1.0,
+            'Reject chunks whose newest step is already this far in the past.',
+            range=(0.0, 60.0),
+            runtime=True,
+        ),
+        Param(
+            'chunk_fade_per_lateness',
+            'double',
+            1.5,
+            'Fade a new chunk in from the running plan over this many times its lateness (how long after its first '
+            'step '
+            'was due it arrived); 0 switches at once.',
+            range=(0.0, 10.0),
+            runtime=True,
+        ),
+        Param('dry_run', 'bool', False, 'Publish commands only on ~/preview, never to the controller.', runtime=True),
+        Param('start_enabled', 'bool', False, 'Enable commanding at activation; otherwise wait for ~/enable.'),
+        Param(
+            'ramp_in_s',
+            'double',
+            1.0,
+            'After enable, blend from the measured position into the plan over this time.',
+            range=(0.0, 30.0),
+            runtime=True,
+        ),
+    ],
+)
 
-SIM_ARM_NODE = ParamSchema('sim_arm_node', [
-    Param('seed', 'int', 0, 'Scene seed: the scene at start and the first ~/reset since it was set are drawn from seed, the k-th reset from seed + k - 1 (setting it restarts the count, so two runs share their scenes, as evaluate --scene-seed does).',
-          range=(0, 2**31 - 1), runtime=True),
-    Param('camera_names', 'string_array', ['front', 'wrist'], 'Cameras published, each on /camera/<name>/image_raw: front (the workspace) and wrist (rides on the gripper).'),
-    Param('image_width', 'int', 224, 'Camera image width (pixels).', range=(16, 1920)),
-    Param('image_height', 'int', 224, 'Camera image height (pixels).', range=(16, 1080)),
-    Param('camera_rate_hz', 'double', 10.0, 'Camera frame rate; 0 disables the camera.', range=(0.0, 60.0)),
-    Param('light_meshes', 'bool', True, 'Draw the cameras with decimated SO-101 meshes (about 5x cheaper in software OpenGL, a grey level or two from the full meshes); false draws the full CAD meshes.'),
-    Param('joint_state_rate_hz', 'double', 100.0, 'Joint state rate (the sim advances in steps of this period).', range=(1.0, 1000.0)),
-    Param('real_time_factor', 'double', 1.0, 'Sim seconds per wall second; 0 runs as fast as possible.', range=(0.0, 100.0)),
-    Param('publish_clock', 'bool', False, 'Publish /clock with sim time (for use_sim_time).'),
-])
+SIM_ARM_NODE = ParamSchema(
+    'sim_arm_node',
+    [
+        Param(
+            'seed',
+            'int',
+            0,
+            'Scene seed: the scene at start and the first ~/reset after it is set come from seed, the k-th reset from '
+            'seed + k - 1.',
+            range=(0, 2**31 - 1),
+            runtime=True,
+        ),
+        Param(
+            'camera_names',
+            'string_array',
+            ['front', 'wrist'],
+            'Cameras published on /camera/<name>/image_raw: front (the workspace) and wrist (on the gripper).',
+        ),
+        Param('image_width', 'int', 224, 'Camera image width (pixels).', range=(16, 1920)),
+        Param('image_height', 'int', 224, 'Camera image height (pixels).', range=(16, 1080)),
+        Param('camera_rate_hz', 'double', 10.0, 'Camera frame rate; 0 disables the camera.', range=(0.0, 60.0)),
+        Param(
+            'light_meshes',
+            'bool',
+            True,
+            'Draw the cameras with decimated SO-101 meshes (cheaper to render); false draws the full CAD meshes.',
+        ),
+        Param(
+            'joint_state_rate_hz',
+            'double',
+            100.0,
+            'Joint state rate (the sim advances in steps of this period).',
+            range=(1.0, 1000.0),
+        ),
+        Param(
+            'real_time_factor',
+            'double',
+            1.0,
+            'Sim seconds per wall second; 0 runs as fast as possible.',
+            range=(0.0, 100.0),
+        ),
+        Param('publish_clock', 'bool', False, 'Publish /clock with sim time (for use_sim_time).'),
+    ],
+)
 
 SCHEMAS = {s.node: s for s in (POLICY_NODE, EXECUTOR_NODE, SIM_ARM_NODE)}
+
+
+def render_markdown() -> str:
+    """docs/parameters.md: every node's table."""
+    sections = [f'## {node}\n\n{schema.markdown_table()}\n' for node, schema in SCHEMAS.items()]
+    return (
+        '# Parameters\n\nGenerated from `asyncvla_ros/nodes/params.py` by `asyncvla docs`: edit the schema, not this '
+        'file. A set with an invalid value is refused with the reason; a parameter that is not a run-time one is '
+        'refused while the node is active. `config/<node>.yaml` holds the same defaults.\n\n' + '\n'.join(sections)
+    )
 
 
 def render_yaml(schema: ParamSchema, values: dict[str, Any] | None = None) -> str:
     """A ROS parameter file for `schema` with each description as a comment; `values` override the
     defaults (so a regenerated file keeps its tuned values)."""
     values = {**schema.defaults(), **(values or {})}
-    lines = [f'# {schema.node} parameters (generated from asyncvla_ros/nodes/params.py: `asyncvla docs`).',
-             '/**:', '  ros__parameters:']
+    lines = [
+        f'# {schema.node} parameters (generated from asyncvla_ros/nodes/params.py: `asyncvla docs`).',
+        '/**:',
+        '  ros__parameters:',
+    ]
     for p in schema:
-        lines.append(f'    # {p.description}' + (f' Allowed: {p.constraint_text().replace(chr(92), "")}.' if p.constraint_text() else ''))
+        lines.append(
+            f'    # {p.description}'
+            + (f' Allowed: {p.constraint_text().replace(chr(92), "")}.' if p.constraint_text() else '')
+        )
         if values[p.name] is None:
             lines.append(f'    # {p.name}: unset')
         else:
-            lines.append(f'    {yaml.safe_dump({p.name: values[p.name]}, default_flow_style=True, width=1000).strip()[1:-1]}')
+            lines.append(
+                f'    {yaml.safe_dump({p.name: values[p.name]}, default_flow_style=True, width=1000).strip()[1:-1]}'
+            )
     return '\n'.join(lines) + '\n'

@@ -7,6 +7,7 @@ worker thread, so callbacks never block. A missing, stale or bad input skips a r
 (PolicyStatus, /diagnostics, log). Each request pairs the images with the joint states of their moment
 (control/observation.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -47,14 +48,20 @@ def _in_process_runner():
     """PolicyRunner, imported only when the model runs in the node's own process: it brings torch and
     transformers, which a node with the model in its child process never needs."""
     from asyncvla_ros.model.runner import PolicyRunner
+
     return PolicyRunner
 
 
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('policy_node', **kwargs)
-        self.params = BoundParams(self, POLICY_NODE, is_active=lambda: self.active,
-                                  on_change=lambda changed: self.p.update(changed), check=self._check_param)
+        self.params = BoundParams(
+            self,
+            POLICY_NODE,
+            is_active=lambda: self.active,
+            on_change=lambda changed: self.p.update(changed),
+            check=self._check_param,
+        )
         self.p = self.params.values()
         self.active = False
         self.runner = None  # InferenceProcess, or PolicyRunner with inference_process false
@@ -80,17 +87,27 @@ class PolicyNode(LifecycleNode):
         p = self.p
         try:
             runner = InferenceProcess if p['inference_process'] else _in_process_runner()
-            self.runner = runner(p['checkpoint'], p['device'], p['dtype'], p['attn_implementation'], p['seed'],
-                                 cpu_threads(p['num_threads']))
+            self.runner = runner(
+                p['checkpoint'],
+                p['device'],
+                p['dtype'],
+                p['attn_implementation'],
+                p['seed'],
+                cpu_threads(p['num_threads']),
+            )
             keys = self.runner.camera_keys
             self.camera_topics = list(p['camera_topics'] or camera_topics_for(keys))
             if len(self.camera_topics) != len(keys):
-                raise CheckpointError(f'{len(self.camera_topics)} camera_topics for a checkpoint with {len(keys)} camera(s) {keys}')
+                raise CheckpointError(
+                    f'{len(self.camera_topics)} camera_topics for a checkpoint with {len(keys)} camera(s) {keys}'
+                )
             if p['camera_keys'] and list(p['camera_keys']) != keys:
-                raise CheckpointError(f'camera_keys {p["camera_keys"]} do not match the checkpoint\'s {keys}')
+                raise CheckpointError(f"camera_keys {p['camera_keys']} do not match the checkpoint's {keys}")
             self.profile = load_profile(p['robot_profile'])
             if len(p['joint_names']) != self.runner.num_joints:
-                raise CheckpointError(f'{len(p["joint_names"])} joint_names but the checkpoint has {self.runner.num_joints} joints')
+                raise CheckpointError(
+                    f'{len(p["joint_names"])} joint_names but the checkpoint has {self.runner.num_joints} joints'
+                )
             self._warm_up()
         except (CheckpointError, OSError, RuntimeError, ValueError) as exc:
             self._drop_runner()
@@ -99,15 +116,22 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f'cameras: {dict(zip(keys, self.camera_topics))}')
         for topic in self.camera_topics:
             compressed = topic.rstrip('/').endswith('compressed')
-            self.create_subscription(CompressedImage if compressed else Image, topic,
-                                     lambda msg, t=topic: self._on_image(t, msg), qos_profile_sensor_data)
+            self.create_subscription(
+                CompressedImage if compressed else Image,
+                topic,
+                lambda msg, t=topic: self._on_image(t, msg),
+                qos_profile_sensor_data,
+            )
         self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
         self.create_subscription(String, 'asyncvla/instruction', self._on_instruction, 10)
         self.create_subscription(ExecutorState, 'asyncvla/executor_state', self._on_executor_state, 10)
         # a lifecycle publisher: a chunk whose inference was in flight at deactivate is not sent
         self.chunk_pub = self.create_lifecycle_publisher(ActionChunk, 'asyncvla/action_chunk', 10)
-        self._set_state('idle', f'configured: {self.runner.chunk_size} steps of {self.runner.dt:.3f} s on {self.runner.device}'
-                                + (' (inference process)' if p['inference_process'] else ''))
+        self._set_state(
+            'idle',
+            f'configured: {self.runner.chunk_size} steps of {self.runner.dt:.3f} s on {self.runner.device}'
+            + (' (inference process)' if p['inference_process'] else ''),
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -158,8 +182,12 @@ class PolicyNode(LifecycleNode):
         # with the node's self_correction, so a checkpoint whose rater is untrained fails configure, saying so
         request = ChunkRequest(images, np.zeros(joints), self.instruction, sampling=Sampling.from_params(self.p))
         prediction = self.runner.predict(request)
-        self.loop = RequestLoop(self.p['joint_names'], self.runner.dt, self.runner.chunk_size,
-                                initial_delay_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1)
+        self.loop = RequestLoop(
+            self.p['joint_names'],
+            self.runner.dt,
+            self.runner.chunk_size,
+            initial_delay_steps=prediction.timings_ms.get('prefix_ms', 0.0) / 1e3 / self.runner.dt + 1,
+        )
 
     # --- inputs (fast: store and return)
     def _now(self) -> float:
@@ -180,8 +208,11 @@ class PolicyNode(LifecycleNode):
         index = {n: i for i, n in enumerate(msg.name)}
         missing = [j for j in self.p['joint_names'] if j not in index]
         if missing or len(msg.position) != len(msg.name):
-            self._report(f'joint state refused: missing joints {missing}' if missing else
-                         'joint state refused: names and positions differ in length')
+            self._report(
+                f'joint state refused: missing joints {missing}'
+                if missing
+                else 'joint state refused: names and positions differ in length'
+            )
             return
         q = np.array([msg.position[index[j]] for j in self.p['joint_names']], dtype=float)
         if not np.all(np.isfinite(q)):
@@ -195,7 +226,10 @@ class PolicyNode(LifecycleNode):
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
         if not text or len(text) > MAX_INSTRUCTION_CHARS:
-            self._report(f'instruction refused: {"empty" if not text else f"{len(text)} characters (max {MAX_INSTRUCTION_CHARS})"}')
+            self._report(
+                f'instruction refused: '
+                f'{"empty" if not text else f"{len(text)} characters (max {MAX_INSTRUCTION_CHARS})"}'
+            )
             return
         with self.lock:
             self.instruction = text
@@ -203,34 +237,50 @@ class PolicyNode(LifecycleNode):
 
     def _on_executor_state(self, msg: ExecutorState) -> None:
         with self.lock:
-            self.executor_progress = ExecutorProgress(msg.chunk_id, msg.step, msg.steps_remaining,
-                                             msg.mode in ('executing', 'dry_run'))
+            self.executor_progress = ExecutorProgress(
+                msg.chunk_id, msg.step, msg.steps_remaining, msg.mode in ('executing', 'dry_run')
+            )
 
     # --- requests
     def _maybe_request(self) -> None:
         now = self._now()
         with self.lock:
-            if self.busy or self.runner is None or not self.loop.due(now, RequestSettings.from_params(self.p), self.executor_progress):
+            if (
+                self.busy
+                or self.runner is None
+                or not self.loop.due(now, RequestSettings.from_params(self.p), self.executor_progress)
+            ):
                 return
             reason = self._missing_input(now)
-            joints, note = (None, '') if reason else self.joints.pair(min(self.images[t][1] for t in self.camera_topics))
+            joints, note = (
+                (None, '') if reason else self.joints.pair(min(self.images[t][1] for t in self.camera_topics))
+            )
             if joints is None:
                 self._report(f'inference skipped: {reason or note}')
                 return
             if note:
                 self._report(note)
             observed = min(self.images[t][0] for t in self.camera_topics)  # when the observation was taken
-            pending = self.loop.request(now, RequestSettings.from_params(self.p), observed,
-                                        [self.images[t][2] for t in self.camera_topics], joints, self.instruction,
-                                        self.executor_progress)
+            pending = self.loop.request(
+                now,
+                RequestSettings.from_params(self.p),
+                observed,
+                [self.images[t][2] for t in self.camera_topics],
+                joints,
+                self.instruction,
+                self.executor_progress,
+            )
             self.busy = True
         self.worker.submit(self._infer, pending, time.perf_counter())
 
     def _missing_input(self, now: float) -> str:
         max_age = self.p['max_observation_age_s']
         if self.joints_received is None or now - self.joints_received > max_age:
-            return self._nothing_on('joint_states') if self.joints_received is None else \
-                f'joint state is {now - self.joints_received:.2f} s old'
+            return (
+                self._nothing_on('joint_states')
+                if self.joints_received is None
+                else f'joint state is {now - self.joints_received:.2f} s old'
+            )
         for topic in self.camera_topics:
             if topic not in self.images:
                 return self._nothing_on(topic)
@@ -247,7 +297,9 @@ class PolicyNode(LifecycleNode):
             self._set_state('error', f'inference failed: {exc!r}', error=True)
             return
         with self.lock:
-            chunk = self.loop.complete(pending, prediction, self._now(), self.executor_progress)  # the arm's time: sim time on /clock
+            chunk = self.loop.complete(
+                pending, prediction, self._now(), self.executor_progress
+            )  # the arm's time: sim time on /clock
         self.chunk_pub.publish(chunk_to_msg(chunk, pending.observed))
         elapsed = time.perf_counter() - started
         with self.lock:
@@ -260,25 +312,50 @@ class PolicyNode(LifecycleNode):
         free = ~prediction.refined[committed:] if len(prediction.refined) else np.zeros(0, bool)
         refined_fraction = float(1.0 - free.mean()) if free.size else 0.0
         confidence = float(prediction.confidence[committed:].mean()) if prediction.confidence.size else 0.0
-        self._publish_status(chunk.chunk_id, (pending.requested_at - pending.observed) * 1e3, prediction.timings_ms,
-                             elapsed * 1e3, refined_fraction, confidence)
+        self._publish_status(
+            chunk.chunk_id,
+            (pending.requested_at - pending.observed) * 1e3,
+            prediction.timings_ms,
+            elapsed * 1e3,
+            refined_fraction,
+            confidence,
+        )
 
     # --- status
     def _publish_status(self, chunk_id, age_ms, timings, total_ms, refined_fraction, confidence) -> None:
-        msg = PolicyStatus(state=self.state, last_chunk_id=chunk_id, observation_age_ms=age_ms,
-                           prefix_ms=timings.get('prefix_ms', 0.0), sfm_ms=timings.get('sfm_ms', 0.0),
-                           rater_ms=timings.get('rater_ms', 0.0), afm_ms=timings.get('afm_ms', 0.0), total_ms=total_ms,
-                           refined_fraction=refined_fraction, mean_confidence=confidence, message=self.message)
+        msg = PolicyStatus(
+            state=self.state,
+            last_chunk_id=chunk_id,
+            observation_age_ms=age_ms,
+            prefix_ms=timings.get('prefix_ms', 0.0),
+            sfm_ms=timings.get('sfm_ms', 0.0),
+            rater_ms=timings.get('rater_ms', 0.0),
+            afm_ms=timings.get('afm_ms', 0.0),
+            total_ms=total_ms,
+            refined_fraction=refined_fraction,
+            mean_confidence=confidence,
+            message=self.message,
+        )
         msg.header.stamp = to_time(self._now())
         self.status_pub.publish(msg)
-        values = {'chunk_id': chunk_id, 'total_ms': f'{total_ms:.1f}', 'observation_age_ms': f'{age_ms:.1f}',
-                  'refined_fraction': f'{refined_fraction:.3f}', 'mean_confidence': f'{confidence:.3f}',
-                  'delay_steps': self.loop.delay.delay}
+        values = {
+            'chunk_id': chunk_id,
+            'total_ms': f'{total_ms:.1f}',
+            'observation_age_ms': f'{age_ms:.1f}',
+            'refined_fraction': f'{refined_fraction:.3f}',
+            'mean_confidence': f'{confidence:.3f}',
+            'delay_steps': self.loop.delay.delay,
+        }
         self._publish_diagnostics(DiagnosticStatus.OK, 'chunk published', values)
 
     def _publish_diagnostics(self, level, message: str, values: dict | None = None) -> None:
-        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: AsyncVLA policy', hardware_id='asyncvla_ros',
-                                  message=message, values=[KeyValue(key=k, value=str(v)) for k, v in (values or {}).items()])
+        status = DiagnosticStatus(
+            level=level,
+            name=f'{self.get_name()}: AsyncVLA policy',
+            hardware_id='asyncvla_ros',
+            message=message,
+            values=[KeyValue(key=k, value=str(v)) for k, v in (values or {}).items()],
+        )
         array = DiagnosticArray(status=[status])
         array.header.stamp = to_time(self._now())
         self.diagnostics_pub.publish(array)
@@ -296,8 +373,11 @@ class PolicyNode(LifecycleNode):
             return
         self.message = reason
         self.get_logger().warning(reason)
-        msg = PolicyStatus(state=self.state, message=reason,
-                           last_chunk_id=self.loop.last_chunk.chunk_id if self.loop and self.loop.last_chunk else 0)
+        msg = PolicyStatus(
+            state=self.state,
+            message=reason,
+            last_chunk_id=self.loop.last_chunk.chunk_id if self.loop and self.loop.last_chunk else 0,
+        )
         msg.header.stamp = to_time(self._now())
         self.status_pub.publish(msg)
         self._publish_diagnostics(DiagnosticStatus.WARN, reason)

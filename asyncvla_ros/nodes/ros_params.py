@@ -1,8 +1,10 @@
 """Binds a parameter schema (nodes/params.py) to an rclpy node: declaration with descriptors,
 validation of every set, and reading the current values."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
@@ -12,8 +14,11 @@ from rclpy.parameter import Parameter
 from asyncvla_ros.nodes.params import ParamSchema
 
 _ROS_TYPES = {
-    'bool': Parameter.Type.BOOL, 'int': Parameter.Type.INTEGER, 'double': Parameter.Type.DOUBLE,
-    'string': Parameter.Type.STRING, 'string_array': Parameter.Type.STRING_ARRAY,
+    'bool': Parameter.Type.BOOL,
+    'int': Parameter.Type.INTEGER,
+    'double': Parameter.Type.DOUBLE,
+    'string': Parameter.Type.STRING,
+    'string_array': Parameter.Type.STRING_ARRAY,
     'double_array': Parameter.Type.DOUBLE_ARRAY,
 }
 
@@ -26,9 +31,14 @@ class BoundParams:
     `is_active()` is true. Accepted changes are reported to `on_change`.
     """
 
-    def __init__(self, node: Node, schema: ParamSchema, is_active: Callable[[], bool],
-                 on_change: Callable[[dict[str, Any]], None] | None = None,
-                 check: Callable[[str, Any], str | None] | None = None):
+    def __init__(
+        self,
+        node: Node,
+        schema: ParamSchema,
+        is_active: Callable[[], bool],
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        check: Callable[[str, Any], str | None] | None = None,
+    ):
         self._node = node
         self._check = check
         self._schema = schema
@@ -36,10 +46,15 @@ class BoundParams:
         self._on_change = on_change
         for p in schema:
             descriptor = ParameterDescriptor(
-                name=p.name, type=_ROS_TYPES[p.type].value, description=p.description,
-                additional_constraints=p.constraint_text().replace('\\|', '|'))
+                name=p.name,
+                type=_ROS_TYPES[p.type].value,
+                description=p.description,
+                additional_constraints=p.constraint_text().replace('\\|', '|'),
+            )
             if p.range is not None and p.type == 'double':
-                descriptor.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]))]
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]))
+                ]
             elif p.range is not None and p.type == 'int':
                 descriptor.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
             default = _ROS_TYPES[p.type] if p.default is None else p.default  # a bare type: declared, unset

@@ -6,6 +6,7 @@ Publishes /joint_states at the sim rate and /camera/<name>/image_raw (rgb8) per 
 /sim/task_success reports the pick-and-place result and /sim/task_phase how far the episode got (none,
 reached, carried, placed), /clock is published on request.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,13 @@ class SimArmNode(Node):
     def __init__(self, **kwargs):
         super().__init__('sim_arm_node', **kwargs)
         self.p = BoundParams(self, SIM_ARM_NODE, is_active=lambda: True, on_change=self._on_params).values()
-        self.plant = SO101Plant(self.p['seed'], self.p['image_width'], self.p['image_height'],
-                                render=self.p['camera_rate_hz'] > 0, light_meshes=self.p['light_meshes'])
+        self.plant = SO101Plant(
+            self.p['seed'],
+            self.p['image_width'],
+            self.p['image_height'],
+            render=self.p['camera_rate_hz'] > 0,
+            light_meshes=self.p['light_meshes'],
+        )
         self.lock = threading.Lock()
         self.follower = TrajectoryFollower()
         self.episode = 0
@@ -42,7 +48,9 @@ class SimArmNode(Node):
         unknown = set(self.p['camera_names']) - set(CAMERAS)
         if unknown:
             raise ValueError(f'camera_names: no camera {sorted(unknown)} in the sim (it has {list(CAMERAS)})')
-        self.image_pubs = {name: self.create_publisher(Image, f'camera/{name}/image_raw', 5) for name in self.p['camera_names']}
+        self.image_pubs = {
+            name: self.create_publisher(Image, f'camera/{name}/image_raw', 5) for name in self.p['camera_names']
+        }
         self.success_pub = self.create_publisher(Bool, 'sim/task_success', 10)
         self.phase_pub = self.create_publisher(String, 'sim/task_phase', 10)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.p['publish_clock'] else None
@@ -52,13 +60,20 @@ class SimArmNode(Node):
         self._steps = 0
         factor = self.p['real_time_factor']
         physics_period = 1.0 / self.p['joint_state_rate_hz']
-        self._loops = [NodeLoop(self, 'physics', self._physics_step, lambda: physics_period / factor if factor else 0.0).start()]
+        self._loops = [
+            NodeLoop(self, 'physics', self._physics_step, lambda: physics_period / factor if factor else 0.0).start()
+        ]
         if self.p['camera_rate_hz'] > 0:
             camera_period = 1.0 / self.p['camera_rate_hz']
-            self._loops.append(NodeLoop(self, 'camera', self._camera_step, lambda: camera_period / factor if factor else 0.0).start())
-        self.get_logger().info(f'SO-101 sim: episode seed {self.p["seed"]}, joint states at {self.p["joint_state_rate_hz"]:.0f} Hz, '
-                               f'cameras {list(self.p["camera_names"])} {self.p["image_width"]}x{self.p["image_height"]} at {self.p["camera_rate_hz"]:.0f} Hz, '
-                               f'real-time factor {self.p["real_time_factor"]}')
+            self._loops.append(
+                NodeLoop(self, 'camera', self._camera_step, lambda: camera_period / factor if factor else 0.0).start()
+            )
+        self.get_logger().info(
+            f'SO-101 sim: episode seed {self.p["seed"]}, joint states at {self.p["joint_state_rate_hz"]:.0f} Hz, '
+            f'cameras {list(self.p["camera_names"])} {self.p["image_width"]}x{self.p["image_height"]} at '
+            f'{self.p["camera_rate_hz"]:.0f} Hz, '
+            f'real-time factor {self.p["real_time_factor"]}'
+        )
 
     # --- clocks: sim time when /clock is published, else the node's clock
     def _stamp(self) -> float:
@@ -91,8 +106,13 @@ class SimArmNode(Node):
             stamp = self._stamp()
         for name, publisher in self.image_pubs.items():
             frame = self.plant.draw(name)
-            msg = Image(height=frame.shape[0], width=frame.shape[1], encoding='rgb8', step=frame.shape[1] * 3,
-                        data=frame.tobytes())
+            msg = Image(
+                height=frame.shape[0],
+                width=frame.shape[1],
+                encoding='rgb8',
+                step=frame.shape[1] * 3,
+                data=frame.tobytes(),
+            )
             msg.header.stamp = to_time(stamp)
             msg.header.frame_id = f'{name}_camera'
             publisher.publish(msg)
@@ -101,7 +121,9 @@ class SimArmNode(Node):
     def _on_forward(self, msg: Float64MultiArray) -> None:
         data = np.asarray(msg.data, dtype=float)
         if data.shape != (len(JOINT_NAMES),) or not np.all(np.isfinite(data)):
-            self.get_logger().warning(f'forward command ignored: need {len(JOINT_NAMES)} finite values, got {data.tolist()}')
+            self.get_logger().warning(
+                f'forward command ignored: need {len(JOINT_NAMES)} finite values, got {data.tolist()}'
+            )
             return
         with self.lock:
             self.follower = TrajectoryFollower()

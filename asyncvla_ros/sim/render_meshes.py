@@ -10,6 +10,7 @@ Physics keeps the full model; this one is only posed (`pose`) and drawn.
 Decimation takes several seconds, so its result is cached under `$XDG_CACHE_HOME/asyncvla_ros` (numpy
 arrays, no pickle), keyed by a hash of the source meshes and the settings.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,12 @@ def light_model(xml_path: Path, model):
     light = spec.compile()
     if (light.nq, light.nmocap, light.ngeom) != (model.nq, model.nmocap, model.ngeom):
         raise ValueError(f'{xml_path} does not compile to the simulated scene: the cameras would draw another one')
-    for group, field in (('quality', 'offsamples'), ('quality', 'shadowsize'), ('global_', 'offwidth'),
-                         ('global_', 'offheight')):  # what the plant set on its model: speed and image size
+    for group, field in (
+        ('quality', 'offsamples'),
+        ('quality', 'shadowsize'),
+        ('global_', 'offwidth'),
+        ('global_', 'offheight'),
+    ):  # what the plant set on its model: speed and image size
         setattr(getattr(light.vis, group), field, getattr(getattr(model.vis, group), field))
     return light
 
@@ -82,8 +87,9 @@ def _source_meshes(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _decimated_meshes(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     source = _source_meshes(model)
-    key = hashlib.sha256(repr((MESH_FRACTION, sorted(CLOSE_UP_MESHES.items()), MIN_TRIANGLES,
-                               version('pymeshlab'))).encode())
+    key = hashlib.sha256(
+        repr((MESH_FRACTION, sorted(CLOSE_UP_MESHES.items()), MIN_TRIANGLES, version('pymeshlab'))).encode()
+    )
     for name in sorted(source):
         key.update(name.encode())
         for array in source[name]:
@@ -103,15 +109,25 @@ def _decimated_meshes(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         target = max(int(len(faces) * CLOSE_UP_MESHES.get(name, MESH_FRACTION)), MIN_TRIANGLES)
         mesh_set = pymeshlab.MeshSet()
         mesh_set.add_mesh(pymeshlab.Mesh(vertices, faces))
-        mesh_set.meshing_decimation_quadric_edge_collapse(targetfacenum=target, preservenormal=True,
-                                                          preserveboundary=True, planarquadric=True)
+        mesh_set.meshing_decimation_quadric_edge_collapse(
+            targetfacenum=target, preservenormal=True, preserveboundary=True, planarquadric=True
+        )
         light = mesh_set.current_mesh()
         meshes[name] = (light.vertex_matrix().astype(np.float32), light.face_matrix().astype(np.int32))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f'.{os.getpid()}.npz')
-    np.savez(partial, **{f'{name}.{part}': array for name, (vert, face) in meshes.items()
-                         for part, array in (('vert', vert), ('face', face))})
+    np.savez(
+        partial,
+        **{
+            f'{name}.{part}': array
+            for name, (vert, face) in meshes.items()
+            for part, array in (('vert', vert), ('face', face))
+        },
+    )
     os.replace(partial, path)  # atomic: processes that decimate at once never read half a file
-    print(f'sim: decimated the SO-101 render meshes ({sum(len(f) for _, f in source.values())} -> '
-          f'{sum(len(f) for _, f in meshes.values())} triangles), cached in {path}', flush=True)
+    print(
+        f'sim: decimated the SO-101 render meshes ({sum(len(f) for _, f in source.values())} -> '
+        f'{sum(len(f) for _, f in meshes.values())} triangles), cached in {path}',
+        flush=True,
+    )
     return meshes

@@ -12,6 +12,7 @@ the gripper like the SO-101's usual wrist camera: beside and behind the jaws, lo
 last centimetres of a grasp fill the image (a MuJoCo free camera placed from the gripper's pose each frame:
 it follows position and heading, not roll).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,14 +38,24 @@ def phase_counts(phases) -> dict[str, int]:
 
 
 class SO101Plant:
-    def __init__(self, seed: int = 0, image_width: int = 224, image_height: int = 224, render: bool = True,
-                 light_meshes: bool = True):
+    def __init__(
+        self,
+        seed: int = 0,
+        image_width: int = 224,
+        image_height: int = 224,
+        render: bool = True,
+        light_meshes: bool = True,
+    ):
         os.environ.setdefault('MUJOCO_GL', 'egl')  # headless unless the user chose a backend (before mujoco loads)
         from lerobot_env_so101 import GymRenderingSpec, SO101PickPlaceGymEnv
         from lerobot_env_so101.policy import DEFAULT_ACTION_SCALE
 
-        self.env = SO101PickPlaceGymEnv(seed=seed, random_block_position=True, action_scale=DEFAULT_ACTION_SCALE,
-                                        render_spec=GymRenderingSpec(height=image_height, width=image_width))
+        self.env = SO101PickPlaceGymEnv(
+            seed=seed,
+            random_block_position=True,
+            action_scale=DEFAULT_ACTION_SCALE,
+            render_spec=GymRenderingSpec(height=image_height, width=image_width),
+        )
         self.model, self.data = self.env._model, self.env._data
         self.model.vis.quality.offsamples = 0
         self.model.vis.quality.shadowsize = 0
@@ -196,9 +207,14 @@ class SO101Plant:
         if scene.ngeom >= scene.maxgeom:
             return
         goal = self.goal_position
-        mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_CYLINDER,
-                            np.array([PLACE_SUCCESS_DISTANCE, 0.0005, 0.0]), np.array([goal[0], goal[1], 0.0005]),
-                            np.eye(3).ravel(), np.array(GOAL_MARKER_RGBA, dtype=np.float32))
+        mujoco.mjv_initGeom(
+            scene.geoms[scene.ngeom],
+            mujoco.mjtGeom.mjGEOM_CYLINDER,
+            np.array([PLACE_SUCCESS_DISTANCE, 0.0005, 0.0]),
+            np.array([goal[0], goal[1], 0.0005]),
+            np.eye(3).ravel(),
+            np.array(GOAL_MARKER_RGBA, dtype=np.float32),
+        )
         scene.ngeom += 1
 
     def draw(self, camera: str = 'front') -> np.ndarray:

@@ -2,6 +2,7 @@
 interpolated by their absolute times, a new trajectory replaces the running one from the desired state
 (position and velocity) the running one has then, as with `interpolate_from_desired_state`, and the last
 point is held."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,14 @@ class TrajectoryFollower:
         self._times = None
         self._hold = None
 
-    def replace(self, now: float, current: np.ndarray, times: np.ndarray, positions: np.ndarray,
-                velocities: np.ndarray | None = None) -> None:
+    def replace(
+        self,
+        now: float,
+        current: np.ndarray,
+        times: np.ndarray,
+        positions: np.ndarray,
+        velocities: np.ndarray | None = None,
+    ) -> None:
         """`times` are absolute (header stamp + time_from_start); points already in the past are dropped.
         Segments are cubic Hermite, with the given velocities or ones estimated from neighbouring points; the
         first starts from the running trajectory's desired state at `now` (`current`, at rest, when none runs)."""

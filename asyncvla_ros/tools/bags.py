@@ -3,6 +3,7 @@ writing them, and making CDR payloads strict-reader clean.
 
 Types: the ROS 2 Kilted store plus any message found as `<package>/msg/<Name>.msg` in a share folder on
 AMENT_PREFIX_PATH (ours included), so bags carry every definition and any rosbag2 reader decodes them."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.errors import ReaderError, WriterError
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from asyncvla_ros.paths import share_dir
@@ -29,7 +30,11 @@ class BagError(ValueError):
 def _message_file(msgtype: str) -> Path | None:
     package, kind, name = msgtype.split('/')
     shares = [share_dir()] if package == 'asyncvla_ros' else []
-    shares += [Path(prefix) / 'share' / package for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if prefix]
+    shares += [
+        Path(prefix) / 'share' / package
+        for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
+        if prefix
+    ]
     return next((s / kind / f'{name}.msg' for s in shares if (s / kind / f'{name}.msg').is_file()), None)
 
 
@@ -42,15 +47,22 @@ def register_types(store: Typestore, msgtypes: Iterable[str]) -> None:
             raise BagError(f'unknown message type {msgtype!r}: expected <package>/msg/<Name>')
         path = _message_file(msgtype)
         if path is None:
-            raise BagError(f'unknown message type {msgtype}: not in the ROS 2 Kilted type store and no '
-                           f'{msgtype}.msg on AMENT_PREFIX_PATH (source the workspace that defines it)')
+            raise BagError(
+                f'unknown message type {msgtype}: not in the ROS 2 Kilted type store and no '
+                f'{msgtype}.msg on AMENT_PREFIX_PATH (source the workspace that defines it)'
+            )
         types.update(get_types_from_msg(path.read_text(), msgtype))
     if types:
         store.register(types)
 
 
-def typestore(msgtypes: Iterable[str] = ('asyncvla_ros/msg/ActionChunk', 'asyncvla_ros/msg/PolicyStatus',
-                                         'asyncvla_ros/msg/ExecutorState')) -> Typestore:
+def typestore(
+    msgtypes: Iterable[str] = (
+        'asyncvla_ros/msg/ActionChunk',
+        'asyncvla_ros/msg/PolicyStatus',
+        'asyncvla_ros/msg/ExecutorState',
+    ),
+) -> Typestore:
     store = get_typestore(Stores.ROS2_KILTED)
     register_types(store, msgtypes)
     return store
@@ -67,7 +79,7 @@ def clean_cdr(raw: bytes | memoryview, msgtype: str, store: Typestore) -> bytes:
     except Exception as exc:  # rosbags raises several types for truncated or foreign bytes
         raise BagError(f'a {msgtype} message does not decode: {exc}') from exc
     end += 4
-    return bytes(view[:end + (-end % 4)])
+    return bytes(view[: end + (-end % 4)])
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The `asyncvla` command line."""
+
 from __future__ import annotations
 
 import argparse
 import functools
 import json
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,51 +15,54 @@ RESPAWN_DELAY_S = 2.0  # bringup --respawn-policy; the launch files' respawn_pol
 
 
 def cmd_docs(args) -> int:
-    """Regenerate the README parameter tables and config/<node>.yaml from the schemas."""
-    from asyncvla_ros.nodes.params import SCHEMAS, render_yaml
+    """Regenerate docs/parameters.md and config/<node>.yaml from the schemas."""
+    from asyncvla_ros.nodes.params import SCHEMAS, render_markdown, render_yaml
 
-    readme = SOURCE_ROOT / 'README.md'
-    text = readme.read_text()
     for node, schema in SCHEMAS.items():
-        block = f'<!-- params:{node} -->\n{schema.markdown_table()}\n<!-- /params -->'
-        pattern = re.compile(rf'<!-- params:{node} -->\n(?:.*?\n)??<!-- /params -->', re.S)
-        if not pattern.search(text):
-            print(f'docs: README.md has no <!-- params:{node} --> block; add one', file=sys.stderr)
-            return 1
-        text = pattern.sub(lambda _: block, text)
         config = SOURCE_ROOT / 'config' / f'{node.removesuffix("_node")}.yaml'
         values = schema.load_yaml(config) if config.exists() else None
         config.write_text(render_yaml(schema, values))
         defaults = schema.defaults()
-        kept = [f'{name}: {value!r} (default {defaults[name]!r})' for name, value in (values or {}).items()
-                if value != defaults[name]]
-        print(f'docs: wrote {config.relative_to(SOURCE_ROOT)}' + (f', keeping its tuned values {", ".join(kept)}' if kept else ''))
-    readme.write_text(text)
-    print(f'docs: wrote the parameter tables in {readme.relative_to(SOURCE_ROOT)}')
+        kept = [
+            f'{name}: {value!r} (default {defaults[name]!r})'
+            for name, value in (values or {}).items()
+            if value != defaults[name]
+        ]
+        print(
+            f'docs: wrote {config.relative_to(SOURCE_ROOT)}'
+            + (f', keeping its tuned values {", ".join(kept)}' if kept else '')
+        )
+    (SOURCE_ROOT / 'docs' / 'parameters.md').write_text(render_markdown())
+    print('docs: wrote docs/parameters.md')
     return 0
 
 
 def cmd_demo(args) -> int:
     from asyncvla_ros.tools.demo import run_demo
+
     return run_demo(args)
 
 
 def _reports_bad_input(command):
     """A training command's bad dataset or checkpoint is a one-line error and exit code 2, not a traceback."""
+
     @functools.wraps(command)
     def run(args) -> int:
         from asyncvla_ros.model.checkpoint import CheckpointError
         from asyncvla_ros.training.lerobot_format import DatasetError
+
         try:
             return command(args)
         except (DatasetError, CheckpointError) as exc:
             print(f'{args.command}: {exc}', file=sys.stderr)
             return 2
+
     return run
 
 
 def _specs(args):
     from asyncvla_ros.training.lerobot_format import DatasetSpec, load_data_config
+
     if args.data:
         return load_data_config(args.data)
     return [DatasetSpec(root=root) for root in args.dataset]  # every camera of each dataset
@@ -69,10 +72,12 @@ def _specs(args):
 def cmd_make_dataset(args) -> int:
     """Write SO-101 expert demonstrations as a LeRobot v3.0 dataset."""
     from asyncvla_ros.training.demonstrations import make_dataset
-    result = make_dataset(args.output, args.episodes, args.seed, args.image_size, args.recovery,
-                          args.recovery_policy)
-    print(f'make-dataset: wrote {result["episodes"]} episodes ({result["frames"]} frames, {result["failed"]} failed '
-          f'expert runs skipped) to {result["output"]}')
+
+    result = make_dataset(args.output, args.episodes, args.seed, args.image_size, args.recovery, args.recovery_policy)
+    print(
+        f'make-dataset: wrote {result["episodes"]} episodes ({result["frames"]} frames, {result["failed"]} failed '
+        f'expert runs skipped) to {result["output"]}'
+    )
     print(json.dumps(result))
     return 0
 
@@ -81,13 +86,26 @@ def cmd_make_dataset(args) -> int:
 def cmd_train(args) -> int:
     """Unified SFM/AFM training of the policy (the rater is trained separately)."""
     from asyncvla_ros.training.trainer import TrainConfig, train_policy
-    config = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         vision_lr=args.vision_lr, image_size=args.image_size, seed=args.seed, save_every=args.save_every,
-                         validate_every=args.validate_every, gradient_checkpointing=args.gradient_checkpointing,
-                         action_mode=args.action_mode, afm_prefix_prob=args.afm_prefix_prob)
+
+    config = TrainConfig(
+        preset=args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        vision_lr=args.vision_lr,
+        image_size=args.image_size,
+        seed=args.seed,
+        save_every=args.save_every,
+        validate_every=args.validate_every,
+        gradient_checkpointing=args.gradient_checkpointing,
+        action_mode=args.action_mode,
+        afm_prefix_prob=args.afm_prefix_prob,
+    )
     result = train_policy(_specs(args), args.output, config, resume=args.resume, init_from=args.init_from)
-    print(f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '
-          f'{result["last_loss"]:.4f}; checkpoint and train_log.csv in {result["output"]}')
+    print(
+        f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '
+        f'{result["last_loss"]:.4f}; checkpoint and train_log.csv in {result["output"]}'
+    )
     print(json.dumps(result))
     return 0
 
@@ -96,11 +114,22 @@ def cmd_train(args) -> int:
 def cmd_train_rater(args) -> int:
     """Train the confidence rater with the policy frozen; report its calibration on held-out episodes."""
     from asyncvla_ros.training.trainer import train_rater
+
     result = train_rater(args.checkpoint, _specs(args), args.output, args.steps, args.batch_size, args.lr, args.seed)
-    print(f'train-rater: {result["steps"]} steps, loss {result["first_loss"]:.4f} -> {result["last_loss"]:.4f}; '
-          f'held-out action_error_ratio {result["action_error_ratio"]:.3f}, rater_spearman {result["rater_spearman"]:.3f}; '
-          f'wrote {result["output"]}')
-    print(json.dumps({k: result[k] for k in ('action_error_ratio', 'rater_spearman', 'action_error', 'action_error_sfm', 'output')}))
+    print(
+        f'train-rater: {result["steps"]} steps, loss {result["first_loss"]:.4f} -> {result["last_loss"]:.4f}; '
+        f'held-out action_error_ratio {result["action_error_ratio"]:.3f}, rater_spearman '
+        f'{result["rater_spearman"]:.3f}; '
+        f'wrote {result["output"]}'
+    )
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in ('action_error_ratio', 'rater_spearman', 'action_error', 'action_error_sfm', 'output')
+            }
+        )
+    )
     return 0
 
 
@@ -109,12 +138,14 @@ def cmd_export(args) -> int:
     """Copy a checkpoint with its weights stored in another dtype (bfloat16 halves the size), or in EO-1's layout."""
     if args.eo1:
         from asyncvla_ros.model.eo1 import export_eo1_checkpoint
+
         output = export_eo1_checkpoint(args.checkpoint, args.eo1)
-        print(f'export: wrote {output} in EO-1\'s layout (float32, without the rater)')
+        print(f"export: wrote {output} in EO-1's layout (float32, without the rater)")
         return 0
     import torch
 
     from asyncvla_ros.model import load_checkpoint, save_checkpoint
+
     model, processor = load_checkpoint(args.checkpoint, device='cpu', dtype='float32')
     save_checkpoint(model.to(getattr(torch, args.dtype)), processor, args.output)
     size = sum(f.stat().st_size for f in Path(args.output).iterdir()) / 2**20
@@ -128,6 +159,7 @@ def cmd_import_eo1(args) -> int:
     import torch
 
     from asyncvla_ros.model.eo1 import import_eo1_checkpoint
+
     for line in import_eo1_checkpoint(args.source, args.output, getattr(torch, args.dtype)):
         print(f'import-eo1: {line}')
     print(f'import-eo1: wrote {args.output}')
@@ -144,15 +176,27 @@ def cmd_bringup(args) -> int:
     from asyncvla_ros.tools.processes import NodeProcess, ros_environment
 
     log_dir = Path(args.log_dir)
-    overrides = {'policy_node': {'robot_profile': args.robot_profile,
-                                 **({'checkpoint': str(args.checkpoint)} if args.checkpoint else {})},
-                 'executor_node': {'robot_profile': args.robot_profile, 'command_interface': args.command_interface},
-                 'sim_arm_node': {}}
+    overrides = {
+        'policy_node': {
+            'robot_profile': args.robot_profile,
+            **({'checkpoint': str(args.checkpoint)} if args.checkpoint else {}),
+        },
+        'executor_node': {'robot_profile': args.robot_profile, 'command_interface': args.command_interface},
+        'sim_arm_node': {},
+    }
     names = (['sim_arm_node'] if args.target == 'sim' else []) + ['executor_node', 'policy_node']
     env = ros_environment(large_messages=True)
-    nodes = [NodeProcess(name, f'asyncvla_ros.nodes.{name}', log_dir,
-                         [config_path(f'{name.removesuffix("_node")}.yaml')], overrides=overrides[name], env=env)
-             for name in names]
+    nodes = [
+        NodeProcess(
+            name,
+            f'asyncvla_ros.nodes.{name}',
+            log_dir,
+            [config_path(f'{name.removesuffix("_node")}.yaml')],
+            overrides=overrides[name],
+            env=env,
+        )
+        for name in names
+    ]
     print(f'bringup: starting {", ".join(names)}; logs in {log_dir.resolve()}/<node>.log; Ctrl-C stops them')
     for node in nodes:
         node.start()
@@ -163,8 +207,11 @@ def cmd_bringup(args) -> int:
     try:
         while not stop:
             if args.respawn_policy and not policy.running():
-                print(f'bringup: policy_node exited (code {policy.process.returncode}); restarting it in '
-                      f'{RESPAWN_DELAY_S:g} s (--respawn-policy); the executor holds the arm meanwhile', flush=True)
+                print(
+                    f'bringup: policy_node exited (code {policy.process.returncode}); restarting it in '
+                    f'{RESPAWN_DELAY_S:g} s (--respawn-policy); the executor holds the arm meanwhile',
+                    flush=True,
+                )
                 time.sleep(RESPAWN_DELAY_S)
                 if stop:
                     break
@@ -183,6 +230,7 @@ def cmd_bringup(args) -> int:
 def _bag_command(name: str, run) -> int:
     """Runs a bag command: its result as the last JSON line, or its BagError on stderr with exit code 2."""
     from asyncvla_ros.tools.bags import BagError
+
     try:
         result = run()
     except BagError as exc:
@@ -195,23 +243,27 @@ def _bag_command(name: str, run) -> int:
 def cmd_record(args) -> int:
     """Record topics into a rosbag2 (mcap or sqlite3) through raw subscriptions."""
     from asyncvla_ros.tools.record import record
+
     return _bag_command('record', lambda: record(args.output, args.topics, args.storage, args.duration, args.ros_args))
 
 
 def cmd_replay(args) -> int:
     """Publish a rosbag2 with its recorded timing (rate, offset, loop, remapping, /clock)."""
     from asyncvla_ros.tools.replay import ReplayOptions, replay
-    options = ReplayOptions(args.rate, args.start_offset, args.loop, args.topics, dict(args.remap), args.clock, args.startup_delay)
+
+    options = ReplayOptions(
+        args.rate, args.start_offset, args.loop, args.topics, dict(args.remap), args.clock, args.startup_delay
+    )
     return _bag_command('replay', lambda: replay(args.bag, options, args.ros_args))
 
 
 def cmd_evaluate(args) -> int:
     """Run the policy open loop over a LeRobot dataset or a bag and report errors, calibration, speed."""
     from asyncvla_ros.model.checkpoint import CheckpointError
+    from asyncvla_ros.model.interface import Sampling
     from asyncvla_ros.model.runner import PolicyRunner
     from asyncvla_ros.nodes.params import POLICY_NODE, camera_topics_for
     from asyncvla_ros.tools.bags import BagError
-    from asyncvla_ros.model.interface import Sampling
     from asyncvla_ros.tools.evaluate import bag_source, dataset_source, evaluate, summary_keys, write_report
     from asyncvla_ros.training.lerobot_format import DatasetError
 
@@ -224,20 +276,40 @@ def cmd_evaluate(args) -> int:
         if args.dataset:
             source = dataset_source(args.dataset, runner, stride)
         else:
-            source = bag_source(args.bag, runner, stride, args.camera_topics or camera_topics_for(runner.processor.camera_keys),
-                                args.joint_names or defaults['joint_names'], args.joint_topic, args.command_topic,
-                                args.instruction_topic, args.instruction or defaults['instruction'])
+            source = bag_source(
+                args.bag,
+                runner,
+                stride,
+                args.camera_topics or camera_topics_for(runner.processor.camera_keys),
+                args.joint_names or defaults['joint_names'],
+                args.joint_topic,
+                args.command_topic,
+                args.instruction_topic,
+                args.instruction or defaults['instruction'],
+            )
         print(f'evaluate: {len(source.queries)} chunks from {source.description}')
-        metrics = evaluate(runner, source, Sampling(True, args.confidence_threshold, args.num_correction_rounds,
-                                                    args.num_denoise_steps, args.num_denoise_steps_afm))
+        metrics = evaluate(
+            runner,
+            source,
+            Sampling(
+                True,
+                args.confidence_threshold,
+                args.num_correction_rounds,
+                args.num_denoise_steps,
+                args.num_denoise_steps_afm,
+            ),
+        )
     except (BagError, DatasetError, CheckpointError) as exc:
         print(f'evaluate: {exc}', file=sys.stderr)
         return 2
     checkpoint = str(args.checkpoint or 'the demo checkpoint')
     report = write_report(args.output, metrics, source, checkpoint, args.joint_names or defaults['joint_names'])
-    print(f'evaluate: action_error {metrics["action_error"]:.4f} (SFM only {metrics["action_error_sfm"]:.4f}), '
-          f'rater_spearman {metrics["rater_spearman"]:.3f}, refined_fraction {metrics["refined_fraction"]:.3f}, '
-          f'latency p50 {metrics["latency_ms_p50"]:.1f} ms, realtime_factor {metrics["realtime_factor"]:.1f}; wrote {report}')
+    print(
+        f'evaluate: action_error {metrics["action_error"]:.4f} (SFM only {metrics["action_error_sfm"]:.4f}), '
+        f'rater_spearman {metrics["rater_spearman"]:.3f}, refined_fraction {metrics["refined_fraction"]:.3f}, '
+        f'latency p50 {metrics["latency_ms_p50"]:.1f} ms, realtime_factor {metrics["realtime_factor"]:.1f}; '
+        f'wrote {report}'
+    )
     print(json.dumps({k: metrics[k] for k in summary_keys(metrics)}))
     return 0
 
@@ -245,38 +317,61 @@ def cmd_evaluate(args) -> int:
 def _evaluate_closed_loop(args, defaults: dict) -> int:
     from asyncvla_ros.model.checkpoint import CheckpointError
     from asyncvla_ros.model.runner import PolicyRunner
-    from asyncvla_ros.tools.closed_loop import (LoopSettings, evaluate_closed_loop, node_request_settings, summarize,
-                                                sweep_runs, sweep_table, write_results, write_sweep)
+    from asyncvla_ros.tools.closed_loop import (
+        LoopSettings,
+        evaluate_closed_loop,
+        node_request_settings,
+        summarize,
+        sweep_runs,
+        sweep_table,
+        write_results,
+        write_sweep,
+    )
 
     latencies = args.latency_ms or []
     sweep = args.modes is not None or len(latencies) > 1
     if sweep and not latencies:
         print('evaluate: --modes needs --latency-ms (the delays to sweep)', file=sys.stderr)
         return 2
-    request = node_request_settings(refill_threshold=args.refill_threshold,
-                                    delay_compensation=args.delay_compensation == 'on',
-                                    confidence_threshold=args.confidence_threshold,
-                                    num_correction_rounds=args.num_correction_rounds,
-                                    num_denoise_steps=args.num_denoise_steps,
-                                    num_denoise_steps_afm=args.num_denoise_steps_afm)
-    settings = LoopSettings(args.instruction or defaults['instruction'], request, args.episode_seconds,
-                            latencies[0] / 1e3 if latencies else None, camera_rate_hz=args.camera_rate_hz,
-                            chunk_fade_per_lateness=args.chunk_fade_per_lateness)
+    request = node_request_settings(
+        refill_threshold=args.refill_threshold,
+        delay_compensation=args.delay_compensation == 'on',
+        confidence_threshold=args.confidence_threshold,
+        num_correction_rounds=args.num_correction_rounds,
+        num_denoise_steps=args.num_denoise_steps,
+        num_denoise_steps_afm=args.num_denoise_steps_afm,
+    )
+    settings = LoopSettings(
+        args.instruction or defaults['instruction'],
+        request,
+        args.episode_seconds,
+        latencies[0] / 1e3 if latencies else None,
+        camera_rate_hz=args.camera_rate_hz,
+        chunk_fade_per_lateness=args.chunk_fade_per_lateness,
+    )
     if sweep:
         modes = args.modes or ['switch', 'fade', 'committed']
-        runs = {name: (run, args.self_correction != 'off') for name, run in sweep_runs(settings, latencies, modes).items()}
+        runs = {
+            name: (run, args.self_correction != 'off') for name, run in sweep_runs(settings, latencies, modes).items()
+        }
     else:
-        choices = {'on': {'self_correction': True}, 'off': {'sfm': False}, 'both': {'self_correction': True, 'sfm': False}}
+        choices = {
+            'on': {'self_correction': True},
+            'off': {'sfm': False},
+            'both': {'self_correction': True, 'sfm': False},
+        }
         runs = {name: (settings, on) for name, on in choices[args.self_correction].items()}
     try:
         runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
     except CheckpointError as exc:
         print(f'evaluate: {exc}', file=sys.stderr)
         return 2
-    latency = 'each inference\'s wall time' if not latencies else ', '.join(f'{ms:g}' for ms in latencies) + ' ms'
-    print(f'evaluate: {args.closed_loop} simulated SO-101 episodes (scene seeds from {args.scene_seed}) per run, '
-          f'{len(runs)} runs, ROS-free, latency {latency}, '
-          + (f'camera at {args.camera_rate_hz:g} Hz' if args.camera_rate_hz else 'a fresh frame for each request'))
+    latency = "each inference's wall time" if not latencies else ', '.join(f'{ms:g}' for ms in latencies) + ' ms'
+    print(
+        f'evaluate: {args.closed_loop} simulated SO-101 episodes (scene seeds from {args.scene_seed}) per run, '
+        f'{len(runs)} runs, ROS-free, latency {latency}, '
+        + (f'camera at {args.camera_rate_hz:g} Hz' if args.camera_rate_hz else 'a fresh frame for each request')
+    )
     results = evaluate_closed_loop(runner, runs, args.closed_loop, args.scene_seed)
     summary = summarize(results)
     description = {'checkpoint': str(args.checkpoint or 'the demo checkpoint'), 'settings': asdict(settings)}
@@ -288,9 +383,11 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         print(f'evaluate: wrote {table} and {plot}')
     path = write_results(args.output, results, summary, description)
     for mode in results:
-        print(f'evaluate: {mode}: success {summary[f"success_rate_{mode}"]:.2f}, how far episodes got '
-              f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms, '
-              f'{summary[f"starved_s_{mode}"]:.1f} s held for want of a plan')
+        print(
+            f'evaluate: {mode}: success {summary[f"success_rate_{mode}"]:.2f}, how far episodes got '
+            f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms, '
+            f'{summary[f"starved_s_{mode}"]:.1f} s held for want of a plan'
+        )
     print(f'evaluate: wrote {path}')
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith(('phases_', 'seams_'))}))
     return 0
@@ -320,6 +417,7 @@ def _modes(text: str) -> list[str]:
 def _at_least(minimum, kind, maximum=None):
     """An argparse type: `kind` values no smaller than `minimum` (and no larger than `maximum`, when given);
     a usage error otherwise."""
+
     def parse(text: str):
         value = kind(text)
         if value < minimum:
@@ -327,6 +425,7 @@ def _at_least(minimum, kind, maximum=None):
         if maximum is not None and value > maximum:
             raise argparse.ArgumentTypeError(f'{text} is above {maximum}')
         return value
+
     return parse
 
 
@@ -350,8 +449,11 @@ def _remapping(text: str) -> tuple[str, str]:
 def _node_flag(parser, param, **overrides):
     """`--<name>` for a node parameter: its default, choices, range and description come from the schema."""
     kind = {'int': int, 'double': float, 'string': str}[param.type]
-    kwargs = {'default': param.default, 'help': f'{param.description} (default: %(default)s, as the node)',
-              'type': _at_least(param.range[0], kind, param.range[1]) if param.range else kind}
+    kwargs = {
+        'default': param.default,
+        'help': f'{param.description} (default: %(default)s, as the node)',
+        'type': _at_least(param.range[0], kind, param.range[1]) if param.range else kind,
+    }
     if param.choices:
         kwargs['choices'] = list(param.choices)
     parser.add_argument(f'--{param.name.replace("_", "-")}', **{**kwargs, **overrides})
@@ -365,17 +467,28 @@ def _add_training_commands(sub) -> None:
     make.add_argument('--seed', type=int, default=0)
     make.add_argument('--image-size', type=int, default=224)
     make.add_argument('--output', type=Path, required=True)
-    make.add_argument('--recovery', action='store_true',
-                      help='episodes start where the expert turns back from a decoy beside the block')
-    make.add_argument('--recovery-policy', type=Path, metavar='CHECKPOINT',
-                      help='recovery episodes start where this policy, run from home for 4-40 steps, left the arm')
+    make.add_argument(
+        '--recovery',
+        action='store_true',
+        help='episodes start where the expert turns back from a decoy beside the block',
+    )
+    make.add_argument(
+        '--recovery-policy',
+        type=Path,
+        metavar='CHECKPOINT',
+        help='recovery episodes start where this policy, run from home for 4-40 steps, left the arm',
+    )
     make.set_defaults(func=cmd_make_dataset)
     for name, func in (('train', cmd_train), ('train-rater', cmd_train_rater)):
         p = sub.add_parser(name, help=func.__doc__)
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument('--data', type=Path, help='data YAML with lerobot_datasets entries')
-        source.add_argument('--dataset', type=Path, nargs='+',
-                            help='LeRobot v3.0 dataset roots (all cameras, state, action), equal shares of the samples')
+        source.add_argument(
+            '--dataset',
+            type=Path,
+            nargs='+',
+            help='LeRobot v3.0 dataset roots (all cameras, state, action), equal shares of the samples',
+        )
         p.add_argument('--steps', type=int, default=TrainConfig.steps if name == 'train' else 500)
         p.add_argument('--batch-size', type=int, default=TrainConfig.batch_size)
         p.add_argument('--lr', type=float, default=TrainConfig.lr)
@@ -383,15 +496,24 @@ def _add_training_commands(sub) -> None:
         p.set_defaults(func=func)
         if name == 'train-rater':
             p.add_argument('--checkpoint', type=Path, required=True)
-            p.add_argument('--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)')
+            p.add_argument(
+                '--output', type=Path, help='where to write the checkpoint with the trained rater (default: in place)'
+            )
             continue
         p.add_argument('--output', type=Path, required=True)
         p.add_argument('--preset', default=TrainConfig.preset, choices=['tiny', 'small', 'qwen2.5-vl-3b'])
-        p.add_argument('--action-mode', default=TrainConfig.action_mode, choices=['delta', 'absolute'],
-                       help='delta: actions relative to the state each chunk starts from')
-        p.add_argument('--afm-prefix-prob', type=_at_least(0.0, float, maximum=1.0),
-                       help="share of AFM samples with a committed prefix, as delay compensation sends "
-                            "(default: the preset's, or the --init-from checkpoint's)")
+        p.add_argument(
+            '--action-mode',
+            default=TrainConfig.action_mode,
+            choices=['delta', 'absolute'],
+            help='delta: actions relative to the state each chunk starts from',
+        )
+        p.add_argument(
+            '--afm-prefix-prob',
+            type=_at_least(0.0, float, maximum=1.0),
+            help='share of AFM samples with a committed prefix, as delay compensation sends '
+            "(default: the preset's, or the --init-from checkpoint's)",
+        )
         p.add_argument('--vision-lr', type=float, default=TrainConfig.vision_lr)
         p.add_argument('--image-size', type=int, default=TrainConfig.image_size)
         p.add_argument('--save-every', type=int, default=TrainConfig.save_every)
@@ -399,20 +521,29 @@ def _add_training_commands(sub) -> None:
         p.add_argument('--gradient-checkpointing', action='store_true')
         start = p.add_mutually_exclusive_group()
         start.add_argument('--resume', type=Path, help='a checkpoint-<step> directory of an earlier run')
-        start.add_argument('--init-from', type=Path,
-                           help='fine-tune this checkpoint (weights, processor, statistics) with a fresh schedule')
+        start.add_argument(
+            '--init-from',
+            type=Path,
+            help='fine-tune this checkpoint (weights, processor, statistics) with a fresh schedule',
+        )
     export = sub.add_parser('export', help=cmd_export.__doc__)
     export.add_argument('--checkpoint', type=Path, required=True)
     target = export.add_mutually_exclusive_group(required=True)
     target.add_argument('--output', type=Path, help='our checkpoint layout, weights in --dtype')
-    target.add_argument('--eo1', type=Path, metavar='DIR', help="EO-1's layout (float32, no rater), for EO-1's own tools")
+    target.add_argument(
+        '--eo1', type=Path, metavar='DIR', help="EO-1's layout (float32, no rater), for EO-1's own tools"
+    )
     export.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float16', 'float32'])
     export.set_defaults(func=cmd_export)
     imported = sub.add_parser('import-eo1', help=cmd_import_eo1.__doc__)
     imported.add_argument('source', type=Path, help='an EO-1 checkpoint directory (config.json, safetensors)')
     imported.add_argument('--output', type=Path, required=True)
-    imported.add_argument('--dtype', default='float32', choices=['bfloat16', 'float32'],
-                          help='the backbone\'s dtype; the action heads stay float32')
+    imported.add_argument(
+        '--dtype',
+        default='float32',
+        choices=['bfloat16', 'float32'],
+        help="the backbone's dtype; the action heads stay float32",
+    )
     imported.set_defaults(func=cmd_import_eo1)
 
 
@@ -426,13 +557,20 @@ def _add_graph_commands(sub) -> None:
     _node_flag(bringup, EXECUTOR_NODE['robot_profile'])
     _node_flag(bringup, EXECUTOR_NODE['command_interface'])
     bringup.add_argument('--log-dir', type=Path, default=Path('runs/bringup'))
-    bringup.add_argument('--respawn-policy', action='store_true',
-                         help=f'restart policy_node {RESPAWN_DELAY_S:g} s after it dies (launch: respawn_policy:=true)')
+    bringup.add_argument(
+        '--respawn-policy',
+        action='store_true',
+        help=f'restart policy_node {RESPAWN_DELAY_S:g} s after it dies (launch: respawn_policy:=true)',
+    )
     bringup.set_defaults(func=cmd_bringup)
     rec = sub.add_parser('record', help=cmd_record.__doc__)
     rec.add_argument('--output', '-o', type=Path, required=True, help='the bag directory to create')
-    rec.add_argument('--topics', nargs='+', default=list(DEFAULT_TOPICS),
-                     help='topic names or fnmatch patterns; relative ones are in the namespace (default: %(default)s)')
+    rec.add_argument(
+        '--topics',
+        nargs='+',
+        default=list(DEFAULT_TOPICS),
+        help='topic names or fnmatch patterns; relative ones are in the namespace (default: %(default)s)',
+    )
     rec.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
     rec.add_argument('--duration', type=float, default=0.0, help='seconds to record (default: until Ctrl-C)')
     rec.set_defaults(func=cmd_record)
@@ -443,8 +581,13 @@ def _add_graph_commands(sub) -> None:
     play.add_argument('--loop', action='store_true')
     play.add_argument('--topics', nargs='+', help='topics to publish (default: all)')
     play.add_argument('--remap', nargs='+', default=[], metavar='FROM:=TO', type=_remapping)
-    play.add_argument('--clock', type=float, default=0.0, metavar='HZ',
-                      help='publish /clock from the bag time at this rate, for nodes with use_sim_time')
+    play.add_argument(
+        '--clock',
+        type=float,
+        default=0.0,
+        metavar='HZ',
+        help='publish /clock from the bag time at this rate, for nodes with use_sim_time',
+    )
     play.add_argument('--startup-delay', type=float, default=1.0, help='seconds for discovery before playing')
     play.set_defaults(func=cmd_replay)
 
@@ -456,8 +599,12 @@ def _add_evaluate(sub) -> None:
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument('--dataset', type=Path, help='a LeRobot v3.0 dataset root')
     source.add_argument('--bag', type=Path, help='a rosbag2 (mcap or sqlite3)')
-    source.add_argument('--closed-loop', type=_at_least(1, int), metavar='EPISODES',
-                        help='drive the simulated SO-101 through the executor core for this many episodes, without ROS')
+    source.add_argument(
+        '--closed-loop',
+        type=_at_least(1, int),
+        metavar='EPISODES',
+        help='drive the simulated SO-101 through the executor core for this many episodes, without ROS',
+    )
     ev.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
     ev.add_argument('--output', type=Path, required=True)
     ev.add_argument('--stride', type=int, default=0, help='steps between queries (default: the chunk size)')
@@ -465,32 +612,53 @@ def _add_evaluate(sub) -> None:
     ev.add_argument('--seed', type=int, default=POLICY_NODE['seed'].default, help='sampling noise seed')
     for name in ('confidence_threshold', 'num_correction_rounds', 'num_denoise_steps', 'num_denoise_steps_afm'):
         _node_flag(ev, POLICY_NODE[name])
-    ev.add_argument('--camera-topics', nargs='+', help='bag: one per checkpoint camera (default: policy_node\'s)')
+    ev.add_argument('--camera-topics', nargs='+', help="bag: one per checkpoint camera (default: policy_node's)")
     ev.add_argument('--joint-names', nargs='+', help="default: policy_node's joint_names")
     ev.add_argument('--joint-topic', default='/joint_states')
-    ev.add_argument('--command-topic', default='/arm_controller/joint_trajectory',
-                    help='bag: the recorded commands to compare with (joint states when absent)')
+    ev.add_argument(
+        '--command-topic',
+        default='/arm_controller/joint_trajectory',
+        help='bag: the recorded commands to compare with (joint states when absent)',
+    )
     ev.add_argument('--instruction-topic', default='/asyncvla/instruction')
     ev.add_argument('--instruction', help="bag: when it has no instruction messages (default: policy_node's)")
     loop = ev.add_argument_group('closed loop')
     loop.add_argument('--scene-seed', type=int, default=1000, help='first scene seed (one per episode)')
     loop.add_argument('--episode-seconds', type=float, default=30.0)
-    loop.add_argument('--latency-ms', type=_delays, metavar='MS[,MS...]',
-                      help='fixed inference latency (default: each inference\'s wall time); several: a sweep over them')
-    loop.add_argument('--modes', type=_modes, metavar='MODE[,MODE...]',
-                      help='a sweep: every (delay, mode) pair on the same scenes, with a table and a plot; modes: switch '
-                           '(a new chunk replaces the plan at once), fade (a late chunk fades in), committed (delay '
-                           'compensation, the rest spliced at once), committed_fade (both); default with several delays: '
-                           'switch, fade, committed')
-    loop.add_argument('--self-correction', default='both', choices=['on', 'off', 'both'],
-                      help='both: a run with and one without; in a sweep, on unless off')
+    loop.add_argument(
+        '--latency-ms',
+        type=_delays,
+        metavar='MS[,MS...]',
+        help="fixed inference latency (default: each inference's wall time); several: a sweep over them",
+    )
+    loop.add_argument(
+        '--modes',
+        type=_modes,
+        metavar='MODE[,MODE...]',
+        help='a sweep: every (delay, mode) pair on the same scenes, with a table and a plot; modes: switch '
+        '(a new chunk replaces the plan at once), fade (a late chunk fades in), committed (delay '
+        'compensation, the rest spliced at once), committed_fade (both); default with several delays: '
+        'switch, fade, committed',
+    )
+    loop.add_argument(
+        '--self-correction',
+        default='both',
+        choices=['on', 'off', 'both'],
+        help='both: a run with and one without; in a sweep, on unless off',
+    )
     _node_flag(loop, POLICY_NODE['refill_threshold'])
-    loop.add_argument('--delay-compensation', choices=['on', 'off'],
-                      default='on' if POLICY_NODE['delay_compensation'].default else 'off',
-                      help=f'{POLICY_NODE["delay_compensation"].description} (default: %(default)s, as the node)')
-    loop.add_argument('--camera-rate-hz', type=_at_least(1.0, float),
-                      help='frames at this rate, each paired with the joints of its moment as policy_node does '
-                           '(default: a fresh frame for each request)')
+    loop.add_argument(
+        '--delay-compensation',
+        choices=['on', 'off'],
+        default='on' if POLICY_NODE['delay_compensation'].default else 'off',
+        help=f'{POLICY_NODE["delay_compensation"].description} (default: %(default)s, as the node)',
+    )
+    loop.add_argument(
+        '--camera-rate-hz',
+        type=_at_least(1.0, float),
+        help='frames at this rate, each paired with the joints of its moment as policy_node does '
+        '(default: a fresh frame for each request)',
+    )
     _node_flag(loop, EXECUTOR_NODE['chunk_fade_per_lateness'])
     ev.set_defaults(func=cmd_evaluate)
 
@@ -506,13 +674,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--episodes', type=_at_least(1, int), default=20)
     demo.add_argument('--episode-seconds', type=float, default=30.0)
     demo.add_argument('--checkpoint', type=Path, help='default: the demo checkpoint shipped with the package')
-    demo.add_argument('--seed', type=int, default=1000,
-                      help='first scene seed (held out: the training recipes used scenes 0-149 and 10 000 000 on)')
+    demo.add_argument(
+        '--seed',
+        type=int,
+        default=1000,
+        help='first scene seed (held out: the training recipes used scenes 0-149 and 10 000 000 on)',
+    )
     demo.add_argument('--output', type=Path, default=Path('runs/demo'))
-    demo.add_argument('--real-time-factor', type=_float_or_auto, default='auto',
-                      help='sim seconds per wall second; below 1 the nodes run on the sim\'s /clock. auto: 1 when '
-                           'the policy runs on a GPU, a quarter of real time on the CPU (a chunk then costs the arm '
-                           'about what a GPU takes)')
+    demo.add_argument(
+        '--real-time-factor',
+        type=_float_or_auto,
+        default='auto',
+        help="sim seconds per wall second; below 1 the nodes run on the sim's /clock. auto: 1 when "
+        'the policy runs on a GPU, a quarter of real time on the CPU (a chunk then costs the arm '
+        'about what a GPU takes)',
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -5,13 +5,14 @@ reaches the executor after a latency: the inference's own wall time (`latency_s=
 It separates what the policy can do from what the machine's speed costs, and it says how far each failed
 episode got (reached the block, carried it, placed it): the failures to fix first.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -37,7 +38,7 @@ class LoopSettings:
     instruction: str
     request: RequestSettings = field(default_factory=node_request_settings)
     episode_seconds: float = 30.0
-    latency_s: float | None = None      # None: each inference's wall time
+    latency_s: float | None = None  # None: each inference's wall time
     control_rate_hz: float = EXECUTOR_NODE.defaults()['control_rate_hz']
     camera_rate_hz: float | None = None  # None: images rendered at each request; else frames at this rate
     chunk_fade_per_lateness: float = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
@@ -48,10 +49,10 @@ class LoopSettings:
 class EpisodeResult:
     seed: int
     success: bool
-    phase: str                  # how far it got (PHASES)
-    seconds: float              # simulated
+    phase: str  # how far it got (PHASES)
+    seconds: float  # simulated
     min_block_distance_m: float
-    starved_s: float            # simulated seconds the executor held because its plan ran out before the next chunk
+    starved_s: float  # simulated seconds the executor held because its plan ran out before the next chunk
     seams: dict = field(default_factory=dict)  # control/seams.py: jumps, jerk, holds, time to success
     chunk_ms: list = field(default_factory=list)
     refined_fraction: list = field(default_factory=list)
@@ -64,15 +65,26 @@ class PolicyDrive:
 
     def __init__(self, plant: SO101Plant, runner, settings: LoopSettings, self_correction: bool):
         self.plant, self.runner, self.settings = plant, runner, settings
-        self.request_settings = replace(settings.request, sampling=replace(settings.request.sampling, self_correction=self_correction))
-        self.core = ExecutorCore(load_profile('so101'), ExecutorSettings.from_params(
-            EXECUTOR_NODE.defaults(), control_rate_hz=settings.control_rate_hz,
-            chunk_fade_per_lateness=settings.chunk_fade_per_lateness, interpolation=settings.interpolation))
+        self.request_settings = replace(
+            settings.request, sampling=replace(settings.request.sampling, self_correction=self_correction)
+        )
+        self.core = ExecutorCore(
+            load_profile('so101'),
+            ExecutorSettings.from_params(
+                EXECUTOR_NODE.defaults(),
+                control_rate_hz=settings.control_rate_hz,
+                chunk_fade_per_lateness=settings.chunk_fade_per_lateness,
+                interpolation=settings.interpolation,
+            ),
+        )
         self.loop = RequestLoop(JOINT_NAMES, runner.dt, runner.chunk_size)
         self.cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
         self.period = 1.0 / settings.control_rate_hz
-        self.frame_ticks = None if settings.camera_rate_hz is None else \
-            max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
+        self.frame_ticks = (
+            None
+            if settings.camera_rate_hz is None
+            else max(int(round(settings.control_rate_hz / settings.camera_rate_hz)), 1)
+        )
         self.history, self.frame = JointHistory(), None  # frame: (stamp, images), as policy_node pairs them
         self.pending = None  # (due, request, prediction)
         self.executing, self.ticks = False, 0
@@ -108,8 +120,15 @@ class PolicyDrive:
         if self.pending is None and self.loop.due(now, self.request_settings, executor):
             if self.frame_ticks is None:
                 self._capture(now)
-            pending = self.loop.request(now, self.request_settings, self.frame[0], self.frame[1],
-                                        self.history.at(self.frame[0]), self.settings.instruction, executor)
+            pending = self.loop.request(
+                now,
+                self.request_settings,
+                self.frame[0],
+                self.frame[1],
+                self.history.at(self.frame[0]),
+                self.settings.instruction,
+                executor,
+            )
             began = time.perf_counter()
             prediction: ChunkPrediction = self.runner.predict(pending.request)
             wall = time.perf_counter() - began
@@ -138,9 +157,17 @@ def run_episode(plant: SO101Plant, runner, settings: LoopSettings, seed: int, se
     drive = PolicyDrive(plant, runner, settings, self_correction)
     drive.run(settings.episode_seconds, until=plant.success)
     seconds = drive.now - drive.period
-    return EpisodeResult(seed, plant.success(), plant.phase(), round(seconds, 2), round(plant.closest_block_distance, 4),
-                         round(drive.seams.held_s, 2), drive.seams.summary(seconds if plant.success() else None),
-                         drive.chunk_ms, drive.refined)
+    return EpisodeResult(
+        seed,
+        plant.success(),
+        plant.phase(),
+        round(seconds, 2),
+        round(plant.closest_block_distance, 4),
+        round(drive.seams.held_s, 2),
+        drive.seams.summary(seconds if plant.success() else None),
+        drive.chunk_ms,
+        drive.refined,
+    )
 
 
 def execution_modes() -> dict[str, dict]:
@@ -151,10 +178,12 @@ def execution_modes() -> dict[str, dict]:
     `_quintic` variants interpolate with quintic splines, which start from the commanded acceleration too;
     the others use executor_node's interpolation."""
     fade = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
-    modes = {'switch': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': False},
-             'fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': False},
-             'committed': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': True},
-             'committed_fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': True}}
+    modes = {
+        'switch': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': False},
+        'fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': False},
+        'committed': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': True},
+        'committed_fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': True},
+    }
     return {**modes, **{f'{name}_quintic': {**mode, 'interpolation': 'quintic'} for name, mode in modes.items()}}
 
 
@@ -166,9 +195,12 @@ def sweep_runs(base: LoopSettings, latencies_ms: list[float], modes: list[str]) 
         for mode in modes:
             change = known[mode]
             runs[sweep_name(mode, latency)] = replace(
-                base, latency_s=latency / 1e3, chunk_fade_per_lateness=change['chunk_fade_per_lateness'],
+                base,
+                latency_s=latency / 1e3,
+                chunk_fade_per_lateness=change['chunk_fade_per_lateness'],
                 interpolation=change.get('interpolation', base.interpolation),
-                request=replace(base.request, delay_compensation=change['delay_compensation']))
+                request=replace(base.request, delay_compensation=change['delay_compensation']),
+            )
     return runs
 
 
@@ -176,8 +208,9 @@ def sweep_name(mode: str, latency_ms: float) -> str:
     return f'{mode}@{latency_ms:g}ms'
 
 
-def evaluate_closed_loop(runner, runs: dict[str, tuple[LoopSettings, bool]], episodes: int,
-                         seed: int) -> dict[str, list[EpisodeResult]]:
+def evaluate_closed_loop(
+    runner, runs: dict[str, tuple[LoopSettings, bool]], episodes: int, seed: int
+) -> dict[str, list[EpisodeResult]]:
     """`episodes` scenes (seeds seed, seed + 1, ...) per run ({name: (settings, self_correction)}): every run on
     the same scenes, so runs compare pairwise."""
     plant = SO101Plant(seed)
@@ -219,11 +252,18 @@ def sweep_table(results: dict[str, list[EpisodeResult]], latencies_ms: list[floa
             if mode != 'switch' and baseline in results:
                 pair[baseline] = [e.success for e in results[baseline]]
             stats = success_summary(pair)
-            row.update(success=stats[f'success_rate_{name}'], ci95=stats[f'success_ci95_{name}'],
-                       placed=sum(pair[name]), episodes=len(pair[name]))
+            row.update(
+                success=stats[f'success_rate_{name}'],
+                ci95=stats[f'success_ci95_{name}'],
+                placed=sum(pair[name]),
+                episodes=len(pair[name]),
+            )
             if 'mcnemar_p' in stats:
-                row.update(only_mode=stats[f'only_{name}'], only_switch=stats[f'only_{baseline}'],
-                           mcnemar_p_vs_switch=stats['mcnemar_p'])
+                row.update(
+                    only_mode=stats[f'only_{name}'],
+                    only_switch=stats[f'only_{baseline}'],
+                    mcnemar_p_vs_switch=stats['mcnemar_p'],
+                )
             row.update(seam_summary([e.seams for e in results[name]]))
             rows.append(row)
     return rows
@@ -233,18 +273,29 @@ def write_sweep(output: Path, rows: list[dict], command: str) -> tuple[Path, Pat
     """sweep.md (the table and the command that made it) and sweep.png (success against delay, a curve per mode
     with its Wilson interval)."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     output.mkdir(parents=True, exist_ok=True)
-    lines = [f'`{command}`', '', '| delay (ms) | mode | placed | success (95 % CI) | vs switch: only mode / only switch, McNemar p '
-             '| jerk RMS at seams / inside (rad/s^3) | largest splice jump (rad) | episodes with holds |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = [
+        f'`{command}`',
+        '',
+        '| delay (ms) | mode | placed | success (95 % CI) | vs switch: only mode / only switch, McNemar p '
+        '| jerk RMS at seams / inside (rad/s^3) | largest splice jump (rad) | episodes with holds |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     for r in rows:
-        versus = f"{r['only_mode']} / {r['only_switch']}, p {r['mcnemar_p_vs_switch']:.3f}" if 'mcnemar_p_vs_switch' in r else '-'
-        lines.append(f"| {r['latency_ms']:g} | {r['mode']} | {r['placed']}/{r['episodes']} | {r['success']:.2f} "
-                     f"({r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}) | {versus} | {r['jerk_rms_seam']} / {r['jerk_rms_inside']} "
-                     f"| {r['splice_jump_max_rad']} | {r['episodes_with_holds']} |")
+        versus = (
+            f'{r["only_mode"]} / {r["only_switch"]}, p {r["mcnemar_p_vs_switch"]:.3f}'
+            if 'mcnemar_p_vs_switch' in r
+            else '-'
+        )
+        lines.append(
+            f'| {r["latency_ms"]:g} | {r["mode"]} | {r["placed"]}/{r["episodes"]} | {r["success"]:.2f} '
+            f'({r["ci95"][0]:.2f}-{r["ci95"][1]:.2f}) | {versus} | {r["jerk_rms_seam"]} / {r["jerk_rms_inside"]} '
+            f'| {r["splice_jump_max_rad"]} | {r["episodes_with_holds"]} |'
+        )
     table = output / 'sweep.md'
     table.write_text('\n'.join(lines) + '\n')
     figure, axes = plt.subplots(figsize=(6, 4))
@@ -254,8 +305,12 @@ def write_sweep(output: Path, rows: list[dict], command: str) -> tuple[Path, Pat
         y = np.array([r['success'] for r in mine])
         low, high = np.array([r['ci95'][0] for r in mine]), np.array([r['ci95'][1] for r in mine])
         axes.errorbar(x, y, yerr=[y - low, high - y], marker='o', capsize=3, label=mode)
-    axes.set(xlabel='inference delay a chunk (ms)', ylabel='block placed (95 % Wilson interval)', ylim=(0, 1.05),
-             title=f'closed loop, {rows[0]["episodes"]} scenes per point')
+    axes.set(
+        xlabel='inference delay a chunk (ms)',
+        ylabel='block placed (95 % Wilson interval)',
+        ylim=(0, 1.05),
+        title=f'closed loop, {rows[0]["episodes"]} scenes per point',
+    )
     axes.legend()
     figure.tight_layout()
     plot = output / 'sweep.png'
@@ -267,7 +322,9 @@ def write_sweep(output: Path, rows: list[dict], command: str) -> tuple[Path, Pat
 def write_results(output: Path, results: dict[str, list[EpisodeResult]], summary: dict, description: dict) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     path = output / 'closed_loop.json'
-    episodes = {mode: [{k: v for k, v in asdict(e).items() if k not in ('chunk_ms', 'refined_fraction')} for e in es]
-                for mode, es in results.items()}
+    episodes = {
+        mode: [{k: v for k, v in asdict(e).items() if k not in ('chunk_ms', 'refined_fraction')} for e in es]
+        for mode, es in results.items()
+    }
     path.write_text(json.dumps({**description, **summary, 'episodes_by_mode': episodes}, indent=1))
     return path

@@ -3,7 +3,8 @@
 sim_arm_node, executor_node and policy_node run as separate processes (as `asyncvla bringup sim` starts
 them); this process resets the sim between episodes, enables the executor, and watches
 `sim/task_success` and `sim/task_phase` (how far a failed episode got), once with self-correction and once
-without. It writes a report (markdown and PNG plots) and ends with one JSON line. Without a checkpoint it says so and stops.
+without. It writes a report (markdown and PNG plots) and ends with one JSON line. Without a checkpoint it says so and
+stops.
 
 With `real_time_factor` below 1 the sim runs slower than real time and publishes /clock, and the executor and
 the policy run on it (`use_sim_time`): inference then costs the arm that fraction of its wall time, as on a
@@ -12,6 +13,7 @@ at a quarter of real time when it runs on the CPU: a chunk then costs the arm 35
 takes, rather than the 190-330 ms that 2 shared cores take beside the sim's physics and cameras. The factor
 is printed and is in the JSON line; `--real-time-factor 1` is the real-time loop on any machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,12 +65,16 @@ class DemoProbe:
         self.trajectories, self.executor_states = [], []  # what the controller is sent, and (stamp, mode)
         self.node.create_subscription(Bool, 'sim/task_success', self._on_success, 10)
         self.node.create_subscription(ExecutorState, 'asyncvla/executor_state', self._on_executor_state, 10)
-        self.node.create_subscription(JointTrajectory, load_profile('so101').command_topics['joint_trajectory'],
-                                      self._on_trajectory, 100)
+        self.node.create_subscription(
+            JointTrajectory, load_profile('so101').command_topics['joint_trajectory'], self._on_trajectory, 100
+        )
         self.node.create_subscription(String, 'sim/task_phase', self._on_phase, 10)
-        self.node.create_subscription(PolicyStatus, 'asyncvla/policy_status', lambda m: self._keep(self.statuses, m), 50)
-        self.node.create_subscription(ActionChunk, 'asyncvla/action_chunk',
-                                      lambda m: self._keep(self.chunks, (self.sim_time, m)), 10)
+        self.node.create_subscription(
+            PolicyStatus, 'asyncvla/policy_status', lambda m: self._keep(self.statuses, m), 50
+        )
+        self.node.create_subscription(
+            ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, (self.sim_time, m)), 10
+        )
         self.node.create_subscription(JointState, 'joint_states', self._on_joints, qos_profile_sensor_data)
         self.reset_client = self.node.create_client(Trigger, 'sim_arm_node/reset')
         self.enable_client = self.node.create_client(SetBool, 'executor_node/enable')
@@ -88,9 +94,15 @@ class DemoProbe:
 
     def _on_trajectory(self, msg):
         stamp = to_seconds(msg.header.stamp)
-        self._keep(self.trajectories, (self.sim_time, list(msg.joint_names),
-                                       np.array([stamp + to_seconds(p.time_from_start) for p in msg.points]),
-                                       np.array([p.positions for p in msg.points])))
+        self._keep(
+            self.trajectories,
+            (
+                self.sim_time,
+                list(msg.joint_names),
+                np.array([stamp + to_seconds(p.time_from_start) for p in msg.points]),
+                np.array([p.positions for p in msg.points]),
+            ),
+        )
 
     def _keep(self, store, item):
         with self.lock:
@@ -113,6 +125,7 @@ class DemoProbe:
         """Sets parameters, asking again when no answer comes: Fast DDS drops a service's response when it has
         not yet matched the client's reader ("failed to send response (timeout)" in the node's log)."""
         from rclpy.parameter import Parameter
+
         for _ in range(attempts):
             future = self.params[node].set_parameters([Parameter(k, value=v) for k, v in values.items()])
             if wait_until(future.done, 5):
@@ -122,12 +135,16 @@ class DemoProbe:
         raise TimeoutError(f'{node} did not answer setting {values} ({attempts} tries)')
 
     def ready(self) -> bool:
-        return self.reset_client.service_is_ready() and self.enable_client.service_is_ready() \
-            and all(client.services_are_ready() for client in self.params.values()) \
+        return (
+            self.reset_client.service_is_ready()
+            and self.enable_client.service_is_ready()
+            and all(client.services_are_ready() for client in self.params.values())
             and 'policy_node' in self.node.get_node_names()
+        )
 
     def shutdown(self):
         import rclpy
+
         self.executor.shutdown()
         rclpy.try_shutdown()
 
@@ -138,6 +155,7 @@ CPU_REAL_TIME_FACTOR = 0.25  # `auto` when the policy runs on the CPU (module do
 def auto_real_time_factor(policy_device: str) -> float:
     """The sim's pace for `--real-time-factor auto`: 1 when policy_node's `device` puts the model on a GPU."""
     import torch
+
     return 1.0 if policy_device != 'cpu' and torch.cuda.is_available() else CPU_REAL_TIME_FACTOR
 
 
@@ -159,19 +177,34 @@ def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> di
     probe.success, probe.phase = False, 'none'
     probe.call(probe.enable_client, probe.SetBool.Request(data=True))
     started = probe.sim_time
-    wait_until(lambda: probe.success or probe.sim_time - started >= seconds, 3 * seconds / real_time_factor + 10, period=0.1)
+    wait_until(
+        lambda: probe.success or probe.sim_time - started >= seconds, 3 * seconds / real_time_factor + 10, period=0.1
+    )
     ended, success = probe.sim_time, probe.success
     with probe.lock:
-        streams = {name: getattr(probe, name)[first[name]:] for name in EPISODE_STREAMS}
+        streams = {name: getattr(probe, name)[first[name] :] for name in EPISODE_STREAMS}
     statuses = [s for s in streams['statuses'] if s.total_ms > 0]
     chunks = [(received, chunk_from_msg(m)) for received, m in streams['chunks']]
-    return {'success': success, 'phase': 'placed' if success else probe.phase, 'seconds': ended - started,
-            'chunk_ms': [s.total_ms for s in statuses], 'observation_age_ms': [s.observation_age_ms for s in statuses],
-            'stages_ms': {stage: [getattr(s, f'{stage}_ms') for s in statuses] for stage in LATENCY_STAGES},
-            'refined_fraction': [s.refined_fraction for s in statuses],
-            'confidence': [list(c.confidence) for _, c in chunks], 'joints': streams['joints'],
-            'seams': episode_seams(streams['trajectories'], streams['executor_states'], chunks, started, ended,
-                                   ended - started if success else None, real_time_factor)}
+    return {
+        'success': success,
+        'phase': 'placed' if success else probe.phase,
+        'seconds': ended - started,
+        'chunk_ms': [s.total_ms for s in statuses],
+        'observation_age_ms': [s.observation_age_ms for s in statuses],
+        'stages_ms': {stage: [getattr(s, f'{stage}_ms') for s in statuses] for stage in LATENCY_STAGES},
+        'refined_fraction': [s.refined_fraction for s in statuses],
+        'confidence': [list(c.confidence) for _, c in chunks],
+        'joints': streams['joints'],
+        'seams': episode_seams(
+            streams['trajectories'],
+            streams['executor_states'],
+            chunks,
+            started,
+            ended,
+            ended - started if success else None,
+            real_time_factor,
+        ),
+    }
 
 
 def trajectory_lead_s(real_time_factor: float) -> float:
@@ -180,8 +213,9 @@ def trajectory_lead_s(real_time_factor: float) -> float:
     return EXECUTOR_NODE.defaults()['trajectory_lead_s'] * min(real_time_factor, 1.0)
 
 
-def episode_seams(trajectories, executor_states, chunks, start: float, end: float, time_to_success,
-                  real_time_factor: float) -> dict:
+def episode_seams(
+    trajectories, executor_states, chunks, start: float, end: float, time_to_success, real_time_factor: float
+) -> dict:
     """control/seams.py's figures for one episode, from what the controller was sent (executor_node in
     joint_trajectory mode: each trajectory carries the control loop's own ticks, computed the trajectory lead
     ahead of its clock), the executor's states and the chunks, each with the sim time it was received."""
@@ -208,17 +242,21 @@ def demo_summary(results: dict, real_time_factor: float) -> dict:
     latencies = [ms for e in results['self_correction'] for ms in e['chunk_ms']]
     ages = [ms for e in results['self_correction'] for ms in e['observation_age_ms']]
     refined = [f for e in results['self_correction'] for f in e['refined_fraction']]
-    return {**success_summary({mode: [e['success'] for e in episodes] for mode, episodes in results.items()}),
-            **{f'phases_{mode}': phase_counts(e['phase'] for e in episodes) for mode, episodes in results.items()},
-            'episodes': len(results['self_correction']),
-            'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
-            'p50_observation_age_ms': float(np.median(ages)) if ages else None,
-            'refined_fraction': float(np.mean(refined)) if refined else None, 'real_time_factor': real_time_factor,
-            **{f'seams_{mode}': seam_summary([e['seams'] for e in episodes]) for mode, episodes in results.items()}}
+    return {
+        **success_summary({mode: [e['success'] for e in episodes] for mode, episodes in results.items()}),
+        **{f'phases_{mode}': phase_counts(e['phase'] for e in episodes) for mode, episodes in results.items()},
+        'episodes': len(results['self_correction']),
+        'p50_chunk_ms': float(np.median(latencies)) if latencies else None,
+        'p50_observation_age_ms': float(np.median(ages)) if ages else None,
+        'refined_fraction': float(np.mean(refined)) if refined else None,
+        'real_time_factor': real_time_factor,
+        **{f'seams_{mode}': seam_summary([e['seams'] for e in episodes]) for mode, episodes in results.items()},
+    }
 
 
 def write_report(output: Path, results: dict, summary: dict) -> Path:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -247,26 +285,49 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
         ax.set(xlabel='ms', ylabel='chunks', title='chunk latency (request to publication)')
         fig.savefig(output / 'latency.png', dpi=100)
         plt.close(fig)
-    lines = ['# asyncvla demo on the simulated SO-101', '',
-             '| mode | episodes | success rate | 95 % interval (Wilson) | how far episodes got |', '|---|---|---|---|---|']
+    lines = [
+        '# asyncvla demo on the simulated SO-101',
+        '',
+        '| mode | episodes | success rate | 95 % interval (Wilson) | how far episodes got |',
+        '|---|---|---|---|---|',
+    ]
     for mode, episodes in results.items():
         low, high = summary[f'success_ci95_{mode}']
         phases = ', '.join(f'{phase} {n}' for phase, n in summary[f'phases_{mode}'].items())
-        lines.append(f'| {mode} | {len(episodes)} | {summary[f"success_rate_{mode}"]:.2f} | {low:.3f}-{high:.3f} | {phases} |')
-    lines += ['', '| mode | p50 ms: ' + ' | '.join(LATENCY_STAGES) + ' | observation age |',
-              '|---|' + '---|' * (len(LATENCY_STAGES) + 1)]
+        lines.append(
+            f'| {mode} | {len(episodes)} | {summary[f"success_rate_{mode}"]:.2f} | {low:.3f}-{high:.3f} | {phases} |'
+        )
+    lines += [
+        '',
+        '| mode | p50 ms: ' + ' | '.join(LATENCY_STAGES) + ' | observation age |',
+        '|---|' + '---|' * (len(LATENCY_STAGES) + 1),
+    ]
     for mode, episodes in results.items():
-        medians = [np.median([ms for e in episodes for ms in e['stages_ms'][stage]] or [np.nan]) for stage in LATENCY_STAGES]
+        medians = [
+            np.median([ms for e in episodes for ms in e['stages_ms'][stage]] or [np.nan]) for stage in LATENCY_STAGES
+        ]
         age = np.median([ms for e in episodes for ms in e['observation_age_ms']] or [np.nan])
         lines.append(f'| {mode} | ' + ' | '.join(f'{ms:.0f}' for ms in [*medians, age]) + ' |')
-    lines += ['', '| mode | command jerk RMS at seams / inside chunks (rad/s³) | largest splice jump (rad) | '
-              'episodes with a hold | median time to success (s) |', '|---|---|---|---|---|']
+    lines += [
+        '',
+        '| mode | command jerk RMS at seams / inside chunks (rad/s³) | largest splice jump (rad) | '
+        'episodes with a hold | median time to success (s) |',
+        '|---|---|---|---|---|',
+    ]
     for mode in results:
         seams = summary[f'seams_{mode}']
-        lines.append(f'| {mode} | {seams["jerk_rms_seam"]} / {seams["jerk_rms_inside"]} | {seams["splice_jump_max_rad"]} | '
-                     f'{seams["episodes_with_holds"]} | {seams["median_time_to_success_s"]} |')
-    lines += ['', f'```json\n{json.dumps(summary, indent=1)}\n```', '', '![joints](joints.png)',
-              '![confidence](confidence.png)', '![latency](latency.png)']
+        lines.append(
+            f'| {mode} | {seams["jerk_rms_seam"]} / {seams["jerk_rms_inside"]} | {seams["splice_jump_max_rad"]} | '
+            f'{seams["episodes_with_holds"]} | {seams["median_time_to_success_s"]} |'
+        )
+    lines += [
+        '',
+        f'```json\n{json.dumps(summary, indent=1)}\n```',
+        '',
+        '![joints](joints.png)',
+        '![confidence](confidence.png)',
+        '![latency](latency.png)',
+    ]
     (output / 'report.md').write_text('\n'.join(lines) + '\n')
     return output / 'report.md'
 
@@ -274,8 +335,10 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
 def run_demo(args) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
     if not checkpoint.is_dir():
-        print(f'demo: no checkpoint at {checkpoint}: train one (README, "Training") and pass --checkpoint, '
-              'or commit the demo checkpoint there')
+        print(
+            f'demo: no checkpoint at {checkpoint}: train one (README, "Training") and pass --checkpoint, '
+            'or commit the demo checkpoint there'
+        )
         print(json.dumps({'episodes': 0, 'missing': str(checkpoint)}))
         return 1
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -286,23 +349,38 @@ def run_demo(args) -> int:
     if factor == 'auto':
         device = POLICY_NODE.load_yaml(config_path('policy.yaml'))['device']
         factor = auto_real_time_factor(device)
-        pace = ('policy_node runs the model on a GPU' if factor == 1.0 else
-                f'the model runs on the CPU here: at {factor:g}x a chunk costs the arm about what a GPU takes; '
-                '--real-time-factor 1 for real time')
+        pace = (
+            'policy_node runs the model on a GPU'
+            if factor == 1.0
+            else f'the model runs on the CPU here: at {factor:g}x a chunk costs the arm about what a GPU takes; '
+            '--real-time-factor 1 for real time'
+        )
         print(f'demo: --real-time-factor auto: {factor:g} ({pace})')
     if not 0.0 < factor <= 100.0:
         print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
         return 2
     sim_clock = {'use_sim_time': True} if factor != 1.0 else {}
     lead = {'trajectory_lead_s': trajectory_lead_s(factor)}
-    nodes = [NodeProcess(name, f'asyncvla_ros.nodes.{name}', output / 'logs', [config_path(f'{name.removesuffix("_node")}.yaml')],
-                         overrides=overrides, env=env)
-             for name, overrides in (('sim_arm_node', {'seed': args.seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
-                                     ('executor_node', {**sim_clock, **lead}),
-                                     ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}))]
-    print(f'demo: starting {", ".join(n.name for n in nodes)} (logs in {output / "logs"}), {args.episodes} episodes '
-          f'with self-correction, then without; the sim at {factor:g}x real time'
-          + (' (/clock, use_sim_time: inference costs the arm that fraction of its wall time)' if sim_clock else ''))
+    nodes = [
+        NodeProcess(
+            name,
+            f'asyncvla_ros.nodes.{name}',
+            output / 'logs',
+            [config_path(f'{name.removesuffix("_node")}.yaml')],
+            overrides=overrides,
+            env=env,
+        )
+        for name, overrides in (
+            ('sim_arm_node', {'seed': args.seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
+            ('executor_node', {**sim_clock, **lead}),
+            ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}),
+        )
+    ]
+    print(
+        f'demo: starting {", ".join(n.name for n in nodes)} (logs in {output / "logs"}), {args.episodes} episodes '
+        f'with self-correction, then without; the sim at {factor:g}x real time'
+        + (' (/clock, use_sim_time: inference costs the arm that fraction of its wall time)' if sim_clock else '')
+    )
     for node in nodes:
         node.start()
     probe = DemoProbe()
@@ -318,16 +396,21 @@ def run_demo(args) -> int:
             for episode in range(args.episodes):
                 result = run_episode(probe, args.episode_seconds, factor)
                 results[mode].append(result)
-                print(f'demo: {mode} episode {episode + 1}/{args.episodes}: '
-                      f'{"success" if result["success"] else "failure (" + result["phase"] + ")"} after {result["seconds"]:.1f} s',
-                      flush=True)
+                print(
+                    f'demo: {mode} episode {episode + 1}/{args.episodes}: '
+                    f'{"success" if result["success"] else "failure (" + result["phase"] + ")"} after '
+                    f'{result["seconds"]:.1f} s',
+                    flush=True,
+                )
         probe.call(probe.enable_client, probe.SetBool.Request(data=False))
     except (TimeoutError, RuntimeError) as exc:
-        print(f'demo: stopped: {exc}; the nodes\' logs are in {output / "logs"}')
+        print(f"demo: stopped: {exc}; the nodes' logs are in {output / 'logs'}")
         return 1
     except KeyboardInterrupt:
         interrupted = True
-        print(f'demo: interrupted; stopping the nodes (their logs are in {output / "logs"}), reporting the episodes run')
+        print(
+            f'demo: interrupted; stopping the nodes (their logs are in {output / "logs"}), reporting the episodes run'
+        )
     finally:
         probe.shutdown()
         for node in nodes:
@@ -337,10 +420,20 @@ def run_demo(args) -> int:
         return 130
     summary = demo_summary(results, factor)
     report = write_report(output, results, summary)
-    rates = ', '.join(f'{summary[f"success_rate_{mode}"]:.2f} {summary[f"success_ci95_{mode}"]} {label} ({len(results[mode])} episodes)'
-                      for mode, label in (('self_correction', 'with self-correction'), ('sfm', 'without')) if mode in results)
-    paired = (f'; on the same scenes only with it {summary["only_self_correction"]}, only without {summary["only_sfm"]}, '
-              f'McNemar p {summary["mcnemar_p"]:.2f}') if 'mcnemar_p' in summary else ''
+    rates = ', '.join(
+        f'{summary[f"success_rate_{mode}"]:.2f} {summary[f"success_ci95_{mode}"]} {label} ({len(results[mode])} '
+        f'episodes)'
+        for mode, label in (('self_correction', 'with self-correction'), ('sfm', 'without'))
+        if mode in results
+    )
+    paired = (
+        (
+            f'; on the same scenes only with it {summary["only_self_correction"]}, only without {summary["only_sfm"]}, '
+            f'McNemar p {summary["mcnemar_p"]:.2f}'
+        )
+        if 'mcnemar_p' in summary
+        else ''
+    )
     print(f'demo: success {rates} (95 % intervals){paired}; report in {report}')
     print(json.dumps(summary))
     return 130 if interrupted else 0

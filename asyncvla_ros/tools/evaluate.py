@@ -3,6 +3,7 @@ model runs). Each query is one recorded observation; its chunk is compared with 
 the next L steps: the dataset's actions, or the bag's commands (its joint states if it has none).
 Queries are `stride` steps apart (default L: each recorded step is predicted once, as a policy that
 is asked once per chunk would)."""
+
 from __future__ import annotations
 
 import json
@@ -26,33 +27,40 @@ COMMAND_TYPES = ('trajectory_msgs/msg/JointTrajectory', 'std_msgs/msg/Float64Mul
 
 @dataclass
 class Query:
-    images: list              # one (H, W, 3) uint8 RGB per camera, in the checkpoint's order
-    state: np.ndarray         # (J,)
+    images: list  # one (H, W, 3) uint8 RGB per camera, in the checkpoint's order
+    state: np.ndarray  # (J,)
     instruction: str
-    truth: np.ndarray         # (L, J) what was recorded over the chunk's horizon
-    valid: np.ndarray         # (L,) bool: False past the end of the recording
+    truth: np.ndarray  # (L, J) what was recorded over the chunk's horizon
+    valid: np.ndarray  # (L,) bool: False past the end of the recording
 
 
 @dataclass
 class Source:
     description: str
     queries: list[Query]
-    seconds: float            # recorded time the queries cover
-    mean_action: np.ndarray | None = None   # (J,) the dataset's mean action: the baseline of action_error_ratio
+    seconds: float  # recorded time the queries cover
+    mean_action: np.ndarray | None = None  # (J,) the dataset's mean action: the baseline of action_error_ratio
 
 
 def dataset_source(root: Path, runner: PolicyRunner, stride: int) -> Source:
-    dataset = LeRobotDataset(DatasetSpec(root=Path(root), select_video_keys=list(runner.processor.camera_keys)),
-                             runner.chunk_size)
+    dataset = LeRobotDataset(
+        DatasetSpec(root=Path(root), select_video_keys=list(runner.processor.camera_keys)), runner.chunk_size
+    )
     if abs(dataset.fps * runner.dt - 1.0) > 1e-6:
         raise DatasetError(f'{root}: recorded at {dataset.fps} fps but the checkpoint predicts steps of {runner.dt} s')
     queries = []
     for i, (row, episode) in enumerate(dataset.index):
         if (row - episode['dataset_from_index']) % stride == 0:
             sample = dataset[i]
-            queries.append(Query(sample['images'], sample['state'], sample['task'], sample['actions'], ~sample['action_is_pad']))
-    return Source(f'LeRobot dataset {root} ({len(dataset.episodes)} episodes, {len(dataset)} frames)', queries,
-                  len(dataset) / dataset.fps, np.asarray(dataset.stats['action']['mean']))
+            queries.append(
+                Query(sample['images'], sample['state'], sample['task'], sample['actions'], ~sample['action_is_pad'])
+            )
+    return Source(
+        f'LeRobot dataset {root} ({len(dataset.episodes)} episodes, {len(dataset)} frames)',
+        queries,
+        len(dataset) / dataset.fps,
+        np.asarray(dataset.stats['action']['mean']),
+    )
 
 
 class _Series:
@@ -94,12 +102,27 @@ def _command_points(msg, msgtype: str, stamp: float, joints: list[str]):
     return [(stamp + offset(p.time_from_start), np.asarray(p.positions, float)[order]) for p in msg.points]
 
 
-def bag_source(path: Path, runner: PolicyRunner, stride: int, camera_topics: list[str], joint_names: list[str],
-               joint_topic: str, command_topic: str, instruction_topic: str, instruction: str) -> Source:
+def bag_source(
+    path: Path,
+    runner: PolicyRunner,
+    stride: int,
+    camera_topics: list[str],
+    joint_names: list[str],
+    joint_topic: str,
+    command_topic: str,
+    instruction_topic: str,
+    instruction: str,
+) -> Source:
     camera_topics, joint_topic, command_topic, instruction_topic = (
-        [_absolute(t) for t in camera_topics], _absolute(joint_topic), _absolute(command_topic), _absolute(instruction_topic))
+        [_absolute(t) for t in camera_topics],
+        _absolute(joint_topic),
+        _absolute(command_topic),
+        _absolute(instruction_topic),
+    )
     if len(camera_topics) != len(runner.processor.camera_keys):
-        raise BagError(f'{len(camera_topics)} camera topic(s) for a checkpoint with {len(runner.processor.camera_keys)} camera(s)')
+        raise BagError(
+            f'{len(camera_topics)} camera topic(s) for a checkpoint with {len(runner.processor.camera_keys)} camera(s)'
+        )
     images = {t: _Series() for t in camera_topics}
     states, commands, instructions = _Series(), [], _Series()
     with open_bag(path) as reader:
@@ -135,7 +158,9 @@ def bag_source(path: Path, runner: PolicyRunner, stride: int, camera_topics: lis
     if skipped:
         print(f'evaluate: skipped {skipped} image(s) that do not decode')
     if not states.times or not commands:
-        raise BagError(f'{path}: no joint states with all of {joint_names} on {joint_topic}, or nothing on {truth_topic}')
+        raise BagError(
+            f'{path}: no joint states with all of {joint_names} on {joint_topic}, or nothing on {truth_topic}'
+        )
     commands.sort(key=lambda c: c[0])
     command_times = np.array([c[0] for c in commands])
     command_values = np.array([c[1] for c in commands])
@@ -150,7 +175,9 @@ def bag_source(path: Path, runner: PolicyRunner, stride: int, camera_topics: lis
         valid = (when >= command_times[0]) & (when <= command_times[-1])
         if not valid.any():
             continue
-        truth = np.stack([np.interp(when, command_times, command_values[:, j]) for j in range(len(joint_names))], axis=1)
+        truth = np.stack(
+            [np.interp(when, command_times, command_values[:, j]) for j in range(len(joint_names))], axis=1
+        )
         text = instructions.latest(t)[1] or instruction
         queries.append(Query([images[c].latest(t)[1] for c in camera_topics], states.latest(t)[1], text, truth, valid))
     return Source(f'rosbag2 {path} (truth: {truth_topic}, {len(commands)} points)', queries, len(queries) * step)
@@ -166,8 +193,9 @@ def evaluate(runner: PolicyRunner, source: Source, sampling: Sampling) -> dict:
     started = time.perf_counter()
     for query in tqdm(source.queries, desc='evaluate', unit='chunk'):
         began = time.perf_counter()
-        prediction = runner.predict(ChunkRequest(query.images, query.state, query.instruction,
-                                                 sampling=replace(sampling, self_correction=True)))
+        prediction = runner.predict(
+            ChunkRequest(query.images, query.state, query.instruction, sampling=replace(sampling, self_correction=True))
+        )
         latency.append((time.perf_counter() - began) * 1e3)
         valid = query.valid[:, None]
         error_sum += np.abs(prediction.positions - query.truth) * valid
@@ -185,17 +213,24 @@ def evaluate(runner: PolicyRunner, source: Source, sampling: Sampling) -> dict:
     horizon_sfm = sfm_sum / np.maximum(count, 1)
     weights = count[:, 0] / count.sum()
     action_error = float((horizon.mean(axis=1) * weights).sum())
-    ratio = {} if source.mean_action is None else {'action_error_ratio': action_error / (baseline_sum / (count.sum() * J))}
+    ratio = (
+        {} if source.mean_action is None else {'action_error_ratio': action_error / (baseline_sum / (count.sum() * J))}
+    )
     return {
         **ratio,
         'action_error': action_error,
         'action_error_sfm': float((horizon_sfm.mean(axis=1) * weights).sum()),
         'rater_spearman': rater_spearman(confidences, step_errors),
         'refined_fraction': float(np.mean(refined)) if refined else 0.0,
-        'latency_ms_p50': float(np.percentile(latency, 50)), 'latency_ms_p95': float(np.percentile(latency, 95)),
-        'realtime_factor': source.seconds / seconds, 'queries': len(source.queries), 'recorded_seconds': source.seconds,
-        'horizon_error': horizon.tolist(), 'horizon_error_sfm': horizon_sfm.tolist(),
-        'confidence': confidences, 'step_error_sfm': step_errors,
+        'latency_ms_p50': float(np.percentile(latency, 50)),
+        'latency_ms_p95': float(np.percentile(latency, 95)),
+        'realtime_factor': source.seconds / seconds,
+        'queries': len(source.queries),
+        'recorded_seconds': source.seconds,
+        'horizon_error': horizon.tolist(),
+        'horizon_error_sfm': horizon_sfm.tolist(),
+        'confidence': confidences,
+        'step_error_sfm': step_errors,
     }
 
 
@@ -209,6 +244,7 @@ def summary_keys(metrics: dict) -> tuple:
 
 def write_report(output: Path, metrics: dict, source: Source, checkpoint: str, joint_names: list[str]) -> Path:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -230,14 +266,32 @@ def write_report(output: Path, metrics: dict, source: Source, checkpoint: str, j
     for x, y, n in zip(bins['centers'], np.nan_to_num(bins['mean_error']), bins['counts']):
         if n:
             ax.annotate(str(n), (x, y), ha='center', va='bottom', fontsize=7)
-    ax.set(xlabel='rater confidence', ylabel='mean SFM step error (rad)', xlim=(0, 1),
-           title=f'Reliability (Spearman {metrics["rater_spearman"]:.3f}; counts on bars)')
+    ax.set(
+        xlabel='rater confidence',
+        ylabel='mean SFM step error (rad)',
+        xlim=(0, 1),
+        title=f'Reliability (Spearman {metrics["rater_spearman"]:.3f}; counts on bars)',
+    )
     fig.tight_layout()
     fig.savefig(output / 'reliability.png', dpi=100)
     plt.close(fig)
-    summary = {k: metrics[k] for k in (*summary_keys(metrics), 'refined_fraction', 'latency_ms_p50', 'latency_ms_p95', 'queries', 'recorded_seconds')}
-    (output / 'metrics.json').write_text(json.dumps({**summary, 'horizon_error': metrics['horizon_error'],
-                                                      'horizon_error_sfm': metrics['horizon_error_sfm']}, indent=1))
+    summary = {
+        k: metrics[k]
+        for k in (
+            *summary_keys(metrics),
+            'refined_fraction',
+            'latency_ms_p50',
+            'latency_ms_p95',
+            'queries',
+            'recorded_seconds',
+        )
+    }
+    (output / 'metrics.json').write_text(
+        json.dumps(
+            {**summary, 'horizon_error': metrics['horizon_error'], 'horizon_error_sfm': metrics['horizon_error_sfm']},
+            indent=1,
+        )
+    )
     rows = '\n'.join(f'| {k} | {v:.4g} |' if isinstance(v, float) else f'| {k} | {v} |' for k, v in summary.items())
     report = output / 'report.md'
     report.write_text(f"""# Offline evaluation

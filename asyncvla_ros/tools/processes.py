@@ -1,5 +1,6 @@
 """Start and stop ROS nodes as separate processes, as `ros2 launch` would: used by `asyncvla bringup`,
 `make demo` and the tests. Each node gets `--ros-args --params-file ...`, its output goes to a log file."""
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncvla_ros.paths import SOURCE_ROOT, config_path
+
 
 def ros_environment(base: dict | None = None, large_messages: bool = False) -> dict:
     """Environment for ROS processes: loopback-only discovery; with `large_messages`, the shipped
@@ -49,11 +51,12 @@ class NodeProcess:
             cmd += ['-p', f'{key}:={_ros_arg(value)}']
         return cmd
 
-    def start(self) -> 'NodeProcess':
+    def start(self) -> NodeProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, 'ab')
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        env=self.env, cwd=SOURCE_ROOT, start_new_session=True)
+        log = open(self.log_path, 'ab')  # noqa: SIM115 (the child writes to it for its whole life)
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=SOURCE_ROOT, start_new_session=True
+        )
         log.close()
         return self
 

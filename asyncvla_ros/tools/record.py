@@ -1,6 +1,7 @@
 """`asyncvla record`: topics into a rosbag2 (mcap or sqlite3) through raw subscriptions, the bytes as
 they came off the wire, stamped with the recorder's clock on arrival (as `ros2 bag record` does).
 Topics are found as they appear; every definition, ours included, is stored in the bag."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -14,8 +15,16 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from asyncvla_ros.nodes.conversions import message_class
 from asyncvla_ros.tools.bags import BagError, BagWriter
 
-DEFAULT_TOPICS = ('camera/*', 'joint_states', 'asyncvla/*', 'arm_controller/joint_trajectory',
-                  'forward_position_controller/commands', 'sim/task_success', 'sim/task_phase', '/diagnostics')
+DEFAULT_TOPICS = (
+    'camera/*',
+    'joint_states',
+    'asyncvla/*',
+    'arm_controller/joint_trajectory',
+    'forward_position_controller/commands',
+    'sim/task_success',
+    'sim/task_phase',
+    '/diagnostics',
+)
 
 
 class Recorder:
@@ -34,7 +43,11 @@ class Recorder:
 
     def discover(self) -> None:
         for topic, types in self.node.get_topic_names_and_types():
-            if topic in self.subscriptions or topic in self.errors or not any(fnmatch.fnmatchcase(topic, p) for p in self.patterns):
+            if (
+                topic in self.subscriptions
+                or topic in self.errors
+                or not any(fnmatch.fnmatchcase(topic, p) for p in self.patterns)
+            ):
                 continue
             try:
                 if len(types) != 1:
@@ -47,7 +60,8 @@ class Recorder:
                 self.node.get_logger().error(f'not recording {topic}: {exc}')
                 continue
             self.subscriptions[topic] = self.node.create_subscription(
-                msg_class, topic, lambda raw, t=topic: self._write(t, raw), self._qos(topic), raw=True)
+                msg_class, topic, lambda raw, t=topic: self._write(t, raw), self._qos(topic), raw=True
+            )
             self.node.get_logger().info(f'recording {topic} ({types[0]})')
 
     def _qos(self, topic: str) -> QoSProfile:
@@ -72,8 +86,11 @@ def record(output, patterns, storage: str, duration: float, ros_args: list[str])
     rclpy.init(args=['asyncvla', *ros_args])
     node = rclpy.create_node('asyncvla_recorder')
     recorder = Recorder(node, writer, patterns)
-    print(f'record: writing {storage} bag {output}; topics matching {" ".join(recorder.patterns)}; '
-          f'{"for %.1f s" % duration if duration else "Ctrl-C stops"}', flush=True)
+    print(
+        f'record: writing {storage} bag {output}; topics matching {" ".join(recorder.patterns)}; '
+        f'{f"for {duration:.1f} s" if duration else "Ctrl-C stops"}',
+        flush=True,
+    )
     started = time.monotonic()
     try:
         while rclpy.ok() and (not duration or time.monotonic() - started < duration):
@@ -86,6 +103,9 @@ def record(output, patterns, storage: str, duration: float, ros_args: list[str])
         with recorder.lock:
             writer.close()
     counts = dict(writer.counts)
-    print(f'record: wrote {sum(counts.values())} messages on {len(counts)} topics in {time.monotonic() - started:.1f} s '
-          f'to {output}: ' + ', '.join(f'{t} {n}' for t, n in sorted(counts.items())), flush=True)
+    print(
+        f'record: wrote {sum(counts.values())} messages on {len(counts)} topics in {time.monotonic() - started:.1f} s '
+        f'to {output}: ' + ', '.join(f'{t} {n}' for t, n in sorted(counts.items())),
+        flush=True,
+    )
     return {'output': str(output), 'messages': counts, 'errors': recorder.errors}

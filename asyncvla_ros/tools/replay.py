@@ -1,8 +1,10 @@
 """`asyncvla replay BAG`: publishes a rosbag2 with its recorded timing (the bag's receive stamps), the
 bytes exactly as stored, optionally driving /clock from the bag's time so that nodes with
 `use_sim_time` run on the recording's clock. On a ROS install `ros2 bag play` does the same job."""
+
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -17,13 +19,13 @@ from asyncvla_ros.tools.bags import BagError, bag_topics, open_bag, require_topi
 
 @dataclass
 class ReplayOptions:
-    rate: float = 1.0              # playback speed factor
-    start_offset: float = 0.0      # seconds of the bag skipped at the start
+    rate: float = 1.0  # playback speed factor
+    start_offset: float = 0.0  # seconds of the bag skipped at the start
     loop: bool = False
-    topics: list[str] | None = None     # None: every topic in the bag
-    remap: dict[str, str] = field(default_factory=dict)   # bag topic -> published topic
-    clock_hz: float = 0.0          # > 0: publish /clock from the bag's time at this rate
-    startup_delay: float = 1.0     # seconds for subscribers to discover the publishers before playing
+    topics: list[str] | None = None  # None: every topic in the bag
+    remap: dict[str, str] = field(default_factory=dict)  # bag topic -> published topic
+    clock_hz: float = 0.0  # > 0: publish /clock from the bag's time at this rate
+    startup_delay: float = 1.0  # seconds for subscribers to discover the publishers before playing
 
 
 def _sleep_until(deadline: float) -> None:
@@ -55,7 +57,9 @@ class Player:
                 msg_class = message_class(msgtype)
             except ImportError as exc:
                 raise BagError(f'{path}: cannot replay {topic}: {exc}') from exc
-            self.publishers[topic] = node.create_publisher(msg_class, options.remap.get(topic, topic), QoSProfile(depth=100))
+            self.publishers[topic] = node.create_publisher(
+                msg_class, options.remap.get(topic, topic), QoSProfile(depth=100)
+            )
         self.clock_pub = node.create_publisher(Clock, '/clock', 10) if options.clock_hz > 0 else None
         self.counts = dict.fromkeys(topics, 0)
         self.lateness: list[float] = []
@@ -89,8 +93,11 @@ class Player:
 
     def timing(self) -> dict:
         late = np.abs(np.asarray(self.lateness or [0.0])) * 1e3
-        return {'timing_error_ms_p50': float(np.percentile(late, 50)), 'timing_error_ms_p95': float(np.percentile(late, 95)),
-                'timing_error_ms_max': float(late.max())}
+        return {
+            'timing_error_ms_p50': float(np.percentile(late, 50)),
+            'timing_error_ms_p95': float(np.percentile(late, 95)),
+            'timing_error_ms_max': float(late.max()),
+        }
 
 
 def replay(path, options: ReplayOptions, ros_args: list[str]) -> dict:
@@ -100,20 +107,28 @@ def replay(path, options: ReplayOptions, ros_args: list[str]) -> dict:
         try:
             player = Player(node, reader, path, options)
             duration = (reader.end_time - reader.start_time) * 1e-9
-            print(f'replay: {path} ({duration:.1f} s, {len(player.publishers)} topics) at rate {options.rate}'
-                  f'{", /clock at %g Hz" % options.clock_hz if options.clock_hz > 0 else ""}'
-                  f'{", looping" if options.loop else ""}; Ctrl-C stops', flush=True)
+            print(
+                f'replay: {path} ({duration:.1f} s, {len(player.publishers)} topics) at rate {options.rate}'
+                f'{f", /clock at {options.clock_hz:g} Hz" if options.clock_hz > 0 else ""}'
+                f'{", looping" if options.loop else ""}; Ctrl-C stops',
+                flush=True,
+            )
             time.sleep(options.startup_delay)
             started = time.monotonic()
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 player.play(stop=lambda: not rclpy.ok())
-            except KeyboardInterrupt:
-                pass
-            result = {'bag': str(path), 'seconds': round(time.monotonic() - started, 3), 'messages': player.counts,
-                      **player.timing()}
+            result = {
+                'bag': str(path),
+                'seconds': round(time.monotonic() - started, 3),
+                'messages': player.counts,
+                **player.timing(),
+            }
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
-    print(f'replay: published {sum(result["messages"].values())} messages in {result["seconds"]:.1f} s; timing error '
-          f'p50 {result["timing_error_ms_p50"]:.2f} ms, p95 {result["timing_error_ms_p95"]:.2f} ms', flush=True)
+    print(
+        f'replay: published {sum(result["messages"].values())} messages in {result["seconds"]:.1f} s; timing error '
+        f'p50 {result["timing_error_ms_p50"]:.2f} ms, p95 {result["timing_error_ms_p95"]:.2f} ms',
+        flush=True,
+    )
     return result

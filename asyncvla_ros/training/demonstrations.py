@@ -1,6 +1,7 @@
 """SO-101 pick-and-place demonstrations from the scripted expert of lerobot-env-so101, written as a
 LeRobot v3.0 dataset: front and wrist cameras, observation.state = joint positions, action = the 6 absolute joint
 targets the expert's IK produced (what executor_node commands)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,7 @@ POLICY_DETOUR_STEPS = (4, 40)  # control steps a policy drives before the expert
 DETOUR_LATENCY_S = 0.1
 
 
-def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200, recovery: bool = False,
-                   policy=None) -> dict:
+def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200, recovery: bool = False, policy=None) -> dict:
     """One expert episode: frames, joint positions and joint targets at 10 Hz, and whether it succeeded.
 
     With `recovery`, the expert first heads for a decoy 2-6 cm beside the block (unrecorded, for a random number
@@ -58,8 +58,12 @@ def record_episode(plant: SO101Plant, seed: int, max_steps: int = 200, recovery:
         success = success or bool(info.get('succeed'))
         if expert.done or terminated:
             break
-    return {'images': {key: np.stack(f) for key, f in frames.items()}, 'state': np.stack(states),
-            'action': np.stack(actions), 'success': success}
+    return {
+        'images': {key: np.stack(f) for key, f in frames.items()},
+        'state': np.stack(states),
+        'action': np.stack(actions),
+        'success': success,
+    }
 
 
 def _detour(plant: SO101Plant, expert, rng: np.random.Generator) -> None:
@@ -89,22 +93,31 @@ def _policy_detour(plant: SO101Plant, policy, rng: np.random.Generator) -> None:
 
     cameras = [key.removeprefix('observation.images.') for key in policy.processor.camera_keys]
     if not set(cameras) <= set(CAMERAS):
-        raise CheckpointError(f'the recovery policy reads cameras {policy.processor.camera_keys}; the sim has '
-                              f'{sorted(CAMERA_KEYS.values())}')
+        raise CheckpointError(
+            f'the recovery policy reads cameras {policy.processor.camera_keys}; the sim has '
+            f'{sorted(CAMERA_KEYS.values())}'
+        )
     settings = LoopSettings(INSTRUCTIONS[0], latency_s=DETOUR_LATENCY_S)
     drive = PolicyDrive(plant, policy, settings, self_correction=settings.request.sampling.self_correction)
     drive.run(int(rng.integers(*POLICY_DETOUR_STEPS, endpoint=True)) / FPS)
     plant.resume_cartesian_control()
 
 
-def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 224, recovery: bool = False,
-                 recovery_policy: Path | None = None) -> dict:
+def make_dataset(
+    output: Path,
+    episodes: int,
+    seed: int = 0,
+    image_size: int = 224,
+    recovery: bool = False,
+    recovery_policy: Path | None = None,
+) -> dict:
     """Runs the expert on `episodes` seeded scenes (block and goal drawn from the seed, one of several
     phrasings of the instruction each) and writes the successful ones; `recovery` and `recovery_policy` (a
     checkpoint that drives the detours, implies `recovery`): see `record_episode`."""
     policy = None
     if recovery_policy is not None:
         from asyncvla_ros.model.runner import PolicyRunner
+
         policy, recovery = PolicyRunner(recovery_policy, seed=seed), True
     rng = np.random.default_rng(seed)
     plant = SO101Plant(seed, image_size, image_size)
@@ -116,8 +129,9 @@ def make_dataset(output: Path, episodes: int, seed: int = 0, image_size: int = 2
             if not record['success']:
                 failed += 1
                 continue
-            writer.add_episode(record['images'], record['state'], record['action'],
-                               INSTRUCTIONS[int(rng.integers(len(INSTRUCTIONS)))])
+            writer.add_episode(
+                record['images'], record['state'], record['action'], INSTRUCTIONS[int(rng.integers(len(INSTRUCTIONS)))]
+            )
     finally:
         plant.close()
     writer.write()

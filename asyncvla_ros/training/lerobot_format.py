@@ -6,13 +6,14 @@ episodes one after another; each episode's from/to timestamps are in the episode
 Samples follow asyncvla_method.md §6: images, state and task at frame t, actions t..t+L-1 with
 `action_is_pad` past the episode's end.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
@@ -45,8 +46,14 @@ class LeRobotWriter:
         length = len(state)
         if length == 0 or len(action) != length or any(len(v) != length for v in images.values()):
             raise DatasetError(f'episode {len(self.episodes)}: images, state and action need the same non-zero length')
-        self.episodes.append({'images': images, 'state': np.asarray(state, np.float32),
-                              'action': np.asarray(action, np.float32), 'task': task})
+        self.episodes.append(
+            {
+                'images': images,
+                'state': np.asarray(state, np.float32),
+                'action': np.asarray(action, np.float32),
+                'task': task,
+            }
+        )
 
     def write(self) -> Path:
         root = Path(self.root)
@@ -60,17 +67,39 @@ class LeRobotWriter:
         for index, episode in enumerate(self.episodes):
             length = len(episode['state'])
             timestamps = np.arange(length, dtype=np.float32) / self.fps
-            rows.append(pa.table({
-                'observation.state': list(episode['state']), 'action': list(episode['action']),
-                'timestamp': timestamps, 'frame_index': np.arange(length), 'episode_index': np.full(length, index),
-                'index': np.arange(start, start + length), 'task_index': np.full(length, task_index[episode['task']]),
-            }))
-            row = {'episode_index': index, 'tasks': [episode['task']], 'length': length,
-                   'data/chunk_index': 0, 'data/file_index': 0, 'dataset_from_index': start,
-                   'dataset_to_index': start + length, 'meta/episodes/chunk_index': 0, 'meta/episodes/file_index': 0}
+            rows.append(
+                pa.table(
+                    {
+                        'observation.state': list(episode['state']),
+                        'action': list(episode['action']),
+                        'timestamp': timestamps,
+                        'frame_index': np.arange(length),
+                        'episode_index': np.full(length, index),
+                        'index': np.arange(start, start + length),
+                        'task_index': np.full(length, task_index[episode['task']]),
+                    }
+                )
+            )
+            row = {
+                'episode_index': index,
+                'tasks': [episode['task']],
+                'length': length,
+                'data/chunk_index': 0,
+                'data/file_index': 0,
+                'dataset_from_index': start,
+                'dataset_to_index': start + length,
+                'meta/episodes/chunk_index': 0,
+                'meta/episodes/file_index': 0,
+            }
             for key in video_keys:
-                row.update({f'videos/{key}/chunk_index': 0, f'videos/{key}/file_index': 0,
-                            f'videos/{key}/from_timestamp': video_time, f'videos/{key}/to_timestamp': video_time + length / self.fps})
+                row.update(
+                    {
+                        f'videos/{key}/chunk_index': 0,
+                        f'videos/{key}/file_index': 0,
+                        f'videos/{key}/from_timestamp': video_time,
+                        f'videos/{key}/to_timestamp': video_time + length / self.fps,
+                    }
+                )
             episode_rows.append(row)
             start += length
             video_time += length / self.fps
@@ -80,7 +109,9 @@ class LeRobotWriter:
         episodes_file = root / EPISODES_PATH
         episodes_file.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(episode_rows), episodes_file)
-        pq.write_table(pa.table({'task_index': list(range(len(tasks))), 'task': tasks}), root / 'meta' / 'tasks.parquet')
+        pq.write_table(
+            pa.table({'task_index': list(range(len(tasks))), 'task': tasks}), root / 'meta' / 'tasks.parquet'
+        )
         shapes = {}
         for key in video_keys:
             frames = np.concatenate([e['images'][key] for e in self.episodes])
@@ -91,23 +122,54 @@ class LeRobotWriter:
         features = {
             'observation.state': {'dtype': 'float32', 'shape': [state_dim], 'names': names[:state_dim]},
             'action': {'dtype': 'float32', 'shape': [action_dim], 'names': names[:action_dim]},
-            **{k: {'dtype': 'int64', 'shape': [1], 'names': None} for k in ('frame_index', 'episode_index', 'index', 'task_index')},
+            **{
+                k: {'dtype': 'int64', 'shape': [1], 'names': None}
+                for k in ('frame_index', 'episode_index', 'index', 'task_index')
+            },
             'timestamp': {'dtype': 'float32', 'shape': [1], 'names': None},
         }
         for key, (h, w, c) in shapes.items():
-            features[key] = {'dtype': 'video', 'shape': [h, w, c], 'names': ['height', 'width', 'channels'],
-                             'info': {'video.height': h, 'video.width': w, 'video.codec': 'h264', 'video.pix_fmt': 'yuv420p',
-                                      'video.is_depth_map': False, 'video.fps': self.fps, 'video.channels': c, 'has_audio': False}}
-        info = {'codebase_version': 'v3.0', 'robot_type': self.robot_type, 'total_episodes': len(self.episodes),
-                'total_frames': start, 'total_tasks': len(tasks), 'chunks_size': 1000, 'data_files_size_in_mb': 100,
-                'video_files_size_in_mb': 500, 'fps': self.fps, 'splits': {'train': f'0:{len(self.episodes)}'},
-                'data_path': DATA_PATH, 'video_path': VIDEO_PATH, 'features': features}
+            features[key] = {
+                'dtype': 'video',
+                'shape': [h, w, c],
+                'names': ['height', 'width', 'channels'],
+                'info': {
+                    'video.height': h,
+                    'video.width': w,
+                    'video.codec': 'h264',
+                    'video.pix_fmt': 'yuv420p',
+                    'video.is_depth_map': False,
+                    'video.fps': self.fps,
+                    'video.channels': c,
+                    'has_audio': False,
+                },
+            }
+        info = {
+            'codebase_version': 'v3.0',
+            'robot_type': self.robot_type,
+            'total_episodes': len(self.episodes),
+            'total_frames': start,
+            'total_tasks': len(tasks),
+            'chunks_size': 1000,
+            'data_files_size_in_mb': 100,
+            'video_files_size_in_mb': 500,
+            'fps': self.fps,
+            'splits': {'train': f'0:{len(self.episodes)}'},
+            'data_path': DATA_PATH,
+            'video_path': VIDEO_PATH,
+            'features': features,
+        }
         (root / 'meta' / 'info.json').write_text(json.dumps(info, indent=2))
         stats = {}
         for key in ('observation.state', 'action'):
             values = np.concatenate([e['state' if key == 'observation.state' else 'action'] for e in self.episodes])
-            stats[key] = {'mean': values.mean(0).tolist(), 'std': values.std(0).tolist(), 'min': values.min(0).tolist(),
-                          'max': values.max(0).tolist(), 'count': [len(values)]}
+            stats[key] = {
+                'mean': values.mean(0).tolist(),
+                'std': values.std(0).tolist(),
+                'min': values.min(0).tolist(),
+                'max': values.max(0).tolist(),
+                'count': [len(values)],
+            }
         (root / 'meta' / 'stats.json').write_text(json.dumps(stats, indent=2))
         return root
 
@@ -152,8 +214,13 @@ def load_data_config(path) -> list[DatasetSpec]:
     if not entries:
         raise DatasetError(f'{path}: no lerobot_datasets entries')
     base = Path(path).parent
-    return [DatasetSpec(root=(base / e['root']).resolve() if not Path(e['root']).is_absolute() else Path(e['root']),
-                        **{k: v for k, v in e.items() if k != 'root'}) for e in entries]
+    return [
+        DatasetSpec(
+            root=(base / e['root']).resolve() if not Path(e['root']).is_absolute() else Path(e['root']),
+            **{k: v for k, v in e.items() if k != 'root'},
+        )
+        for e in entries
+    ]
 
 
 class LeRobotDataset:
@@ -165,11 +232,15 @@ class LeRobotDataset:
         self.fps = self.info.get('fps', 10)
         features = self.info.get('features', {})
         if not spec.select_video_keys:  # every camera of the dataset, in its order
-            spec = dataclasses.replace(spec, select_video_keys=[k for k, f in features.items() if f.get('dtype') == 'video'])
+            spec = dataclasses.replace(
+                spec, select_video_keys=[k for k, f in features.items() if f.get('dtype') == 'video']
+            )
         self.spec, self.chunk_size = spec, chunk_size
         for key in (*spec.select_video_keys, *spec.select_state_keys, *spec.select_action_keys):
             if key not in features:
-                raise DatasetError(f'{root / "meta/info.json"}: feature {key!r} not in the dataset ({sorted(features)})')
+                raise DatasetError(
+                    f'{root / "meta/info.json"}: feature {key!r} not in the dataset ({sorted(features)})'
+                )
         episodes_table = self._parquet(root / EPISODES_PATH)
         self.episodes = episodes_table.to_pylist()
         if episodes is not None:
@@ -190,24 +261,29 @@ class LeRobotDataset:
         self.frames = {key: self._episode_frames(root, key) for key in spec.select_video_keys}
         self.index = [(e['dataset_from_index'] + t, e) for e in self.episodes for t in range(e['length'])]
         stats = self._json(root / 'meta' / 'stats.json')
-        self.stats = {'state': self._concat_stats(stats, spec.select_state_keys, root),
-                      'action': self._concat_stats(stats, spec.select_action_keys, root)}
+        self.stats = {
+            'state': self._concat_stats(stats, spec.select_state_keys, root),
+            'action': self._concat_stats(stats, spec.select_action_keys, root),
+        }
 
     def _episode_frames(self, root: Path, key: str) -> dict[int, np.ndarray]:
         """Episode index -> its frames (T, H, W, 3), cut out of the shared video files by timestamp."""
         videos, frames = {}, {}
         for e in self.episodes:
-            path = root / self.info['video_path'].format(video_key=key, chunk_index=e[f'videos/{key}/chunk_index'],
-                                                         file_index=e[f'videos/{key}/file_index'])
+            path = root / self.info['video_path'].format(
+                video_key=key, chunk_index=e[f'videos/{key}/chunk_index'], file_index=e[f'videos/{key}/file_index']
+            )
             if path not in videos:
                 if not path.is_file():
                     raise DatasetError(f'{path}: video for {key!r} is missing')
                 videos[path] = read_video(path)
             first = int(round(e[f'videos/{key}/from_timestamp'] * self.fps))
-            clip = videos[path][first:first + e['length']]
+            clip = videos[path][first : first + e['length']]
             if len(clip) != e['length']:
-                raise DatasetError(f'{path}: episode {e["episode_index"]} needs {e["length"]} frames from {first}, '
-                                   f'the video has {len(videos[path])} (truncated or corrupt)')
+                raise DatasetError(
+                    f'{path}: episode {e["episode_index"]} needs {e["length"]} frames from {first}, '
+                    f'the video has {len(videos[path])} (truncated or corrupt)'
+                )
             frames[e['episode_index']] = clip
         return frames
 
@@ -235,7 +311,10 @@ class LeRobotDataset:
     @staticmethod
     def _concat_stats(stats: dict, keys, root: Path) -> dict:
         try:
-            return {s: np.concatenate([np.asarray(stats[k][s], np.float32).ravel() for k in keys]).tolist() for s in ('mean', 'std')}
+            return {
+                s: np.concatenate([np.asarray(stats[k][s], np.float32).ravel() for k in keys]).tolist()
+                for s in ('mean', 'std')
+            }
         except KeyError as exc:
             raise DatasetError(f'{root / "meta/stats.json"}: no statistics for {exc}') from exc
 
@@ -247,11 +326,18 @@ class LeRobotDataset:
         row, episode = self.index[i]
         end = episode['dataset_to_index']
         steps = np.arange(row, row + self.chunk_size)
-        return {'state': self.state[row], 'actions': self.action[np.minimum(steps, end - 1)], 'action_is_pad': steps >= end,
-                'task': self.tasks[int(self.task_index[row])], 'episode_index': int(self.episode_of[row])}
+        return {
+            'state': self.state[row],
+            'actions': self.action[np.minimum(steps, end - 1)],
+            'action_is_pad': steps >= end,
+            'task': self.tasks[int(self.task_index[row])],
+            'episode_index': int(self.episode_of[row]),
+        }
 
     def __getitem__(self, i: int) -> dict:
         row, episode = self.index[i]
         t = row - episode['dataset_from_index']
-        return {'images': [self.frames[k][episode['episode_index']][t] for k in self.spec.select_video_keys],
-                **self.chunk_at(i)}
+        return {
+            'images': [self.frames[k][episode['episode_index']][t] for k in self.spec.select_video_keys],
+            **self.chunk_at(i),
+        }

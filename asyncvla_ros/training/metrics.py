@@ -1,4 +1,5 @@
 """How good chunks and confidences are: shared by training's validation and `asyncvla evaluate`."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Unified SFM/AFM training of the policy and training of the confidence rater, with accelerate
 (one CPU process here; `accelerate launch` for many GPUs, bf16 there)."""
+
 from __future__ import annotations
 
 import csv
@@ -49,28 +50,47 @@ def split_episodes(spec: DatasetSpec, fraction: float) -> tuple[list[int], list[
     import pyarrow.parquet as pq
 
     from asyncvla_ros.training.lerobot_format import EPISODES_PATH
+
     indices = sorted(pq.read_table(Path(spec.root) / EPISODES_PATH, columns=['episode_index']).column(0).to_pylist())
     held = max(1, int(round(len(indices) * fraction))) if len(indices) > 1 else 0
-    return indices[:len(indices) - held], indices[len(indices) - held:]
+    return indices[: len(indices) - held], indices[len(indices) - held :]
 
 
-def build_processor(config: TrainConfig, dataset: LeRobotDataset, tokenizer, model_config: AsyncVLAConfig,
-                    image_processor=None, system_prompt: str = SYSTEM_PROMPT) -> AsyncVLAProcessor:
+def build_processor(
+    config: TrainConfig,
+    dataset: LeRobotDataset,
+    tokenizer,
+    model_config: AsyncVLAConfig,
+    image_processor=None,
+    system_prompt: str = SYSTEM_PROMPT,
+) -> AsyncVLAProcessor:
     """The processor for `dataset`: its statistics, cameras and frame period, images at `config.image_size`
     unless an image processor is given."""
     pixels = config.image_size * config.image_size
-    stats = dataset.stats if config.action_mode == 'absolute' else {**dataset.stats, 'action': delta_action_stats(dataset)}
-    return AsyncVLAProcessor(tokenizer, image_processor or Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels),
-                             stats, list(dataset.spec.select_video_keys), model_config.action_chunk_size,
-                             model_config.max_state_dim, model_config.max_action_dim, system_prompt=system_prompt,
-                             action_dt=1.0 / dataset.fps, action_mode=config.action_mode)
+    stats = (
+        dataset.stats if config.action_mode == 'absolute' else {**dataset.stats, 'action': delta_action_stats(dataset)}
+    )
+    return AsyncVLAProcessor(
+        tokenizer,
+        image_processor or Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels),
+        stats,
+        list(dataset.spec.select_video_keys),
+        model_config.action_chunk_size,
+        model_config.max_state_dim,
+        model_config.max_action_dim,
+        system_prompt=system_prompt,
+        action_dt=1.0 / dataset.fps,
+        action_mode=config.action_mode,
+    )
 
 
 def _small_tokenizer(texts: list[str], vocab_size: int):
     return build_small_tokenizer(texts + [f'{SYSTEM_PROMPT} system user assistant'], vocab_size // 2)
 
 
-def build_policy(config: TrainConfig, dataset: LeRobotDataset, texts: list[str]) -> tuple[AsyncVLAPolicy, AsyncVLAProcessor]:
+def build_policy(
+    config: TrainConfig, dataset: LeRobotDataset, texts: list[str]
+) -> tuple[AsyncVLAPolicy, AsyncVLAProcessor]:
     """A fresh policy for the dataset: small presets get a small tokenizer trained on the instructions."""
     preset = AsyncVLAConfig.from_preset(config.preset)
     vocab_size = preset.vlm_config.text_config.vocab_size
@@ -80,8 +100,9 @@ def build_policy(config: TrainConfig, dataset: LeRobotDataset, texts: list[str])
     return model, build_processor(config, dataset, tokenizer, model.config)
 
 
-def load_for_finetuning(directory: Path, config: TrainConfig, dataset: LeRobotDataset,
-                        texts: list[str]) -> tuple[AsyncVLAPolicy, AsyncVLAProcessor]:
+def load_for_finetuning(
+    directory: Path, config: TrainConfig, dataset: LeRobotDataset, texts: list[str]
+) -> tuple[AsyncVLAPolicy, AsyncVLAProcessor]:
     """A checkpoint to fine-tune, float32 on the CPU. An imported model (no statistics yet) gets a processor
     for `dataset` with the import's tokenizer and image processor; an import without a tokenizer gets a small
     one trained on the instructions, and the model takes its special token ids (they carry no text then)."""
@@ -95,8 +116,11 @@ def load_for_finetuning(directory: Path, config: TrainConfig, dataset: LeRobotDa
         tokenizer = _small_tokenizer(texts, model.config.vlm_config.text_config.vocab_size)
         for name, value in prompt_token_ids(tokenizer).items():
             setattr(model.config, name, value)
-    image_processor = (Qwen2VLImageProcessorPil.from_pretrained(directory, local_files_only=True)
-                       if (directory / 'preprocessor_config.json').is_file() else None)
+    image_processor = (
+        Qwen2VLImageProcessorPil.from_pretrained(directory, local_files_only=True)
+        if (directory / 'preprocessor_config.json').is_file()
+        else None
+    )
     system_prompt = QWEN_SYSTEM_PROMPT if model.config.eo1_config else SYSTEM_PROMPT
     return model, build_processor(config, dataset, tokenizer, model.config, image_processor, system_prompt)
 
@@ -109,9 +133,12 @@ def delta_action_stats(dataset: LeRobotDataset) -> dict:
 
 
 def collate(samples: list[dict], processor: AsyncVLAProcessor) -> dict:
-    batch = processor([s['images'] for s in samples], np.stack([s['state'] for s in samples]), [s['task'] for s in samples])
-    batch['actions'] = torch.from_numpy(processor.normalize_actions(np.stack([s['actions'] for s in samples]),
-                                                                    np.stack([s['state'] for s in samples])))
+    batch = processor(
+        [s['images'] for s in samples], np.stack([s['state'] for s in samples]), [s['task'] for s in samples]
+    )
+    batch['actions'] = torch.from_numpy(
+        processor.normalize_actions(np.stack([s['actions'] for s in samples]), np.stack([s['state'] for s in samples]))
+    )
     batch['action_is_pad'] = torch.from_numpy(np.stack([s['action_is_pad'] for s in samples]))
     return batch
 
@@ -125,13 +152,18 @@ def _loader(datasets: list[LeRobotDataset], processor, batch_size: int, seed: in
 
 def _param_groups(model: AsyncVLAPolicy, config: TrainConfig) -> list[dict]:
     vision = [p for n, p in model.named_parameters() if n.startswith('vlm.visual.') and p.requires_grad]
-    others = [p for n, p in model.named_parameters() if not n.startswith('vlm.visual.') and not n.startswith('rater.') and p.requires_grad]
+    others = [
+        p
+        for n, p in model.named_parameters()
+        if not n.startswith('vlm.visual.') and not n.startswith('rater.') and p.requires_grad
+    ]
     return [{'params': vision, 'lr': config.vision_lr}, {'params': others, 'lr': config.lr}]
 
 
 @torch.no_grad()
-def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, dataset: LeRobotDataset, samples: int,
-                         seed: int = 0) -> dict:
+def open_loop_validation(
+    model: AsyncVLAPolicy, processor: AsyncVLAProcessor, dataset: LeRobotDataset, samples: int, seed: int = 0
+) -> dict:
     """Action error of generated chunks (self-correction on and off) against the recorded actions on
     held-out frames, relative to always predicting the dataset's mean action; rater calibration."""
     model.eval()
@@ -142,7 +174,10 @@ def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, da
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     for i in picks:
         sample = dataset[int(i)]
-        inputs = {k: v.to(next(model.parameters()).device) for k, v in processor([sample['images']], sample['state'][None], [sample['task']]).items()}
+        inputs = {
+            k: v.to(next(model.parameters()).device)
+            for k, v in processor([sample['images']], sample['state'][None], [sample['task']]).items()
+        }
         result = model.generate_chunk(**inputs, generator=generator)  # self-correction when the rater is trained
         valid = ~sample['action_is_pad']
         predicted = processor.unnormalize_actions(result.actions[0], sample['state'])[valid]
@@ -155,16 +190,20 @@ def open_loop_validation(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, da
             confidences.extend(result.confidence[0][torch.from_numpy(valid)].cpu().tolist())
             step_errors.extend(np.abs(sfm - truth).mean(-1).tolist())
     spearman = rater_spearman(confidences, step_errors)
-    return {'action_error': float(np.mean(errors)), 'action_error_sfm': float(np.mean(sfm_errors)),
-            'baseline_error': float(np.mean(baseline)), 'action_error_ratio': float(np.mean(errors) / np.mean(baseline)),
-            'rater_spearman': spearman}
+    return {
+        'action_error': float(np.mean(errors)),
+        'action_error_sfm': float(np.mean(sfm_errors)),
+        'baseline_error': float(np.mean(baseline)),
+        'action_error_ratio': float(np.mean(errors) / np.mean(baseline)),
+        'rater_spearman': spearman,
+    }
 
 
 class _Log:
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
         new = not path.exists()
-        self.file = open(path, 'a', newline='')
+        self.file = open(path, 'a', newline='')  # noqa: SIM115 (appended to for the whole run)
         self.writer = csv.DictWriter(self.file, fieldnames=fields)
         if new:
             self.writer.writeheader()
@@ -182,14 +221,21 @@ def _chunk_size(checkpoint: Path | None, preset: str) -> int:
     return AsyncVLAConfig.from_pretrained(checkpoint, local_files_only=True).action_chunk_size
 
 
-def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, resume: Path | None = None,
-                 init_from: Path | None = None) -> dict:
+def train_policy(
+    specs: list[DatasetSpec],
+    output: Path,
+    config: TrainConfig,
+    resume: Path | None = None,
+    init_from: Path | None = None,
+) -> dict:
     """Trains the unified SFM/AFM policy; writes checkpoints, train_log.csv and the final checkpoint to `output`.
     `resume` continues a run (its step and schedule); `init_from` fine-tunes a checkpoint's weights, processor
     and normalisation with a fresh schedule of `config.steps`."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='bf16' if torch.cuda.is_available() else 'no')
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision='bf16' if torch.cuda.is_available() else 'no'
+    )
     chunk = _chunk_size(resume or init_from, config.preset)
     splits = [split_episodes(s, config.held_out_fraction) for s in specs]
     train_sets = [LeRobotDataset(s, chunk, episodes=tr) for s, (tr, _) in zip(specs, splits)]
@@ -212,8 +258,12 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
     optimizer = torch.optim.AdamW(_param_groups(model, config), weight_decay=config.weight_decay)
     for group in optimizer.param_groups:  # a resumed schedule starts mid-way and needs each group's peak rate
         group.setdefault('initial_lr', group['lr'])
-    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(config.warmup_ratio * config.steps)), config.steps,
-                                                last_epoch=start_step - 1 if start_step else -1)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer,
+        max(1, int(config.warmup_ratio * config.steps)),
+        config.steps,
+        last_epoch=start_step - 1 if start_step else -1,
+    )
     loader = _loader(train_sets, processor, config.batch_size, config.seed)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = _Log(output / 'train_log.csv', ['step', 'loss', 'lr', 'seconds', 'action_error_ratio', 'rater_spearman'])
@@ -228,18 +278,29 @@ def train_policy(specs: list[DatasetSpec], output: Path, config: TrainConfig, re
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        row = {'step': step, 'loss': f'{loss.item():.5f}', 'lr': f'{scheduler.get_last_lr()[-1]:.3g}',
-               'seconds': f'{time.time() - started:.1f}'}
+        row = {
+            'step': step,
+            'loss': f'{loss.item():.5f}',
+            'lr': f'{scheduler.get_last_lr()[-1]:.3g}',
+            'seconds': f'{time.time() - started:.1f}',
+        }
         if config.validate_every and step % config.validate_every == 0:
-            metrics = open_loop_validation(accelerator.unwrap_model(model), processor, val_set, config.validation_samples)
+            metrics = open_loop_validation(
+                accelerator.unwrap_model(model), processor, val_set, config.validation_samples
+            )
             row.update({k: f'{metrics[k]:.4f}' for k in ('action_error_ratio', 'rater_spearman')})
             model.train()
         log.write(**row)
         if config.save_every and step % config.save_every == 0 and step < config.steps:
             _save(accelerator.unwrap_model(model), processor, output / f'checkpoint-{step}', step)
     final = _save(accelerator.unwrap_model(model), processor, output, step)
-    return {'output': str(final), 'steps': step, 'first_loss': float(np.mean(losses[:10])) if losses else None,
-            'last_loss': float(np.mean(losses[-10:])) if losses else None, 'seconds': round(time.time() - started, 1)}
+    return {
+        'output': str(final),
+        'steps': step,
+        'first_loss': float(np.mean(losses[:10])) if losses else None,
+        'last_loss': float(np.mean(losses[-10:])) if losses else None,
+        'seconds': round(time.time() - started, 1),
+    }
 
 
 def _steps(loader, start: int, total: int, desc: str, losses: list):
@@ -264,8 +325,17 @@ def _save(model, processor, directory: Path, step: int) -> Path:
     return directory
 
 
-def train_rater(checkpoint: Path, specs: list[DatasetSpec], output: Path | None, steps: int, batch_size: int = 8,
-                lr: float = 1e-4, seed: int = 0, held_out_fraction: float = 0.1, validation_samples: int = 32) -> dict:
+def train_rater(
+    checkpoint: Path,
+    specs: list[DatasetSpec],
+    output: Path | None,
+    steps: int,
+    batch_size: int = 8,
+    lr: float = 1e-4,
+    seed: int = 0,
+    held_out_fraction: float = 0.1,
+    validation_samples: int = 32,
+) -> dict:
     """Trains only the rater (the policy frozen) and reports its calibration on held-out episodes."""
     model, processor = load_checkpoint(checkpoint, device='auto')
     device = next(model.parameters()).device
@@ -282,7 +352,7 @@ def train_rater(checkpoint: Path, specs: list[DatasetSpec], output: Path | None,
     dims = processor.action_dim
     step, losses = 0, []
     model.rater.train()
-    for step, batch in _steps(loader, 0, steps, 'train-rater', losses):
+    for step, batch in _steps(loader, 0, steps, 'train-rater', losses):  # noqa: B007 (the last step is reported)
         batch = {k: v.to(device) for k, v in batch.items()}
         loss = model.rater_loss(**batch, action_dims=dims, generator=generator)
         loss.backward()
@@ -291,8 +361,18 @@ def train_rater(checkpoint: Path, specs: list[DatasetSpec], output: Path | None,
         losses.append(loss.item())
     metrics = open_loop_validation(model, processor, val_set, validation_samples, seed)
     destination = Path(output or checkpoint)
-    _save(model, processor, destination, json.loads((Path(checkpoint) / 'trainer_state.json').read_text()).get('step', 0)
-          if (Path(checkpoint) / 'trainer_state.json').exists() else 0)
-    return {'output': str(destination), 'steps': step, 'first_loss': float(np.mean(losses[:10])),
-            'last_loss': float(np.mean(losses[-10:])), **metrics}
-
+    _save(
+        model,
+        processor,
+        destination,
+        json.loads((Path(checkpoint) / 'trainer_state.json').read_text()).get('step', 0)
+        if (Path(checkpoint) / 'trainer_state.json').exists()
+        else 0,
+    )
+    return {
+        'output': str(destination),
+        'steps': step,
+        'first_loss': float(np.mean(losses[:10])),
+        'last_loss': float(np.mean(losses[-10:])),
+        **metrics,
+    }

@@ -1,5 +1,6 @@
 """Publishes a fixed ActionChunk at 20 Hz on /asyncvla/action_chunk (chunk_id counts up) until stopped.
 Used by the cross-process and domain-isolation tests."""
+
 import sys
 
 import rclpy

@@ -1,5 +1,6 @@
 """Camera-sized image stream between two processes: `publish N HZ` or `receive N TIMEOUT`.
 The receiver prints one JSON line: frames received, frames intact, ids in order."""
+
 import json
 import sys
 import time
