@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ class ExpertPlan:
     gets the targets interpolated in between, so consecutive chunks agree where they overlap."""
 
     chunk_size, dt = 8, 1.0 / FPS
-    processor = SimpleNamespace(camera_keys=['observation.images.front'])
+    camera_keys, num_joints = ['observation.images.front'], 6
 
     def __init__(self, plant: SO101Plant, targets: np.ndarray):
         self.plant, self.targets = plant, targets
@@ -81,7 +80,7 @@ class AlternatingPolicy:
     the first joint, in turn, so every splice asks for a 0.2 rad jump."""
 
     chunk_size, dt = 8, 0.1
-    processor = SimpleNamespace(camera_keys=['observation.images.front'])
+    camera_keys, num_joints = ['observation.images.front'], 6
 
     def __init__(self, start: np.ndarray):
         self.start, self.sign = start, 1.0
@@ -113,30 +112,27 @@ def test_seam_metrics_see_the_jumps_a_policy_asks_for_and_the_holds_a_slow_one_c
     assert seams['time_to_success_s'] is None and not result.success
 
 
+def asyncvla(*args, timeout=300) -> subprocess.CompletedProcess:
+    """The `asyncvla` command line in a process of its own, from the source tree."""
+    command = [sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=SOURCE_ROOT)
+
+
 def closed_loop_of_two_short_episodes(checkpoint, output, *options):
     """`asyncvla evaluate --closed-loop 2` of 1.5 s episodes with a 10 Hz camera; the finished process."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'asyncvla_ros.tools.cli',
-            'evaluate',
-            '--closed-loop',
-            '2',
-            '--checkpoint',
-            str(checkpoint),
-            '--episode-seconds',
-            '1.5',
-            '--camera-rate-hz',
-            '10',
-            *options,
-            '--output',
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=SOURCE_ROOT,
+    result = asyncvla(
+        'evaluate',
+        '--closed-loop',
+        2,
+        '--checkpoint',
+        checkpoint,
+        '--episode-seconds',
+        1.5,
+        '--camera-rate-hz',
+        10,
+        *options,
+        '--output',
+        output,
     )
     assert result.returncode == 0, result.stderr
     return result
@@ -213,23 +209,8 @@ def test_closed_loop_refuses_bad_arguments(bad, tmp_path):
 
 
 def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'asyncvla_ros.tools.cli',
-            'evaluate',
-            '--closed-loop',
-            '1',
-            '--checkpoint',
-            str(tmp_path / 'none'),
-            '--output',
-            str(tmp_path / 'loop'),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=SOURCE_ROOT,
+    result = asyncvla(
+        'evaluate', '--closed-loop', 1, '--checkpoint', tmp_path / 'none', '--output', tmp_path / 'loop', timeout=120
     )
     assert result.returncode == 2 and str(tmp_path / 'none') in result.stderr and 'Traceback' not in result.stderr
 

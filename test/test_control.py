@@ -503,6 +503,18 @@ def chunk_streams(draw):
     return events
 
 
+# what both limit property tests draw: chunks of every kind, the interpolant, the start, a gap in the joint
+# states, enables and disables, and the fade
+LIMIT_STREAMS = dict(
+    stream=chunk_streams(),
+    interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
+    start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2),
+    state_gap=st.integers(0, 80),
+    toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4),
+    fade=st.sampled_from([0.0, 1.5, 10.0]),
+)
+
+
 @pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # found in CI: an enable during braking took effect at rest from the measured position (stale, behind the
@@ -543,12 +555,7 @@ def chunk_streams(draw):
     profile=PROFILE,
 )
 @given(
-    stream=chunk_streams(),
-    interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
-    start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2),
-    state_gap=st.integers(0, 80),
-    toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4),
-    fade=st.sampled_from([0.0, 1.5, 10.0]),
+    **LIMIT_STREAMS,
     profile=st.sampled_from([PROFILE, SCALED]),
 )
 def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade, profile):
@@ -614,12 +621,7 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
     latency=0.0,
 )
 @given(
-    stream=chunk_streams(),
-    interpolation=st.sampled_from(['linear', 'cubic', 'quintic']),
-    start=st.lists(st.floats(-0.99, 0.99), min_size=2, max_size=2),
-    state_gap=st.integers(0, 80),
-    toggles=st.dictionaries(st.integers(1, 119), st.booleans(), max_size=4),
-    fade=st.sampled_from([0.0, 1.5, 10.0]),
+    **LIMIT_STREAMS,
     arrival=st.floats(0.0, 0.99),
     latency=st.floats(0.0, 0.99),
 )

@@ -237,46 +237,23 @@ def test_training_commands_report_a_bad_checkpoint_without_a_traceback(dataset_r
     from asyncvla_ros.tools.cli import main
 
     missing = tmp_path / 'no_checkpoint'
-    assert (
-        main(
-            [
-                'train',
-                '--dataset',
-                str(dataset_root),
-                '--preset',
-                'tiny',
-                '--steps',
-                '1',
-                '--output',
-                str(tmp_path / 'run'),
-                '--resume',
-                str(missing),
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                'train',
-                '--dataset',
-                str(dataset_root),
-                '--preset',
-                'tiny',
-                '--steps',
-                '1',
-                '--output',
-                str(tmp_path / 'run'),
-                '--init-from',
-                str(missing),
-            ]
-        )
-        == 2
-    )
-    assert main(['export', '--checkpoint', str(missing), '--output', str(tmp_path / 'out')]) == 2
-    assert (
-        main(['make-dataset', '--episodes', '1', '--output', str(tmp_path / 'data'), '--recovery-policy', str(missing)])
-        == 2
-    )
+    train = [
+        'train',
+        '--dataset',
+        str(dataset_root),
+        '--preset',
+        'tiny',
+        '--steps',
+        '1',
+        '--output',
+        str(tmp_path / 'run'),
+    ]
+    for command in (
+        [*train, '--resume', str(missing)],
+        [*train, '--init-from', str(missing)],
+        ['export', '--checkpoint', str(missing), '--output', str(tmp_path / 'out')],
+        ['make-dataset', '--episodes', '1', '--output', str(tmp_path / 'data'), '--recovery-policy', str(missing)],
+    ):
+        assert main(command) == 2, command
     err = capsys.readouterr().err
     assert err.count(str(missing)) == 4 and 'Traceback' not in err

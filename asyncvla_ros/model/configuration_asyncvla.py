@@ -17,8 +17,7 @@ class AsyncVLAConfig(PreTrainedConfig):
     max_action_dim / max_state_dim: actions and states are zero-padded to these sizes.
     num_denoise_steps: Euler steps N for SFM (tau from 1 = noise to 0 = data).
     num_denoise_steps_afm: Euler steps for the AFM regeneration of low-confidence steps (method §5.1 leaves
-        it open). 4: regenerated steps sit between clean neighbours, and 3 to 10 steps give the same held-out
-        error on the demo checkpoint (README, benchmarks) at a fraction of the cost.
+        it open); fewer than SFM's, since regenerated steps sit between clean neighbours (docs/design.md).
     action_attention: "bidirectional" (action tokens see each other both ways, method §11.1) or "causal".
     num_action_layers: linear layers of the velocity head.
     time_min_period / time_max_period: periods of the sinusoidal per-token time code.

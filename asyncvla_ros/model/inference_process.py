@@ -1,6 +1,6 @@
 """PolicyRunner in a child process, for policy_node: the node's callbacks (joint states at hundreds of Hz,
-images, executor state) and inference then stop taking turns on one GIL. On 2 CPU cores one `predict` took
-149 ms alone and 190-202 ms beside 220 callbacks a second in the same process (README, The demo).
+images, executor state) and inference then stop taking turns on one GIL (`bench/inference_gil.py` measures
+what sharing it costs; docs/results.md has the figures).
 
 The child is `python -m asyncvla_ros.model.inference_process`. Requests go to its stdin and replies come
 back on a pipe of their own (its stdout and stderr stay the node's log), as frames of a JSON header and raw

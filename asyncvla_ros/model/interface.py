@@ -5,6 +5,7 @@ starts in a second rather than importing torch and transformers it never uses.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Protocol
 
 import numpy as np
 
@@ -45,3 +46,15 @@ class ChunkPrediction:
     refined: np.ndarray  # (L,) bool
     sfm_positions: np.ndarray  # (L, J) the chunk before self-correction (what SFM alone gives)
     timings_ms: dict = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    """The contract every policy keeps (PolicyRunner in this process, InferenceProcess in a child, the tests'
+    scripted policies): one chunk for one request, and the shapes a caller must feed it."""
+
+    camera_keys: list[str]  # the checkpoint's cameras, in the order `ChunkRequest.images` takes them
+    num_joints: int
+    chunk_size: int
+    dt: float  # seconds between chunk steps
+
+    def predict(self, request: ChunkRequest) -> ChunkPrediction: ...

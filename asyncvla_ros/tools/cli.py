@@ -6,7 +6,7 @@ import argparse
 import functools
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from asyncvla_ros.paths import SOURCE_ROOT
@@ -87,20 +87,7 @@ def cmd_train(args) -> int:
     """Unified SFM/AFM training of the policy (the rater is trained separately)."""
     from asyncvla_ros.training.trainer import TrainConfig, train_policy
 
-    config = TrainConfig(
-        preset=args.preset,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        vision_lr=args.vision_lr,
-        image_size=args.image_size,
-        seed=args.seed,
-        save_every=args.save_every,
-        validate_every=args.validate_every,
-        gradient_checkpointing=args.gradient_checkpointing,
-        action_mode=args.action_mode,
-        afm_prefix_prob=args.afm_prefix_prob,
-    )
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     result = train_policy(_specs(args), args.output, config, resume=args.resume, init_from=args.init_from)
     print(
         f'train: {result["steps"]} steps in {result["seconds"]} s, loss {result["first_loss"]:.4f} -> '

@@ -22,7 +22,7 @@ from asyncvla_ros.control.observation import JointHistory
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, RequestLoop, RequestSettings
 from asyncvla_ros.control.seams import SeamRecorder, seam_summary, splice_jump
-from asyncvla_ros.model.interface import ChunkPrediction
+from asyncvla_ros.model.interface import ChunkPrediction, Policy
 from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant, phase_counts
 from asyncvla_ros.training.metrics import success_summary
@@ -63,7 +63,7 @@ class PolicyDrive:
     arm's joints, and the request loop asking `runner` for chunks from the sim's cameras, each reaching the
     executor after its latency."""
 
-    def __init__(self, plant: SO101Plant, runner, settings: LoopSettings, self_correction: bool):
+    def __init__(self, plant: SO101Plant, runner: Policy, settings: LoopSettings, self_correction: bool):
         self.plant, self.runner, self.settings = plant, runner, settings
         self.request_settings = replace(
             settings.request, sampling=replace(settings.request.sampling, self_correction=self_correction)
@@ -78,7 +78,7 @@ class PolicyDrive:
             ),
         )
         self.loop = RequestLoop(JOINT_NAMES, runner.dt, runner.chunk_size)
-        self.cameras = [key.removeprefix('observation.images.') for key in runner.processor.camera_keys]
+        self.cameras = [key.removeprefix('observation.images.') for key in runner.camera_keys]
         self.period = 1.0 / settings.control_rate_hz
         self.frame_ticks = (
             None
@@ -152,7 +152,9 @@ class PolicyDrive:
         self.ticks += 1
 
 
-def run_episode(plant: SO101Plant, runner, settings: LoopSettings, seed: int, self_correction: bool) -> EpisodeResult:
+def run_episode(
+    plant: SO101Plant, runner: Policy, settings: LoopSettings, seed: int, self_correction: bool
+) -> EpisodeResult:
     plant.reset(seed)
     drive = PolicyDrive(plant, runner, settings, self_correction)
     drive.run(settings.episode_seconds, until=plant.success)
@@ -209,7 +211,7 @@ def sweep_name(mode: str, latency_ms: float) -> str:
 
 
 def evaluate_closed_loop(
-    runner, runs: dict[str, tuple[LoopSettings, bool]], episodes: int, seed: int
+    runner: Policy, runs: dict[str, tuple[LoopSettings, bool]], episodes: int, seed: int
 ) -> dict[str, list[EpisodeResult]]:
     """`episodes` scenes (seeds seed, seed + 1, ...) per run ({name: (settings, self_correction)}): every run on
     the same scenes, so runs compare pairwise."""

@@ -9,8 +9,8 @@ stops.
 With `real_time_factor` below 1 the sim runs slower than real time and publishes /clock, and the executor and
 the policy run on it (`use_sim_time`): inference then costs the arm that fraction of its wall time, as on a
 machine that much faster. The default, `auto`, runs in real time when policy_node's model runs on a GPU and
-at a quarter of real time when it runs on the CPU: a chunk then costs the arm 35-55 ms, roughly what a GPU
-takes, rather than the 190-330 ms that 2 shared cores take beside the sim's physics and cameras. The factor
+at a quarter of real time when it runs on the CPU: a chunk then costs the arm about what a GPU takes, rather
+than what a few CPU cores take beside the sim's physics and cameras (docs/results.md). The factor
 is printed and is in the JSON line; `--real-time-factor 1` is the real-time loop on any machine.
 """
 
@@ -332,36 +332,31 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
     return output / 'report.md'
 
 
-def run_demo(args) -> int:
-    checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
-    if not checkpoint.is_dir():
-        print(
-            f'demo: no checkpoint at {checkpoint}: train one (README, "Training") and pass --checkpoint, '
-            'or commit the demo checkpoint there'
-        )
-        print(json.dumps({'episodes': 0, 'missing': str(checkpoint)}))
-        return 1
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='asyncvla-demo-'))
-    output = Path(args.output)
-    env = ros_environment(large_messages=True)
-    factor = args.real_time_factor
-    if factor == 'auto':
-        device = POLICY_NODE.load_yaml(config_path('policy.yaml'))['device']
-        factor = auto_real_time_factor(device)
-        pace = (
-            'policy_node runs the model on a GPU'
-            if factor == 1.0
-            else f'the model runs on the CPU here: at {factor:g}x a chunk costs the arm about what a GPU takes; '
-            '--real-time-factor 1 for real time'
-        )
-        print(f'demo: --real-time-factor auto: {factor:g} ({pace})')
-    if not 0.0 < factor <= 100.0:
-        print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
-        return 2
+def _real_time_factor(requested) -> float:
+    """`--real-time-factor`, with auto resolved from where policy_node runs its model."""
+    if requested != 'auto':
+        return requested
+    factor = auto_real_time_factor(POLICY_NODE.load_yaml(config_path('policy.yaml'))['device'])
+    pace = (
+        'policy_node runs the model on a GPU'
+        if factor == 1.0
+        else f'the model runs on the CPU here: at {factor:g}x a chunk costs the arm about what a GPU takes; '
+        '--real-time-factor 1 for real time'
+    )
+    print(f'demo: --real-time-factor auto: {factor:g} ({pace})')
+    return factor
+
+
+def _demo_nodes(checkpoint: Path, output: Path, seed: int, factor: float) -> list[NodeProcess]:
+    """sim_arm_node, executor_node and policy_node, on the sim's /clock when the sim is slowed."""
     sim_clock = {'use_sim_time': True} if factor != 1.0 else {}
-    lead = {'trajectory_lead_s': trajectory_lead_s(factor)}
-    nodes = [
+    nodes = (
+        ('sim_arm_node', {'seed': seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
+        ('executor_node', {**sim_clock, 'trajectory_lead_s': trajectory_lead_s(factor)}),
+        ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}),
+    )
+    env = ros_environment(large_messages=True)
+    return [
         NodeProcess(
             name,
             f'asyncvla_ros.nodes.{name}',
@@ -370,16 +365,65 @@ def run_demo(args) -> int:
             overrides=overrides,
             env=env,
         )
-        for name, overrides in (
-            ('sim_arm_node', {'seed': args.seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
-            ('executor_node', {**sim_clock, **lead}),
-            ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}),
-        )
+        for name, overrides in nodes
     ]
+
+
+def _run_modes(probe: DemoProbe, args, factor: float, results: dict) -> None:
+    """Every episode with self-correction, then without, on the same scenes; `results` fills as they end."""
+    for mode, on in (('self_correction', True), ('sfm', False)):
+        probe.set_parameters('sim_arm_node', seed=args.seed)  # both modes on the same scenes
+        probe.set_parameters('policy_node', self_correction=on)
+        results[mode] = []
+        for episode in range(args.episodes):
+            result = run_episode(probe, args.episode_seconds, factor)
+            results[mode].append(result)
+            outcome = 'success' if result['success'] else f'failure ({result["phase"]})'
+            print(
+                f'demo: {mode} episode {episode + 1}/{args.episodes}: {outcome} after {result["seconds"]:.1f} s',
+                flush=True,
+            )
+    probe.call(probe.enable_client, probe.SetBool.Request(data=False))
+
+
+def _print_summary(results: dict, summary: dict, report: Path) -> None:
+    rates = ', '.join(
+        f'{summary[f"success_rate_{mode}"]:.2f} {summary[f"success_ci95_{mode}"]} {label} '
+        f'({len(results[mode])} episodes)'
+        for mode, label in (('self_correction', 'with self-correction'), ('sfm', 'without'))
+        if mode in results
+    )
+    paired = ''
+    if 'mcnemar_p' in summary:
+        paired = (
+            f'; on the same scenes only with it {summary["only_self_correction"]}, only without '
+            f'{summary["only_sfm"]}, McNemar p {summary["mcnemar_p"]:.2f}'
+        )
+    print(f'demo: success {rates} (95 % intervals){paired}; report in {report}')
+    print(json.dumps(summary))
+
+
+def run_demo(args) -> int:
+    checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
+    if not checkpoint.is_dir():
+        print(
+            f'demo: no checkpoint at {checkpoint}: train one (README, "Models") and pass --checkpoint, '
+            'or commit the demo checkpoint there'
+        )
+        print(json.dumps({'episodes': 0, 'missing': str(checkpoint)}))
+        return 1
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='asyncvla-demo-'))
+    output = Path(args.output)
+    factor = _real_time_factor(args.real_time_factor)
+    if not 0.0 < factor <= 100.0:
+        print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
+        return 2
+    nodes = _demo_nodes(checkpoint, output, args.seed, factor)
     print(
         f'demo: starting {", ".join(n.name for n in nodes)} (logs in {output / "logs"}), {args.episodes} episodes '
         f'with self-correction, then without; the sim at {factor:g}x real time'
-        + (' (/clock, use_sim_time: inference costs the arm that fraction of its wall time)' if sim_clock else '')
+        + (' (/clock, use_sim_time: inference costs the arm that fraction of its wall time)' if factor != 1.0 else '')
     )
     for node in nodes:
         node.start()
@@ -389,20 +433,7 @@ def run_demo(args) -> int:
         if not wait_until(probe.ready, 120):
             print(f'demo: the nodes did not come up; see their logs in {output / "logs"}')
             return 1
-        for mode, on in (('self_correction', True), ('sfm', False)):
-            probe.set_parameters('sim_arm_node', seed=args.seed)  # both modes on the same scenes
-            probe.set_parameters('policy_node', self_correction=on)
-            results[mode] = []
-            for episode in range(args.episodes):
-                result = run_episode(probe, args.episode_seconds, factor)
-                results[mode].append(result)
-                print(
-                    f'demo: {mode} episode {episode + 1}/{args.episodes}: '
-                    f'{"success" if result["success"] else "failure (" + result["phase"] + ")"} after '
-                    f'{result["seconds"]:.1f} s',
-                    flush=True,
-                )
-        probe.call(probe.enable_client, probe.SetBool.Request(data=False))
+        _run_modes(probe, args, factor, results)
     except (TimeoutError, RuntimeError) as exc:
         print(f"demo: stopped: {exc}; the nodes' logs are in {output / 'logs'}")
         return 1
@@ -419,21 +450,5 @@ def run_demo(args) -> int:
     if 'self_correction' not in results:
         return 130
     summary = demo_summary(results, factor)
-    report = write_report(output, results, summary)
-    rates = ', '.join(
-        f'{summary[f"success_rate_{mode}"]:.2f} {summary[f"success_ci95_{mode}"]} {label} ({len(results[mode])} '
-        f'episodes)'
-        for mode, label in (('self_correction', 'with self-correction'), ('sfm', 'without'))
-        if mode in results
-    )
-    paired = (
-        (
-            f'; on the same scenes only with it {summary["only_self_correction"]}, only without {summary["only_sfm"]}, '
-            f'McNemar p {summary["mcnemar_p"]:.2f}'
-        )
-        if 'mcnemar_p' in summary
-        else ''
-    )
-    print(f'demo: success {rates} (95 % intervals){paired}; report in {report}')
-    print(json.dumps(summary))
+    _print_summary(results, summary, write_report(output, results, summary))
     return 130 if interrupted else 0

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from asyncvla_ros.model.interface import ChunkRequest, Sampling
-from asyncvla_ros.model.runner import PolicyRunner
+from asyncvla_ros.model.interface import ChunkRequest, Policy, Sampling
 from asyncvla_ros.nodes.conversions import image_to_rgb
 from asyncvla_ros.tools.bags import BagError, bag_topics, open_bag, require_topics
 from asyncvla_ros.training.lerobot_format import DatasetError, DatasetSpec, LeRobotDataset
@@ -42,9 +41,9 @@ class Source:
     mean_action: np.ndarray | None = None  # (J,) the dataset's mean action: the baseline of action_error_ratio
 
 
-def dataset_source(root: Path, runner: PolicyRunner, stride: int) -> Source:
+def dataset_source(root: Path, runner: Policy, stride: int) -> Source:
     dataset = LeRobotDataset(
-        DatasetSpec(root=Path(root), select_video_keys=list(runner.processor.camera_keys)), runner.chunk_size
+        DatasetSpec(root=Path(root), select_video_keys=list(runner.camera_keys)), runner.chunk_size
     )
     if abs(dataset.fps * runner.dt - 1.0) > 1e-6:
         raise DatasetError(f'{root}: recorded at {dataset.fps} fps but the checkpoint predicts steps of {runner.dt} s')
@@ -104,7 +103,7 @@ def _command_points(msg, msgtype: str, stamp: float, joints: list[str]):
 
 def bag_source(
     path: Path,
-    runner: PolicyRunner,
+    runner: Policy,
     stride: int,
     camera_topics: list[str],
     joint_names: list[str],
@@ -119,9 +118,9 @@ def bag_source(
         _absolute(command_topic),
         _absolute(instruction_topic),
     )
-    if len(camera_topics) != len(runner.processor.camera_keys):
+    if len(camera_topics) != len(runner.camera_keys):
         raise BagError(
-            f'{len(camera_topics)} camera topic(s) for a checkpoint with {len(runner.processor.camera_keys)} camera(s)'
+            f'{len(camera_topics)} camera topic(s) for a checkpoint with {len(runner.camera_keys)} camera(s)'
         )
     images = {t: _Series() for t in camera_topics}
     states, commands, instructions = _Series(), [], _Series()
@@ -183,7 +182,7 @@ def bag_source(
     return Source(f'rosbag2 {path} (truth: {truth_topic}, {len(commands)} points)', queries, len(queries) * step)
 
 
-def evaluate(runner: PolicyRunner, source: Source, sampling: Sampling) -> dict:
+def evaluate(runner: Policy, source: Source, sampling: Sampling) -> dict:
     """Runs every query once with self-correction (the SFM chunk before it comes with it) and aggregates."""
     if not source.queries:
         raise BagError(f'{source.description}: nothing to evaluate (no query has recorded steps after it)')

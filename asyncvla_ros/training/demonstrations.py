@@ -91,11 +91,10 @@ def _policy_detour(plant: SO101Plant, policy, rng: np.random.Generator) -> None:
     from asyncvla_ros.model.checkpoint import CheckpointError
     from asyncvla_ros.tools.closed_loop import LoopSettings, PolicyDrive
 
-    cameras = [key.removeprefix('observation.images.') for key in policy.processor.camera_keys]
+    cameras = [key.removeprefix('observation.images.') for key in policy.camera_keys]
     if not set(cameras) <= set(CAMERAS):
         raise CheckpointError(
-            f'the recovery policy reads cameras {policy.processor.camera_keys}; the sim has '
-            f'{sorted(CAMERA_KEYS.values())}'
+            f'the recovery policy reads cameras {policy.camera_keys}; the sim has {sorted(CAMERA_KEYS.values())}'
         )
     settings = LoopSettings(INSTRUCTIONS[0], latency_s=DETOUR_LATENCY_S)
     drive = PolicyDrive(plant, policy, settings, self_correction=settings.request.sampling.self_correction)

@@ -56,23 +56,50 @@ class LeRobotWriter:
         )
 
     def write(self) -> Path:
+        """The dataset at `root`: parquet data and episode tables, tasks, one video a camera, info and stats."""
         root = Path(self.root)
         if not self.episodes:
             raise DatasetError(f'{root}: no episodes to write')
         (root / 'meta').mkdir(parents=True, exist_ok=True)
         tasks = sorted({e['task'] for e in self.episodes})
+        frames = self._write_tables(root, tasks)
+        shapes = {}
+        for key in self.episodes[0]['images']:
+            video = np.concatenate([e['images'][key] for e in self.episodes])
+            shapes[key] = video.shape[1:]
+            write_video(root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), video, self.fps)
+        info = {
+            'codebase_version': 'v3.0',
+            'robot_type': self.robot_type,
+            'total_episodes': len(self.episodes),
+            'total_frames': frames,
+            'total_tasks': len(tasks),
+            'chunks_size': 1000,
+            'data_files_size_in_mb': 100,
+            'video_files_size_in_mb': 500,
+            'fps': self.fps,
+            'splits': {'train': f'0:{len(self.episodes)}'},
+            'data_path': DATA_PATH,
+            'video_path': VIDEO_PATH,
+            'features': self._features(shapes),
+        }
+        (root / 'meta' / 'info.json').write_text(json.dumps(info, indent=2))
+        (root / 'meta' / 'stats.json').write_text(json.dumps(self._stats(), indent=2))
+        return root
+
+    def _write_tables(self, root: Path, tasks: list[str]) -> int:
+        """The frames, episodes and tasks parquet files; the number of frames."""
         task_index = {t: i for i, t in enumerate(tasks)}
         video_keys = list(self.episodes[0]['images'])
         rows, episode_rows, start, video_time = [], [], 0, 0.0
         for index, episode in enumerate(self.episodes):
             length = len(episode['state'])
-            timestamps = np.arange(length, dtype=np.float32) / self.fps
             rows.append(
                 pa.table(
                     {
                         'observation.state': list(episode['state']),
                         'action': list(episode['action']),
-                        'timestamp': timestamps,
+                        'timestamp': np.arange(length, dtype=np.float32) / self.fps,
                         'frame_index': np.arange(length),
                         'episode_index': np.full(length, index),
                         'index': np.arange(start, start + length),
@@ -92,31 +119,22 @@ class LeRobotWriter:
                 'meta/episodes/file_index': 0,
             }
             for key in video_keys:
-                row.update(
-                    {
-                        f'videos/{key}/chunk_index': 0,
-                        f'videos/{key}/file_index': 0,
-                        f'videos/{key}/from_timestamp': video_time,
-                        f'videos/{key}/to_timestamp': video_time + length / self.fps,
-                    }
-                )
+                row[f'videos/{key}/chunk_index'] = row[f'videos/{key}/file_index'] = 0
+                row[f'videos/{key}/from_timestamp'] = video_time
+                row[f'videos/{key}/to_timestamp'] = video_time + length / self.fps
             episode_rows.append(row)
             start += length
             video_time += length / self.fps
-        data_file = root / DATA_PATH.format(chunk_index=0, file_index=0)
-        data_file.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.concat_tables(rows), data_file)
-        episodes_file = root / EPISODES_PATH
-        episodes_file.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(episode_rows), episodes_file)
-        pq.write_table(
-            pa.table({'task_index': list(range(len(tasks))), 'task': tasks}), root / 'meta' / 'tasks.parquet'
-        )
-        shapes = {}
-        for key in video_keys:
-            frames = np.concatenate([e['images'][key] for e in self.episodes])
-            shapes[key] = frames.shape[1:]
-            write_video(root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), frames, self.fps)
+        for path, table in (
+            (DATA_PATH.format(chunk_index=0, file_index=0), pa.concat_tables(rows)),
+            (EPISODES_PATH, pa.Table.from_pylist(episode_rows)),
+            ('meta/tasks.parquet', pa.table({'task_index': list(range(len(tasks))), 'task': tasks})),
+        ):
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, root / path)
+        return start
+
+    def _features(self, shapes: dict) -> dict:
         state_dim, action_dim = self.episodes[0]['state'].shape[1], self.episodes[0]['action'].shape[1]
         names = list(self.joint_names) or [f'joint_{i}' for i in range(state_dim)]
         features = {
@@ -129,40 +147,28 @@ class LeRobotWriter:
             'timestamp': {'dtype': 'float32', 'shape': [1], 'names': None},
         }
         for key, (h, w, c) in shapes.items():
+            video = {
+                'video.height': h,
+                'video.width': w,
+                'video.codec': 'h264',
+                'video.pix_fmt': 'yuv420p',
+                'video.is_depth_map': False,
+                'video.fps': self.fps,
+                'video.channels': c,
+                'has_audio': False,
+            }
             features[key] = {
                 'dtype': 'video',
                 'shape': [h, w, c],
                 'names': ['height', 'width', 'channels'],
-                'info': {
-                    'video.height': h,
-                    'video.width': w,
-                    'video.codec': 'h264',
-                    'video.pix_fmt': 'yuv420p',
-                    'video.is_depth_map': False,
-                    'video.fps': self.fps,
-                    'video.channels': c,
-                    'has_audio': False,
-                },
+                'info': video,
             }
-        info = {
-            'codebase_version': 'v3.0',
-            'robot_type': self.robot_type,
-            'total_episodes': len(self.episodes),
-            'total_frames': start,
-            'total_tasks': len(tasks),
-            'chunks_size': 1000,
-            'data_files_size_in_mb': 100,
-            'video_files_size_in_mb': 500,
-            'fps': self.fps,
-            'splits': {'train': f'0:{len(self.episodes)}'},
-            'data_path': DATA_PATH,
-            'video_path': VIDEO_PATH,
-            'features': features,
-        }
-        (root / 'meta' / 'info.json').write_text(json.dumps(info, indent=2))
+        return features
+
+    def _stats(self) -> dict:
         stats = {}
-        for key in ('observation.state', 'action'):
-            values = np.concatenate([e['state' if key == 'observation.state' else 'action'] for e in self.episodes])
+        for key, field_name in (('observation.state', 'state'), ('action', 'action')):
+            values = np.concatenate([e[field_name] for e in self.episodes])
             stats[key] = {
                 'mean': values.mean(0).tolist(),
                 'std': values.std(0).tolist(),
@@ -170,8 +176,7 @@ class LeRobotWriter:
                 'max': values.max(0).tolist(),
                 'count': [len(values)],
             }
-        (root / 'meta' / 'stats.json').write_text(json.dumps(stats, indent=2))
-        return root
+        return stats
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
