@@ -245,3 +245,25 @@ def test_fine_tuning_an_import_then_training_its_rater(dataset_root, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     model, processor = load_checkpoint(tmp_path / 'tuned', device='cpu')
     assert model.config.rater_trained
+
+
+def test_an_import_keeps_its_tokenizer_and_refuses_one_that_disagrees_with_the_config(tmp_path):
+    """EO-1's prompt tokens must sit at the ids the model was trained with; the tokenizer files travel as they are."""
+    from asyncvla_ros.model.tokenizer import build_small_tokenizer, prompt_token_ids
+
+    source = tmp_path / 'eo1'
+    shutil.copytree(FIXTURE / 'checkpoint', source)
+    for path in source.iterdir():
+        path.chmod(0o644)
+    tokenizer = build_small_tokenizer(['pick up the purple block'], 300)
+    tokenizer.save_pretrained(source)
+    assert cli('import-eo1', source, '--output', tmp_path / 'refused').returncode == 2  # the fixture's ids differ
+    config = json.loads((source / 'config.json').read_text())
+    ids = prompt_token_ids(tokenizer)
+    config.update(ids)
+    config['text_config'].update(ids)
+    (source / 'config.json').write_text(json.dumps(config))
+    run = cli('import-eo1', source, '--output', tmp_path / 'ours')
+    assert run.returncode == 0, run.stderr
+    assert 'tokenizer.json' in run.stdout
+    assert (tmp_path / 'ours/tokenizer.json').read_bytes() == (source / 'tokenizer.json').read_bytes()
