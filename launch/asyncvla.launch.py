@@ -7,6 +7,7 @@ Both nodes configure and activate themselves; the arm moves only after
 """
 
 from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.substitutions import FindPackageShare
@@ -36,6 +37,8 @@ ARGUMENTS = {
         'false',
         'Restart policy_node 2 s after it dies; the executor holds the arm until chunks come again.',
     ),
+    'start_policy': ('true', 'Start policy_node here (false on the robot computer when it runs on a GPU host).'),
+    'start_executor': ('true', 'Start executor_node here (false on a GPU host that runs only the policy).'),
 }
 RESPAWN_DELAY_S = 2.0  # as `asyncvla bringup --respawn-policy`
 
@@ -49,6 +52,7 @@ def asyncvla_nodes():
         executable='policy_node',
         name='policy_node',
         output='screen',
+        condition=IfCondition(LaunchConfiguration('start_policy')),
         respawn=LaunchConfiguration('respawn_policy'),
         respawn_delay=RESPAWN_DELAY_S,
         parameters=[
@@ -66,6 +70,7 @@ def asyncvla_nodes():
         executable='executor_node',
         name='executor_node',
         output='screen',
+        condition=IfCondition(LaunchConfiguration('start_executor')),
         parameters=[
             PathJoinSubstitution([config, 'executor.yaml']),
             use_sim_time,

@@ -355,7 +355,19 @@ def test_a_frame_is_dated_by_its_stamp_unless_that_is_on_another_clock():
 
     assert frame_time(99.8, 100.0) == 99.8  # taken 200 ms before it arrived
     assert frame_time(5.0, 100.0) == 100.0  # a bag replayed without /clock: the arrival
-    assert frame_time(100.5, 100.0) == 100.0  # stamped in the future: the arrival
+    assert frame_time(100.05, 100.0) == 100.05  # a robot host 50 ms ahead: still the robot's clock, the stamp
+    assert frame_time(120.0, 100.0) == 100.0  # far in the future: another clock altogether, the arrival
+
+
+def test_the_clock_offset_is_the_quickest_delivery():
+    from asyncvla_ros.control.observation import ClockOffset
+
+    offset = ClockOffset(window=10, min_samples=3)
+    offset.observe(100.0, 100.004)
+    assert offset.estimate is None  # too few to say
+    for transit in (0.003, 0.020, 0.001):  # the other host 50 ms ahead: stamps 50 ms later than their arrival
+        offset.observe(100.0 + 0.05, 100.0 + transit)
+    assert offset.estimate == pytest.approx(-0.049)
 
 
 @pytest.mark.parametrize('kind, continuous_derivatives', [('linear', 0), ('cubic', 1), ('quintic', 2)])

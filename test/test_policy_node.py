@@ -21,6 +21,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -437,6 +438,34 @@ def test_joint_states_reach_the_policy_in_its_units(policy, tmp_path):
         feeder.stop.set()
     robot = np.array(feeder.joints.position)
     assert np.allclose(requests[-1].state, (robot - offset) / scale), (requests[-1].state, robot)
+
+
+def test_a_clock_offset_between_the_hosts_is_reported_on_diagnostics(policy):
+    """The executor's host 50 ms ahead of the policy's (its state stamps run ahead of their arrival)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    observer, start = policy
+    node, configured = start()
+    assert configured
+    warnings = []
+    observer.node.create_subscription(
+        DiagnosticArray,
+        '/diagnostics',
+        lambda m: warnings.extend(s for s in m.status if 'clock offset' in s.message),
+        10,
+    )
+
+    def publish_states():
+        for _ in range(10):
+            msg = ExecutorState(mode='holding')
+            msg.header.stamp = Time(nanoseconds=time.time_ns() + 50_000_000).to_msg()
+            observer.executor_pub.publish(msg)
+            time.sleep(0.05)
+        return warnings
+
+    assert wait_until(publish_states, timeout=10), 'no clock offset warning'
+    offset_ms = float(next(kv.value for kv in warnings[-1].values if kv.key == 'clock_offset_ms'))
+    assert -60.0 < offset_ms < -40.0 and 'behind' in warnings[-1].message, warnings[-1]
 
 
 def test_run_time_parameters_apply_to_the_next_chunk(policy):

@@ -14,9 +14,28 @@ OTHER_CLOCK_S = 10.0  # a frame stamped this far before its arrival (or after it
 
 
 def frame_time(stamp: float, arrival: float) -> float:
-    """When a frame was taken, on the receiver's clock: its stamp, unless that is on another clock (a bag
-    replayed without /clock, an unsynchronised camera host), where the arrival is the best guess."""
-    return stamp if 0.0 <= arrival - stamp <= OTHER_CLOCK_S else arrival
+    """When a frame was taken: its stamp, unless that is on another clock altogether (a bag replayed without
+    /clock, a camera host whose clock was never set), where the arrival is the best guess. A stamp a little
+    ahead of the arrival is a robot host whose clock runs ahead of this one: the stamp still dates the frame on
+    the robot's clock, which the executor runs on."""
+    return stamp if abs(arrival - stamp) <= OTHER_CLOCK_S else arrival
+
+
+class ClockOffset:
+    """How far this host's clock runs ahead of another's, from that host's message stamps: the quickest delivery
+    over a window, arrival - stamp, is the offset plus the link's shortest transit. Negative: the other host is
+    ahead. Its size beyond a tolerance means the hosts' clocks are not synchronised (or the link is that slow)."""
+
+    def __init__(self, window: int = 50, min_samples: int = 5):
+        self.deliveries: deque[float] = deque(maxlen=window)
+        self.min_samples = min_samples
+
+    def observe(self, stamp: float, arrival: float) -> None:
+        self.deliveries.append(arrival - stamp)
+
+    @property
+    def estimate(self) -> float | None:
+        return min(self.deliveries) if len(self.deliveries) >= self.min_samples else None
 
 
 class JointHistory:
@@ -67,3 +86,26 @@ class JointHistory:
             f'image stamps precede the joint-state history by more than {self.horizon_s:g} s: '
             'pairing the images with the newest joint state (are they stamped on one clock?)'
         )
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes (of the BGR image, as image_transport's compressed topics carry them)."""
+    import cv2
+
+    ok, data = cv2.imencode('.jpg', np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f'cannot JPEG-encode an image of shape {rgb.shape}')
+    return data.tobytes()
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    """JPEG or PNG bytes -> (H, W, 3) uint8 RGB; None when they do not decode."""
+    import cv2
+
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if decoded is None else np.ascontiguousarray(decoded[..., ::-1])
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """What a compressed camera topic delivers of a frame."""
+    return decode_image(encode_jpeg(rgb, quality))

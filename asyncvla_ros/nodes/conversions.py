@@ -10,6 +10,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from asyncvla_ros.control.chunk import Chunk, chunk_from_flat
+from asyncvla_ros.control.observation import decode_image
 from asyncvla_ros.msg import ActionChunk
 
 
@@ -110,11 +111,9 @@ def image_to_rgb(msg) -> np.ndarray:
             return np.repeat(pixels, 3, axis=2)
         rgb = pixels[..., :3]
         return np.ascontiguousarray(rgb[..., ::-1] if msg.encoding.startswith('bgr') else rgb)
-    import cv2
-
     if msg.format.split(';')[0].strip().lower() not in ('jpeg', 'jpg', 'png', 'rgb8', 'bgr8'):
         raise ValueError(f'unsupported compressed format {msg.format!r} (jpeg or png)')
-    decoded = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    decoded = decode_image(bytes(msg.data))
     if decoded is None:
         raise ValueError(f'compressed image ({msg.format}, {len(msg.data)} bytes) cannot be decoded')
-    return np.ascontiguousarray(decoded[..., ::-1])
+    return decoded

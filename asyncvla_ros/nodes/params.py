@@ -272,6 +272,14 @@ POLICY_NODE = ParamSchema(
             runtime=True,
         ),
         Param('seed', 'int', 0, 'Seed of the sampling noise; -1 seeds from the clock.', range=(-1, 2**31 - 1)),
+        Param(
+            'max_clock_offset_s',
+            'double',
+            0.02,
+            "Warn on /diagnostics when the executor's host clock differs from this host's by more than this.",
+            range=(0.001, 10.0),
+            runtime=True,
+        ),
     ],
 )
 
@@ -418,6 +426,14 @@ SIM_ARM_NODE = ParamSchema(
         Param('image_width', 'int', 224, 'Camera image width (pixels).', range=(16, 1920)),
         Param('image_height', 'int', 224, 'Camera image height (pixels).', range=(16, 1080)),
         Param('camera_rate_hz', 'double', 10.0, 'Camera frame rate; 0 disables the camera.', range=(0.0, 60.0)),
+        Param(
+            'camera_transport',
+            'string',
+            'raw',
+            'raw: camera/<name>/image_raw; compressed: JPEG on camera/<name>/image_raw/compressed; both.',
+            choices=('raw', 'compressed', 'both'),
+        ),
+        Param('jpeg_quality', 'int', 90, 'JPEG quality of the compressed camera topics.', range=(1, 100)),
         Param(
             'light_meshes',
             'bool',

@@ -22,7 +22,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
-from asyncvla_ros.control.observation import JointHistory, frame_time
+from asyncvla_ros.control.observation import ClockOffset, JointHistory, frame_time
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, PendingRequest, RequestLoop, RequestSettings
 from asyncvla_ros.model.inference_process import InferenceProcess
@@ -66,6 +66,7 @@ class PolicyNode(LifecycleNode):
         self.active = False
         self.runner = None  # InferenceProcess, or PolicyRunner with inference_process false
         self.profile = None  # the robot profile of the joint states' units, from configure
+        self.clock_offset, self.clock_warning = ClockOffset(), None  # against the executor's host
         self.camera_topics: list[str] = []  # resolved at configure (the checkpoint's cameras)
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
@@ -240,6 +241,28 @@ class PolicyNode(LifecycleNode):
             self.executor_progress = ExecutorProgress(
                 msg.chunk_id, msg.step, msg.steps_remaining, msg.mode in ('executing', 'dry_run')
             )
+        stamp = to_seconds(msg.header.stamp)
+        if stamp:
+            self.clock_offset.observe(stamp, self._now())
+            self._check_clock_offset()
+
+    def _check_clock_offset(self) -> None:
+        """Warns (log and /diagnostics) when the executor's host and this one disagree on the time by more than
+        `max_clock_offset_s`, once per 10 ms of change: chunks are dated on the robot's clock, but a stale-input
+        check and any fallback to arrival times are on this one."""
+        offset = self.clock_offset.estimate
+        if offset is None or abs(offset) <= self.p['max_clock_offset_s']:
+            return
+        if self.clock_warning is not None and abs(offset - self.clock_warning) < 0.01:
+            return
+        self.clock_warning = offset
+        side = 'ahead of' if offset > 0 else 'behind'
+        message = (
+            f"clock offset: this host runs {abs(offset) * 1e3:.0f} ms {side} the executor's (quickest "
+            'delivery of its states); synchronise the hosts (chrony) or check the link'
+        )
+        self.get_logger().warning(message)
+        self._publish_diagnostics(DiagnosticStatus.WARN, message, {'clock_offset_ms': f'{offset * 1e3:.1f}'})
 
     # --- requests
     def _maybe_request(self) -> None:

@@ -16,11 +16,12 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from asyncvla_ros.control.observation import encode_jpeg
 from asyncvla_ros.nodes.conversions import to_seconds, to_time
 from asyncvla_ros.nodes.loops import NodeLoop, run_node
 from asyncvla_ros.nodes.params import SIM_ARM_NODE
@@ -48,8 +49,17 @@ class SimArmNode(Node):
         unknown = set(self.p['camera_names']) - set(CAMERAS)
         if unknown:
             raise ValueError(f'camera_names: no camera {sorted(unknown)} in the sim (it has {list(CAMERAS)})')
-        self.image_pubs = {
-            name: self.create_publisher(Image, f'camera/{name}/image_raw', 5) for name in self.p['camera_names']
+        transport = self.p['camera_transport']
+        self.cameras = list(self.p['camera_names'])
+        self.raw_pubs = {
+            name: self.create_publisher(Image, f'camera/{name}/image_raw', 5)
+            for name in self.cameras
+            if transport in ('raw', 'both')
+        }
+        self.compressed_pubs = {
+            name: self.create_publisher(CompressedImage, f'camera/{name}/image_raw/compressed', 5)
+            for name in self.cameras
+            if transport in ('compressed', 'both')
         }
         self.success_pub = self.create_publisher(Bool, 'sim/task_success', 10)
         self.phase_pub = self.create_publisher(String, 'sim/task_phase', 10)
@@ -102,20 +112,26 @@ class SimArmNode(Node):
 
     def _camera_step(self) -> None:
         with self.lock:
-            self.plant.capture(self.image_pubs)
+            self.plant.capture(self.cameras)
             stamp = self._stamp()
-        for name, publisher in self.image_pubs.items():
+        for name in self.cameras:
             frame = self.plant.draw(name)
-            msg = Image(
-                height=frame.shape[0],
-                width=frame.shape[1],
-                encoding='rgb8',
-                step=frame.shape[1] * 3,
-                data=frame.tobytes(),
-            )
-            msg.header.stamp = to_time(stamp)
-            msg.header.frame_id = f'{name}_camera'
-            publisher.publish(msg)
+            if name in self.raw_pubs:
+                msg = Image(
+                    height=frame.shape[0],
+                    width=frame.shape[1],
+                    encoding='rgb8',
+                    step=frame.shape[1] * 3,
+                    data=frame.tobytes(),
+                )
+                msg.header.stamp, msg.header.frame_id = to_time(stamp), f'{name}_camera'
+                self.raw_pubs[name].publish(msg)
+            if name in self.compressed_pubs:  # as image_transport's compressed plugin names the format
+                msg = CompressedImage(
+                    format='rgb8; jpeg compressed bgr8', data=encode_jpeg(frame, self.p['jpeg_quality'])
+                )
+                msg.header.stamp, msg.header.frame_id = to_time(stamp), f'{name}_camera'
+                self.compressed_pubs[name].publish(msg)
 
     # --- commands
     def _on_forward(self, msg: Float64MultiArray) -> None:

@@ -172,7 +172,9 @@ def cmd_bringup(args) -> int:
         'sim_arm_node': {},
     }
     names = (['sim_arm_node'] if args.target == 'sim' else []) + ['executor_node', 'policy_node']
-    env = ros_environment(large_messages=True)
+    if args.nodes:  # this host's share of a graph that spans hosts
+        names = [name for name in names if name.removesuffix('_node') in args.nodes]
+    env = ros_environment(large_messages=True, peers=args.peers)
     nodes = [
         NodeProcess(
             name,
@@ -190,10 +192,10 @@ def cmd_bringup(args) -> int:
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    policy = next(n for n in nodes if n.name == 'policy_node')
+    policy = next((n for n in nodes if n.name == 'policy_node'), None)
     try:
         while not stop:
-            if args.respawn_policy and not policy.running():
+            if args.respawn_policy and policy is not None and not policy.running():
                 print(
                     f'bringup: policy_node exited (code {policy.process.returncode}); restarting it in '
                     f'{RESPAWN_DELAY_S:g} s (--respawn-policy); the executor holds the arm meanwhile',
@@ -335,6 +337,7 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         latencies[0] / 1e3 if latencies else None,
         camera_rate_hz=args.camera_rate_hz,
         chunk_fade_per_lateness=args.chunk_fade_per_lateness,
+        jpeg_quality=args.jpeg_quality,
     )
     if sweep:
         modes = args.modes or ['switch', 'fade', 'committed']
@@ -545,6 +548,19 @@ def _add_graph_commands(sub) -> None:
     _node_flag(bringup, EXECUTOR_NODE['command_interface'])
     bringup.add_argument('--log-dir', type=Path, default=Path('runs/bringup'))
     bringup.add_argument(
+        '--nodes',
+        nargs='+',
+        choices=['sim_arm', 'executor', 'policy'],
+        help="only these of the target's nodes, for a graph on two hosts (default: all)",
+    )
+    bringup.add_argument(
+        '--peers',
+        nargs='+',
+        metavar='ADDRESS',
+        help='the other hosts: the two-host Fast DDS profile (config/fastdds_two_hosts.xml), discovering them '
+        'as static peers; default: this host alone',
+    )
+    bringup.add_argument(
         '--respawn-policy',
         action='store_true',
         help=f'restart policy_node {RESPAWN_DELAY_S:g} s after it dies (launch: respawn_policy:=true)',
@@ -647,6 +663,11 @@ def _add_evaluate(sub) -> None:
         '(default: a fresh frame for each request)',
     )
     _node_flag(loop, EXECUTOR_NODE['chunk_fade_per_lateness'])
+    loop.add_argument(
+        '--jpeg-quality',
+        type=_at_least(1, int, 100),
+        help='frames through a JPEG round trip at this quality, as a compressed camera topic delivers them',
+    )
     ev.set_defaults(func=cmd_evaluate)
 
 

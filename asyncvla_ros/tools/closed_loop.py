@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings
-from asyncvla_ros.control.observation import JointHistory
+from asyncvla_ros.control.observation import JointHistory, jpeg_round_trip
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, RequestLoop, RequestSettings
 from asyncvla_ros.control.seams import SeamRecorder, seam_summary, splice_jump
@@ -43,6 +43,7 @@ class LoopSettings:
     camera_rate_hz: float | None = None  # None: images rendered at each request; else frames at this rate
     chunk_fade_per_lateness: float = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
     interpolation: str = EXECUTOR_NODE.defaults()['interpolation']
+    jpeg_quality: int | None = None  # frames through a JPEG round trip, as a compressed camera topic delivers them
 
 
 @dataclass
@@ -106,7 +107,10 @@ class PolicyDrive:
 
     def _capture(self, now: float) -> None:
         self.plant.capture(self.cameras)
-        self.frame = (now, [self.plant.draw(c) for c in self.cameras])
+        frames = [self.plant.draw(c) for c in self.cameras]
+        if self.settings.jpeg_quality is not None:
+            frames = [jpeg_round_trip(frame, self.settings.jpeg_quality) for frame in frames]
+        self.frame = (now, frames)
 
     def step(self) -> None:
         """One control period: joints in, maybe a request or a chunk delivered, a tick, the arm moves."""

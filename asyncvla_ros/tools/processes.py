@@ -13,12 +13,17 @@ from pathlib import Path
 from asyncvla_ros.paths import SOURCE_ROOT, config_path
 
 
-def ros_environment(base: dict | None = None, large_messages: bool = False) -> dict:
+def ros_environment(base: dict | None = None, large_messages: bool = False, peers: list[str] | None = None) -> dict:
     """Environment for ROS processes: loopback-only discovery; with `large_messages`, the shipped
-    Fast DDS profile (16 MB shared memory, UDP on 127.0.0.1) that camera images need."""
+    Fast DDS profile (16 MB shared memory, UDP on 127.0.0.1) that camera images need; with `peers` (other
+    hosts' addresses), the two-host profile and discovery of those static peers (no multicast beyond this host)."""
     env = dict(os.environ if base is None else base)
     env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    if large_messages:
+    if peers:
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(config_path('fastdds_two_hosts.xml'))
+        env['ROS_STATIC_PEERS'] = ';'.join(peers)
+        env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # automatic discovery on this host, the peers beyond it
+    elif large_messages:
         env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(config_path('fastdds_localhost_large.xml'))
         env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SYSTEM_DEFAULT'
     env.setdefault('PYTHONUNBUFFERED', '1')
@@ -36,6 +41,7 @@ class NodeProcess:
     overrides: dict = field(default_factory=dict)
     env: dict | None = None
     extra_args: list[str] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)  # e.g. ['ip', 'netns', 'exec', NAME]: where it runs
     process: subprocess.Popen | None = None
 
     @property
@@ -44,7 +50,7 @@ class NodeProcess:
 
     def command(self) -> list[str]:
         target = [self.module] if self.module.endswith('.py') else ['-m', self.module]
-        cmd = [sys.executable, *target, *self.extra_args, '--ros-args', '-r', f'__node:={self.name}']
+        cmd = [*self.prefix, sys.executable, *target, *self.extra_args, '--ros-args', '-r', f'__node:={self.name}']
         for path in self.params_files:
             cmd += ['--params-file', str(path)]
         for key, value in self.overrides.items():
