@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -24,26 +23,17 @@ import numpy as np
 from asyncvla_ros.paths import SOURCE_ROOT, config_path
 from asyncvla_ros.tools.bags import open_bag
 from asyncvla_ros.tools.netns import inside, two_hosts
-from asyncvla_ros.tools.processes import NodeProcess, ros_environment
+from asyncvla_ros.tools.processes import NodeProcess, cli_command, ros_environment
 
 CAMERAS = ('front', 'wrist')
 
 
-def record(namespace: str, env: dict, bag: Path, seconds: float, topics: list[str]) -> None:
-    command = [
-        *inside(namespace),
-        sys.executable,
-        '-m',
-        'asyncvla_ros.tools.cli',
-        'record',
-        '--output',
-        str(bag),
-        '--duration',
-        str(seconds),
-        '--topics',
-        *topics,
-    ]
-    subprocess.run(command, env=env, cwd=SOURCE_ROOT, check=True, capture_output=True, timeout=seconds + 60)
+def record(namespace: str, env: dict, bag: Path, seconds: float, topics: list[str]) -> subprocess.Popen:
+    """`asyncvla record` of `topics` for `seconds`, inside `namespace`."""
+    command = cli_command(
+        'record', '--output', bag, '--duration', seconds, '--topics', *topics, prefix=inside(namespace)
+    )
+    return subprocess.Popen(command, env=env, cwd=SOURCE_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run(transport: str, args, hosts: dict, workdir: Path) -> dict:
@@ -87,29 +77,12 @@ def run(transport: str, args, hosts: dict, workdir: Path) -> dict:
         for node in nodes:
             node.start()
         recorders = [
-            subprocess.Popen(
-                [
-                    *inside(gpu),
-                    sys.executable,
-                    '-m',
-                    'asyncvla_ros.tools.cli',
-                    'record',
-                    '--output',
-                    str(link_bag),
-                    '--duration',
-                    str(args.seconds),
-                    '--topics',
-                    *['/' + t for t in camera_topics],
-                ],
-                env=gpu_env,
-                cwd=SOURCE_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
+            record(gpu, gpu_env, link_bag, args.seconds, ['/' + t for t in camera_topics]),
+            record(robot, robot_env, robot_bag, args.seconds, ['/asyncvla/action_chunk']),
         ]
-        record(robot, robot_env, robot_bag, args.seconds, ['/asyncvla/action_chunk'])
         for recorder in recorders:
-            recorder.wait(timeout=60)
+            if recorder.wait(timeout=args.seconds + 60):
+                raise SystemExit(f'a recorder failed; logs in {workdir}')
     finally:
         for node in nodes:
             node.stop()

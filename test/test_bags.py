@@ -4,7 +4,6 @@ on bad bags."""
 
 import json
 import subprocess
-import sys
 import threading
 import time
 
@@ -22,7 +21,7 @@ from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.msg import ActionChunk
 from asyncvla_ros.paths import SOURCE_ROOT, config_path
 from asyncvla_ros.tools.bags import BagError, open_bag
-from asyncvla_ros.tools.processes import NodeProcess, ros_environment
+from asyncvla_ros.tools.processes import NodeProcess, cli_command, ros_environment
 
 pytestmark = pytest.mark.dds
 
@@ -33,7 +32,7 @@ CUSTOM = ('/asyncvla/action_chunk', '/asyncvla/executor_state', '/asyncvla/polic
 def asyncvla(*args, timeout=120):
     """The command line as a user runs it, in its own process on this test's ROS domain."""
     return subprocess.run(
-        [sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)],
+        cli_command(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -94,18 +93,7 @@ def session_bags(tmp_path_factory, tiny_checkpoint):
     try:
         recorders = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    '-m',
-                    'asyncvla_ros.tools.cli',
-                    'record',
-                    '--output',
-                    root / storage,
-                    '--storage',
-                    storage,
-                    '--duration',
-                    '8',
-                ],
+                cli_command('record', '--output', root / storage, '--storage', storage, '--duration', 8),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

@@ -3,7 +3,6 @@ expert's own plan (it must place the block) and by a tiny random policy through 
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from asyncvla_ros.model.runner import ChunkPrediction
 from asyncvla_ros.sim.so101 import SO101Plant
 from asyncvla_ros.tools.closed_loop import LoopSettings, node_request_settings, run_episode, sweep_runs
+from asyncvla_ros.tools.processes import cli_command
 from asyncvla_ros.training.demonstrations import FPS, INSTRUCTIONS, record_episode
 
 pytestmark = pytest.mark.sim
@@ -114,8 +114,7 @@ def test_seam_metrics_see_the_jumps_a_policy_asks_for_and_the_holds_a_slow_one_c
 
 def asyncvla(*args, timeout=300) -> subprocess.CompletedProcess:
     """The `asyncvla` command line in a process of its own, from the source tree."""
-    command = [sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=SOURCE_ROOT)
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout, cwd=SOURCE_ROOT)
 
 
 def closed_loop_of_two_short_episodes(checkpoint, output, *options):
@@ -199,7 +198,7 @@ def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_pat
 )
 def test_closed_loop_refuses_bad_arguments(bad, tmp_path):
     result = subprocess.run(
-        [sys.executable, '-m', 'asyncvla_ros.tools.cli', 'evaluate', *bad, '--output', str(tmp_path)],
+        cli_command('evaluate', *bad, '--output', tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
@@ -278,16 +277,7 @@ def test_demo_paces_the_sim_by_where_the_policy_runs(tmp_path):
     assert auto_real_time_factor('cpu') == CPU_REAL_TIME_FACTOR < 1.0  # a GPU present or not
     assert auto_real_time_factor('auto') == (1.0 if torch.cuda.is_available() else CPU_REAL_TIME_FACTOR)
     result = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'asyncvla_ros.tools.cli',
-            'demo',
-            '--real-time-factor',
-            'fast',
-            '--output',
-            str(tmp_path),
-        ],
+        cli_command('demo', '--real-time-factor', 'fast', '--output', tmp_path),
         capture_output=True,
         text=True,
         timeout=60,

@@ -515,6 +515,23 @@ def chunk_streams(draw):
     return events
 
 
+def enabled_core(profile, period, interpolation, fade, start) -> ExecutorCore:
+    """The executor both limit property tests drive: short timeouts, so that holds happen, and enabled at `start`."""
+    core = ExecutorCore(
+        profile,
+        executor_settings(
+            control_rate_hz=1 / period,
+            interpolation=interpolation,
+            watchdog_timeout_s=0.3,
+            max_joint_state_age_s=0.05,
+            chunk_fade_per_lateness=fade,
+        ),
+    )
+    core.on_joint_state(JOINTS, start, 0.0)
+    assert core.enable(0.0)[0]
+    return core
+
+
 # what both limit property tests draw: chunks of every kind, the interpolant, the start, a gap in the joint
 # states, enables and disables, and the fade
 LIMIT_STREAMS = dict(
@@ -576,18 +593,7 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
     policy's units; with a profile that scales and offsets them (a negative scale too) the limits hold in robot
     units."""
     period = 0.01
-    core = ExecutorCore(
-        profile,
-        executor_settings(
-            control_rate_hz=1 / period,
-            interpolation=interpolation,
-            watchdog_timeout_s=0.3,
-            max_joint_state_age_s=0.05,
-            chunk_fade_per_lateness=fade,
-        ),
-    )
-    core.on_joint_state(JOINTS, start, 0.0)
-    assert core.enable(0.0)[0]
+    core = enabled_core(profile, period, interpolation, fade, start)
     previous_q, previous_v = np.array(start), np.zeros(2)
     by_tick = {}
     for event in stream:
@@ -646,19 +652,8 @@ def test_every_trajectory_and_every_seam_respects_every_limit(
     replaces another the
     controller is asked for no more than one period of motion and of acceleration (trajectory_checks)."""
     period = 0.01
-    core = ExecutorCore(
-        PROFILE,
-        executor_settings(
-            control_rate_hz=1 / period,
-            interpolation=interpolation,
-            watchdog_timeout_s=0.3,
-            max_joint_state_age_s=0.05,
-            chunk_fade_per_lateness=fade,
-        ),
-    )
+    core = enabled_core(PROFILE, period, interpolation, fade, start)
     output, controller = TrajectoryOutput(lead_s=0.05), FollowerRecord(PROFILE, period)
-    core.on_joint_state(JOINTS, start, 0.0)
-    assert core.enable(0.0)[0]
     by_tick = {}
     for event in stream:
         by_tick.setdefault(event['at_tick'], []).append(event)

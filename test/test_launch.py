@@ -12,6 +12,7 @@ import pytest
 
 from asyncvla_ros.nodes.params import SCHEMAS
 from asyncvla_ros.tools.cli import RESPAWN_DELAY_S
+from asyncvla_ros.tools.processes import cli_command
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
@@ -99,7 +100,6 @@ def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it
     policy_node is started again (the others keep running), Ctrl-C stops every process."""
     import signal
     import subprocess
-    import sys
 
     import rclpy
 
@@ -111,18 +111,9 @@ def test_bringup_starts_the_sim_graph_respawns_a_dead_policy_and_ctrl_c_stops_it
     states = []
     node.create_subscription(ExecutorState, 'asyncvla/executor_state', states.append, 10)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            '-m',
-            'asyncvla_ros.tools.cli',
-            'bringup',
-            'sim',
-            '--checkpoint',
-            str(tiny_checkpoint),
-            '--log-dir',
-            str(tmp_path / 'logs'),
-            '--respawn-policy',
-        ],
+        cli_command(
+            'bringup', 'sim', '--checkpoint', tiny_checkpoint, '--log-dir', tmp_path / 'logs', '--respawn-policy'
+        ),
         cwd=SOURCE_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -3,7 +3,6 @@ static peers. Two network namespaces joined by a veth pair stand for the hosts (
 exist only inside them, and the namespaces are removed afterwards, also when the test fails."""
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.paths import SOURCE_ROOT, config_path
 from asyncvla_ros.tools.bags import open_bag
 from asyncvla_ros.tools.netns import HostsUnavailable, inside, two_hosts
-from asyncvla_ros.tools.processes import NodeProcess, ros_environment
+from asyncvla_ros.tools.processes import NodeProcess, cli_command, ros_environment
 
 pytestmark = [pytest.mark.dds, pytest.mark.slow]
 
@@ -72,22 +71,9 @@ def test_policy_on_one_host_and_the_arm_on_another(hosts, tiny_checkpoint, tmp_p
     try:
         for node in nodes:
             node.start()
+        topics = ['/asyncvla/action_chunk', '/asyncvla/executor_state', '/arm_controller/joint_trajectory']
         record = subprocess.run(
-            [
-                *on[robot],
-                sys.executable,
-                '-m',
-                'asyncvla_ros.tools.cli',
-                'record',
-                '--output',
-                str(bag),
-                '--duration',
-                str(RECORD_S),
-                '--topics',
-                '/asyncvla/action_chunk',
-                '/asyncvla/executor_state',
-                '/arm_controller/joint_trajectory',
-            ],
+            cli_command('record', '--output', bag, '--duration', RECORD_S, '--topics', *topics, prefix=on[robot]),
             env=robot_env,
             cwd=SOURCE_ROOT,
             capture_output=True,

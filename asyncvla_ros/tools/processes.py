@@ -30,6 +30,11 @@ def ros_environment(base: dict | None = None, large_messages: bool = False, peer
     return env
 
 
+def cli_command(*args, prefix: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """`asyncvla ARGS` as a process command (this interpreter), after `prefix` (e.g. a network namespace)."""
+    return [*prefix, sys.executable, '-m', 'asyncvla_ros.tools.cli', *map(str, args)]
+
+
 @dataclass
 class NodeProcess:
     """One node in its own process: `module` is a module name (`python -m`) or a script path."""
