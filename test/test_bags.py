@@ -307,3 +307,36 @@ def test_bad_bags_fail_with_clear_errors(case, expect, session_bags, tiny_checkp
     if case == 'corrupt':
         with pytest.raises(BagError, match='not a readable'), open_bag(bag):
             pass
+
+
+def test_a_calibrated_profile_puts_the_bags_states_and_commands_in_the_policys_units(session_bags, tmp_path):
+    """A bag holds robot units; the policy and the error are in the policy's, as policy_node maps them."""
+    import yaml
+
+    from asyncvla_ros.tools.evaluate import bag_source
+
+    policy = type(
+        'Stub', (), {'camera_keys': ['observation.images.front'], 'num_joints': 6, 'chunk_size': 8, 'dt': 0.1}
+    )()
+    identity = load_profile('so101')
+    data = yaml.safe_load(config_path('robots/so101.yaml').read_text())
+    for joint, scale, offset in zip(data['joints'], [-1.0, 2.0, 1.0, 1.0, 0.5, 1.0], [0.1, 0.0, -0.2, 0.0, 0.0, 0.3]):
+        joint.update(scale=scale, offset=offset)
+    (tmp_path / 'calibrated.yaml').write_text(yaml.safe_dump(data))
+    calibrated = load_profile(str(tmp_path / 'calibrated.yaml'))
+    args = (
+        session_bags['mcap'],
+        policy,
+        8,
+        ['camera/front/image_raw'],
+        list(identity.joint_names),
+        '/joint_states',
+        '/arm_controller/joint_trajectory',
+        '/asyncvla/instruction',
+        'pick',
+    )
+    plain, mapped = bag_source(*args, identity), bag_source(*args, calibrated)
+    assert len(plain.queries) == len(mapped.queries) > 2
+    for a, b in zip(plain.queries, mapped.queries):
+        assert np.allclose(b.state, (a.state - calibrated.offset) / calibrated.scale)
+        assert np.allclose(b.truth, (a.truth - calibrated.offset) / calibrated.scale)

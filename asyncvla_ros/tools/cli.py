@@ -248,6 +248,7 @@ def cmd_replay(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Run the policy open loop over a LeRobot dataset or a bag and report errors, calibration, speed."""
+    from asyncvla_ros.control.profile import load_profile
     from asyncvla_ros.model.checkpoint import CheckpointError
     from asyncvla_ros.model.interface import Sampling
     from asyncvla_ros.model.runner import PolicyRunner
@@ -269,12 +270,13 @@ def cmd_evaluate(args) -> int:
                 args.bag,
                 runner,
                 stride,
-                args.camera_topics or camera_topics_for(runner.processor.camera_keys),
+                args.camera_topics or camera_topics_for(runner.camera_keys),
                 args.joint_names or defaults['joint_names'],
                 args.joint_topic,
                 args.command_topic,
                 args.instruction_topic,
                 args.instruction or defaults['instruction'],
+                load_profile(args.robot_profile),
             )
         print(f'evaluate: {len(source.queries)} chunks from {source.description}')
         metrics = evaluate(
@@ -288,7 +290,7 @@ def cmd_evaluate(args) -> int:
                 args.num_denoise_steps_afm,
             ),
         )
-    except (BagError, DatasetError, CheckpointError) as exc:
+    except (BagError, DatasetError, CheckpointError, ValueError) as exc:  # ValueError: the robot profile
         print(f'evaluate: {exc}', file=sys.stderr)
         return 2
     checkpoint = str(args.checkpoint or 'the demo checkpoint')
@@ -617,6 +619,7 @@ def _add_evaluate(sub) -> None:
         _node_flag(ev, POLICY_NODE[name])
     ev.add_argument('--camera-topics', nargs='+', help="bag: one per checkpoint camera (default: policy_node's)")
     ev.add_argument('--joint-names', nargs='+', help="default: policy_node's joint_names")
+    _node_flag(ev, POLICY_NODE['robot_profile'])
     ev.add_argument('--joint-topic', default='/joint_states')
     ev.add_argument(
         '--command-topic',

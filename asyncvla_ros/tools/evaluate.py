@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from asyncvla_ros.control.profile import RobotProfile
 from asyncvla_ros.model.interface import ChunkRequest, Policy, Sampling
 from asyncvla_ros.nodes.conversions import image_to_rgb
 from asyncvla_ros.tools.bags import BagError, bag_topics, open_bag, require_topics
@@ -111,7 +112,10 @@ def bag_source(
     command_topic: str,
     instruction_topic: str,
     instruction: str,
+    profile: RobotProfile,
 ) -> Source:
+    """Queries from a recorded session. Joint states and commands are in robot units in a bag; `profile` maps
+    them into the policy's units, as policy_node maps what it receives, so states and truth are the policy's."""
     camera_topics, joint_topic, command_topic, instruction_topic = (
         [_absolute(t) for t in camera_topics],
         _absolute(joint_topic),
@@ -162,7 +166,7 @@ def bag_source(
         )
     commands.sort(key=lambda c: c[0])
     command_times = np.array([c[0] for c in commands])
-    command_values = np.array([c[1] for c in commands])
+    command_values = profile.to_policy(np.array([c[1] for c in commands]), joint_names)
     step = stride * runner.dt
     first = max(s.times[0] for s in images.values() if s.times) if all(s.times for s in images.values()) else None
     if first is None:
@@ -178,7 +182,8 @@ def bag_source(
             [np.interp(when, command_times, command_values[:, j]) for j in range(len(joint_names))], axis=1
         )
         text = instructions.latest(t)[1] or instruction
-        queries.append(Query([images[c].latest(t)[1] for c in camera_topics], states.latest(t)[1], text, truth, valid))
+        state = profile.to_policy(states.latest(t)[1], joint_names)
+        queries.append(Query([images[c].latest(t)[1] for c in camera_topics], state, text, truth, valid))
     return Source(f'rosbag2 {path} (truth: {truth_topic}, {len(commands)} points)', queries, len(queries) * step)
 
 
