@@ -187,6 +187,7 @@ def test_rater_training_reports_calibration_and_keeps_the_policy(dataset_root, t
     assert result['last_loss'] < result['first_loss']
     before, _ = load_checkpoint(run['output'], device='cpu')
     after, _ = load_checkpoint(tmp_path / 'rated', device='cpu')
+    assert not before.config.rater_trained and after.config.rater_trained  # a fresh rater never steers an arm
     policy_same = all(
         torch.equal(v, after.state_dict()[k]) for k, v in before.state_dict().items() if not k.startswith('rater.')
     )

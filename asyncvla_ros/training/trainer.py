@@ -96,7 +96,10 @@ def build_policy(
     vocab_size = preset.vlm_config.text_config.vocab_size
     tokenizer = build_qwen_tokenizer() if vocab_size > 100_000 else _small_tokenizer(texts, vocab_size)
     torch.manual_seed(config.seed)
-    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset(config.preset, **prompt_token_ids(tokenizer)))
+    # its rater starts from random weights: self-correction is refused until train-rater has run
+    model = AsyncVLAPolicy(
+        AsyncVLAConfig.from_preset(config.preset, rater_trained=False, **prompt_token_ids(tokenizer))
+    )
     return model, build_processor(config, dataset, tokenizer, model.config)
 
 
