@@ -31,7 +31,8 @@ def executor_settings(**changes) -> ExecutorSettings:
 
 
 PROFILE = RobotProfile('test', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0])
-# a calibration that differs from the policy's: one joint turns the other way, the other has its own gear and zero
+# a calibration that differs from the policy's (policy_node maps with it): one joint turns the other way, the
+# other has its own gear and zero
 SCALED = RobotProfile(
     'scaled', JOINTS, [-1.0, -2.0], [1.0, 2.0], [2.0, 3.0], [10.0, 20.0], scale=[-1.0, 2.0], offset=[0.2, -0.3]
 )
@@ -559,7 +560,6 @@ LIMIT_STREAMS = dict(
     state_gap=0,
     toggles={4: False, 5: True},
     fade=0.0,
-    profile=PROFILE,
 )
 # found by hypothesis: an enable two ticks after braking reached rest took a reading from before rest (40 ms old,
 # still "fresh"), which lags the last command: a jump; it now goes on from that command
@@ -581,19 +581,15 @@ LIMIT_STREAMS = dict(
     state_gap=31,
     toggles={1: True, 27: False, 34: True},
     fade=0.0,
-    profile=PROFILE,
 )
 @given(
     **LIMIT_STREAMS,
-    profile=st.sampled_from([PROFILE, SCALED]),
 )
-def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade, profile):
+def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade):
     """Chunks of every kind, joint states that stop for a while, and disables and enables at any tick: every
-    command stays inside the limits, and the commands only stop once the arm is at rest. Chunks come in the
-    policy's units; with a profile that scales and offsets them (a negative scale too) the limits hold in robot
-    units."""
+    command stays inside the limits, and the commands only stop once the arm is at rest."""
     period = 0.01
-    core = enabled_core(profile, period, interpolation, fade, start)
+    core = enabled_core(PROFILE, period, interpolation, fade, start)
     previous_q, previous_v = np.array(start), np.zeros(2)
     by_tick = {}
     for event in stream:
@@ -617,9 +613,9 @@ def test_every_command_respects_every_limit(stream, interpolation, start, state_
             assert tick.mode == 'disabled' and np.all(previous_v == 0.0), previous_v
             continue
         v = (q - previous_q) / period
-        assert np.all(q >= profile.position_min - 1e-9) and np.all(q <= profile.position_max + 1e-9)
-        assert np.all(np.abs(v) <= profile.velocity_max * (1 + 1e-7) + 1e-9)
-        assert np.all(np.abs(v - previous_v) <= profile.acceleration_max * period * (1 + 1e-6) + 1e-9)
+        assert np.all(q >= PROFILE.position_min - 1e-9) and np.all(q <= PROFILE.position_max + 1e-9)
+        assert np.all(np.abs(v) <= PROFILE.velocity_max * (1 + 1e-7) + 1e-9)
+        assert np.all(np.abs(v - previous_v) <= PROFILE.acceleration_max * period * (1 + 1e-6) + 1e-9)
         previous_q, previous_v = q, tick.velocity
 
 
@@ -795,22 +791,3 @@ def test_scale_and_offset_map_by_joint_name_and_invert(positions, reverse):
     rows = [JOINTS.index(name) for name in names]
     assert np.allclose(robot, SCALED.scale[rows] * positions + SCALED.offset[rows])
     assert np.allclose(SCALED.to_policy(robot, names), positions)
-
-
-def test_the_executor_commands_a_chunk_in_robot_units():
-    """A chunk holding the policy's zero is commanded where the calibration puts that zero, from the measured
-    (robot-unit) position, and what the limits allow of a target beyond them."""
-    period = 0.01
-    core = ExecutorCore(
-        SCALED,
-        executor_settings(control_rate_hz=1 / period, ramp_in_s=0.0, watchdog_timeout_s=100.0, max_chunk_delay_s=100.0),
-    )
-    core.on_joint_state(JOINTS, np.zeros(2), 0.0)
-    assert core.enable(0.0)[0]
-    target = np.array([[0.5, 1.5]] * 4)  # policy units: robot [-0.3, 2.7], beyond joint 2's upper limit of 2.0
-    assert core.on_chunk(Chunk(1, 0.05, 1.0, list(JOINTS), target), 0.0) is None
-    command = None
-    for k in range(1, 500):  # past the chunk's last step (3.05 s)
-        core.on_joint_state(JOINTS, np.zeros(2) if command is None else command, k * period)
-        command = core.tick(k * period).command
-    assert np.allclose(command, [-0.3, 2.0], atol=1e-4), command

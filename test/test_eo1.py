@@ -117,8 +117,13 @@ def test_bad_checkpoints_are_refused_with_one_clear_line(tmp_path, damage, messa
 
 
 def test_code_in_a_checkpoint_never_runs(imported):
-    """The fixture's configuration_eo1.py raises if executed; its auto_map names it."""
+    """The fixture's configuration_eo1.py raises if executed (shown here), its auto_map names it, and the import
+    above ran without it."""
+    import runpy
+
     assert json.loads((FIXTURE / 'checkpoint/config.json').read_text())['auto_map']
+    with pytest.raises(RuntimeError, match='never be executed'):
+        runpy.run_path(str(FIXTURE / 'checkpoint/configuration_eo1.py'))
     assert 'configuration_eo1' not in sys.modules and imported is not None
 
 

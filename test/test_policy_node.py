@@ -419,7 +419,8 @@ def test_compressed_images_and_other_encodings_are_accepted(policy, inference_pr
 
 def test_joint_states_reach_the_policy_in_its_units(policy, tmp_path):
     """A profile whose calibration differs from the policy's (a negative scale among them): the state the model
-    gets is (robot - offset) / scale, joint by joint."""
+    gets is (robot - offset) / scale, joint by joint, and the chunk goes out in robot units, scale * policy +
+    offset, which is what the executor checks against the limits."""
     profile = yaml.safe_load(config_path('robots/so101.yaml').read_text())
     scale, offset = [-1.0, 2.0, 1.0, 0.5, 1.0, 1.0], [0.1, -0.2, 0.0, 0.3, 0.0, 0.05]
     for joint, s, o in zip(profile['joints'], scale, offset):
@@ -429,15 +430,24 @@ def test_joint_states_reach_the_policy_in_its_units(policy, tmp_path):
     observer, start = policy
     node, configured = start(robot_profile=str(path), rate_hz=4.0)
     assert configured
-    requests, predict = [], node.runner.predict
-    node.runner.predict = lambda request: requests.append(request) or predict(request)
+    requests, predictions, predict = [], [], node.runner.predict
+
+    def recorded(request):
+        requests.append(request)
+        predictions.append(predict(request))
+        return predictions[-1]
+
+    node.runner.predict = recorded
     feeder = Feeder(observer)
     try:
-        assert wait_until(lambda: requests, timeout=20), observer.messages()[-3:]
+        assert wait_until(lambda: observer.count(observer.chunks) >= 1, timeout=20), observer.messages()[-3:]
     finally:
         feeder.stop.set()
     robot = np.array(feeder.joints.position)
     assert np.allclose(requests[-1].state, (robot - offset) / scale), (requests[-1].state, robot)
+    with observer.lock:
+        published = np.asarray(observer.chunks[0].positions).reshape(-1, 6)
+    assert any(np.allclose(published, p.positions * scale + offset) for p in predictions), published[0]
 
 
 def test_a_clock_offset_between_the_hosts_is_reported_on_diagnostics(policy):

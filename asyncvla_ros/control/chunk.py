@@ -20,7 +20,7 @@ class Chunk:
     start_time: float
     dt: float
     joint_names: Sequence[str]
-    positions: np.ndarray  # (L, J): the policy's units; ExecutorCore maps them to robot units
+    positions: np.ndarray  # (L, J), robot units
     num_committed: int = 0
     confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
     refined: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))

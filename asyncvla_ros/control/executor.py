@@ -8,7 +8,7 @@ a trajectory controller would run the rest of the trajectory it was sent."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -103,8 +103,6 @@ class ExecutorCore:
         else:
             return f'chunk {chunk.chunk_id} refused: no joint state received yet'
         try:
-            if np.ndim(chunk.positions) == 2 and np.shape(chunk.positions)[1] == len(chunk.joint_names):
-                chunk = replace(chunk, positions=self.profile.to_robot(chunk.positions, chunk.joint_names))
             self.timeline.offer(chunk, now, position, velocity, acceleration, state_time)
         except ChunkRejected as exc:
             return self.reject(chunk.chunk_id, exc)

@@ -14,8 +14,9 @@ from asyncvla_ros.paths import config_path
 @dataclass(frozen=True)
 class RobotProfile:
     """Joint limits are in robot units (what the controller takes). `scale`/`offset` map the policy's
-    units to robot units, robot = scale * policy + offset (identity for the simulated SO-101): the executor
-    maps chunks to robot units before it checks anything, policy_node maps joint states to policy units."""
+    units to robot units, robot = scale * policy + offset (identity for the simulated SO-101). policy_node maps
+    at its boundary: joint states into the policy's units, its chunks back into robot units, which is what
+    ActionChunk carries and what the executor checks against the limits."""
 
     name: str
     joint_names: tuple[str, ...]

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -323,7 +324,8 @@ class PolicyNode(LifecycleNode):
             chunk = self.loop.complete(
                 pending, prediction, self._now(), self.executor_progress
             )  # the arm's time: sim time on /clock
-        self.chunk_pub.publish(chunk_to_msg(chunk, pending.observed))
+        robot = replace(chunk, positions=self.profile.to_robot(chunk.positions, chunk.joint_names))
+        self.chunk_pub.publish(chunk_to_msg(robot, pending.observed))
         elapsed = time.perf_counter() - started
         with self.lock:
             self.busy = False
