@@ -489,7 +489,23 @@ def chunk_streams(draw):
     events = []
     chunk_id = 0
     for _ in range(draw(st.integers(1, 8))):
-        kind = draw(st.sampled_from(['good', 'good', 'jump', 'nan', 'stale', 'reordered', 'outside', 'bad_dt', 'gap']))
+        kind = draw(
+            st.sampled_from(
+                [
+                    'good',
+                    'good',
+                    'jump',
+                    'nan',
+                    'stale',
+                    'reordered',
+                    'outside',
+                    'bad_dt',
+                    'gap',
+                    'ahead',
+                    'other_source',
+                ]
+            )
+        )
         steps = draw(st.integers(1, 12))
         at_tick = draw(st.integers(0, 60))
         scale = {'jump': 50.0, 'outside': 5.0}.get(kind, 1.0)
@@ -509,8 +525,9 @@ def chunk_streams(draw):
                 id=chunk_id,
                 positions=positions,
                 dt=0.0 if kind == 'bad_dt' else draw(st.sampled_from([0.02, 0.05, 0.1])),
-                offset=-5.0 if kind == 'stale' else draw(st.floats(-0.2, 0.2)),
+                offset={'stale': -5.0, 'ahead': 5.0}.get(kind, draw(st.floats(-0.2, 0.2))),
                 committed=draw(st.integers(0, steps - 1)),
+                source='b' if kind == 'other_source' else 'a',
             )
         )
     return events
@@ -560,6 +577,7 @@ LIMIT_STREAMS = dict(
     state_gap=0,
     toggles={4: False, 5: True},
     fade=0.0,
+    clock_jump=None,
 )
 # found by hypothesis: an enable two ticks after braking reached rest took a reading from before rest (40 ms old,
 # still "fresh"), which lags the last command: a jump; it now goes on from that command
@@ -581,33 +599,50 @@ LIMIT_STREAMS = dict(
     state_gap=31,
     toggles={1: True, 27: False, 34: True},
     fade=0.0,
+    clock_jump=None,
 )
 @given(
     **LIMIT_STREAMS,
+    clock_jump=st.one_of(st.none(), st.tuples(st.integers(2, 118), st.floats(0.05, 50.0))),
 )
-def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade):
-    """Chunks of every kind, joint states that stop for a while, and disables and enables at any tick: every
-    command stays inside the limits, and the commands only stop once the arm is at rest."""
+def test_every_command_respects_every_limit(stream, interpolation, start, state_gap, toggles, fade, clock_jump):
+    """Chunks of every kind (from a second source too), joint states that stop for a while, disables and enables
+    at any tick, and a clock that jumps back: every command stays inside the limits, the commands only stop once
+    the arm is at rest, a second source never changes the plan while the first publishes, and after the jump no
+    plan made before it runs."""
     period = 0.01
+    watchdog = 0.3
     core = enabled_core(PROFILE, period, interpolation, fade, start)
+    jump_tick, back = clock_jump or (None, 0.0)
+    current, heard = None, 0.0  # the chunk source the plan follows, and when it last published
     previous_q, previous_v = np.array(start), np.zeros(2)
     by_tick = {}
     for event in stream:
         by_tick.setdefault(event['at_tick'], []).append(event)
     for k in range(1, 120):
-        now = k * period
+        now = k * period - (back if jump_tick is not None and k >= jump_tick else 0.0)
         if not state_gap <= k < state_gap + 10:  # joint states stop for a while: must hold
             core.on_joint_state(JOINTS, previous_q, now)
         for e in by_tick.get(k, []):
             plan = core.timeline.interpolant
+            source = e.get('source', 'a')
+            if source == current:
+                heard = now
+            second = current is not None and source != current and now - min(heard, now) <= watchdog
+            if not second:
+                current, heard = source, now
             reason = core.on_chunk(
-                Chunk(e['id'], now + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']), now
+                Chunk(e['id'], now + e['offset'], e['dt'], list(JOINTS), e['positions'], e['committed']),
+                now,
+                source,
             )
-            if e['kind'] in ('nan', 'bad_dt', 'stale') or reason:
+            if e['kind'] in ('nan', 'bad_dt', 'stale', 'ahead') or second or reason:
                 assert reason and core.timeline.interpolant is plan  # a rejected chunk never changes the plan
         if k in toggles:
             core.enable(now) if toggles[k] else core.disable()
         tick = core.tick(now)
+        if k == jump_tick and core.enabled:
+            assert tick.mode == 'holding' and core.timeline.interpolant is None, tick
         q = tick.command
         if q is None:  # disabled: nothing commanded, so the arm must already be at rest
             assert tick.mode == 'disabled' and np.all(previous_v == 0.0), previous_v

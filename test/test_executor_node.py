@@ -21,7 +21,7 @@ from asyncvla_ros.control.chunk import Chunk
 from asyncvla_ros.control.pacing import wait_until
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.msg import ActionChunk, ExecutorState
-from asyncvla_ros.nodes.conversions import chunk_to_msg, to_seconds
+from asyncvla_ros.nodes.conversions import chunk_to_msg, to_seconds, to_time
 from asyncvla_ros.nodes.executor_node import ExecutorNode
 from asyncvla_ros.paths import config_path
 
@@ -513,3 +513,119 @@ def test_each_trajectory_continues_the_one_it_replaces_for_a_trajectory_controll
             'too few trajectories reached the controller in time'
         )
         controller.assert_within_limits()
+
+
+# --- faults over DDS (the policy-side ones are in test_policy_node.py)
+
+
+def _steps_within_limits(positions, period):
+    """Consecutive commands move at most one period at the velocity limit (a jump would not)."""
+    steps = np.abs(np.diff(positions, axis=0))
+    return np.all(steps <= PROFILE.velocity_max * period * (1 + 1e-6) + 1e-9), steps.max(initial=0.0)
+
+
+def test_fault_joint_states_that_stop_mid_motion_hold_the_arm_and_resume_without_a_jump(
+    spinner, ros_context, executor_in_process
+):
+    probe = Probe(ros_context)
+    spinner.add(probe.node)
+    # the watchdog well beyond the silence: when joint states return, the plan (moved on meanwhile) runs again
+    executor_in_process(
+        command_interface='forward_command', start_enabled=True, max_joint_state_age_s=0.2, watchdog_timeout_s=10.0
+    )
+    silent, stop = threading.Event(), threading.Event()
+
+    def arm():  # a perfect arm whose joint-state driver can go silent
+        while not stop.is_set():
+            if not silent.is_set():
+                with probe.lock:
+                    last = probe.commands[-1][1].data if probe.commands else [0.0] * 6
+                probe.joint_pub.publish(JointState(name=JOINTS, position=list(last)))
+            time.sleep(0.01)
+
+    threading.Thread(target=arm, daemon=True).start()
+    try:
+        assert probe.enable_once_ready()
+        probe.send_chunk(np.linspace(np.zeros(6), GOAL, 60), dt=0.1)  # 6 s of motion
+        assert wait_until(lambda: probe.latest_state().mode == 'executing', timeout=5)
+        time.sleep(1.0)
+        silent.set()
+        silenced = time.monotonic()
+        assert wait_until(lambda: probe.latest_state().mode == 'holding', timeout=2)
+        with probe.lock:
+            hold_at = next(t for t, s in probe.states if t > silenced and s.mode == 'holding')
+        # the newest state is up to one arm period old when it goes silent; states are published at 50 Hz
+        assert hold_at - silenced <= 0.2 + 0.01 + 0.02 + 0.1, f'held {hold_at - silenced:.3f} s after the silence'
+        time.sleep(1.0)
+        with probe.lock:
+            held = np.array([m.data for t, m in probe.commands if t > time.monotonic() - 0.3])
+        assert len(held) > 10 and np.ptp(held, axis=0).max() < 1e-9, 'the arm kept moving without joint states'
+        silent.clear()
+        assert wait_until(lambda: probe.latest_state().mode == 'executing', timeout=2)
+        time.sleep(1.0)
+        positions = command_positions(probe)
+        within, largest = _steps_within_limits(positions, 0.01)
+        assert within, f'a command step of {largest:.4f} rad'
+        assert np.ptp(positions[-50:], axis=0).max() > 0.01, 'the arm did not move on'
+        print(f'joint states silent: held after {hold_at - silenced:.3f} s; largest step {largest:.4f} rad')
+    finally:
+        stop.set()
+
+
+def test_fault_a_clock_that_jumps_back_drops_the_plan_holds_and_resumes_on_the_new_clock(
+    spinner, ros_context, executor_in_process
+):
+    """A bag looped with use_sim_time: /clock goes back 30 s. The plan (dated on the old run) is dropped, the arm
+    holds without a jump, a chunk made before the jump (dated 30 s ahead) is refused, and one dated on the new
+    clock runs."""
+    from rosgraph_msgs.msg import Clock
+
+    probe = Probe(ros_context)
+    spinner.add(probe.node)
+    clock_pub = probe.node.create_publisher(Clock, '/clock', 10)
+    sim_time, stop = [100.0], threading.Event()
+
+    def clock_and_arm():  # /clock at 100 Hz at the wall's pace, and a perfect arm
+        while not stop.is_set():
+            sim_time[0] += 0.01
+            clock_pub.publish(Clock(clock=to_time(sim_time[0])))
+            with probe.lock:
+                last = probe.commands[-1][1].data if probe.commands else [0.0] * 6
+            msg = JointState(name=JOINTS, position=list(last))
+            msg.header.stamp = to_time(sim_time[0])
+            probe.joint_pub.publish(msg)
+            time.sleep(0.01)
+
+    def send(positions, start):
+        chunk = Chunk(probe.next_id, start, 0.1, JOINTS, np.asarray(positions, float))
+        probe.chunk_pub.publish(chunk_to_msg(chunk, start))
+        probe.next_id += 1
+
+    threading.Thread(target=clock_and_arm, daemon=True).start()
+    executor_in_process(command_interface='forward_command', start_enabled=True, use_sim_time=True)
+    try:
+        assert probe.enable_once_ready()
+        before_jump = sim_time[0]
+        send(np.linspace(np.zeros(6), GOAL, 60), sim_time[0] + 0.05)
+        assert wait_until(lambda: probe.latest_state().mode == 'executing', timeout=5)
+        time.sleep(1.0)
+        sim_time[0] -= 30.0  # the bag loops
+        jumped = time.monotonic()
+        assert wait_until(lambda: probe.latest_state().mode == 'holding', timeout=2)
+        hold_after = time.monotonic() - jumped
+        send(np.linspace(np.zeros(6), -GOAL, 60), before_jump + 2.0)  # made before the loop: 30 s in the future
+        time.sleep(1.0)
+        with probe.lock:
+            held = np.array([m.data for t, m in probe.commands if t > time.monotonic() - 0.3])
+        assert probe.latest_state().mode == 'holding'
+        assert len(held) > 10 and np.ptp(held, axis=0).max() < 1e-9, 'a plan dated on the old clock ran'
+        send(np.linspace(held[-1], np.zeros(6), 30), sim_time[0] + 0.05)  # dated on the new clock
+        assert wait_until(lambda: probe.latest_state().mode == 'executing', timeout=2)
+        time.sleep(0.5)
+        positions = command_positions(probe)
+        within, largest = _steps_within_limits(positions, 0.01)
+        assert within, f'a command step of {largest:.4f} rad'
+        assert np.ptp(positions[-30:], axis=0).max() > 0.01, 'the chunk on the new clock did not run'
+        print(f'clock jumped back 30 s: holding within {hold_after:.3f} s; largest step {largest:.4f} rad')
+    finally:
+        stop.set()

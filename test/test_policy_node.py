@@ -552,3 +552,191 @@ def test_the_node_process_imports_no_torch_when_the_model_runs_in_its_child():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '[]'
+
+
+# --- faults over DDS: the arm (sim_arm_node) and executor_node in their own processes, policy_node in this one
+# (its inference child is then at hand to freeze or kill); the camera is this test's, so that it can stop.
+
+
+class Camera:
+    """The front camera at 20 Hz, which a test can stop and start again."""
+
+    def __init__(self, observer):
+        self.observer, self.running, self.stop = observer, threading.Event(), threading.Event()
+        self.running.set()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            if self.running.is_set():
+                self.observer.image_pub.publish(_image())
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def arm_graph(policy, node_process):
+    """sim_arm_node (no rendering) and executor_node, enabled, with a 0.5 s watchdog; the policy fixture, and a
+    camera. Yields (observer, start the policy, camera, the executor's mode)."""
+    observer, start = policy
+    node_process(
+        'sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')], {'camera_rate_hz': 0.0}
+    )
+    node_process(
+        'executor_node',
+        'asyncvla_ros.nodes.executor_node',
+        [config_path('executor.yaml')],
+        {'start_enabled': True, 'watchdog_timeout_s': 0.5},
+    )
+    camera = Camera(observer)
+
+    def mode():
+        with observer.lock:
+            return observer.executor[-1].mode if observer.executor else ''
+
+    try:
+        yield observer, start, camera, mode
+    finally:
+        camera.stop.set()
+
+
+def _executing_with(observer, mode, timeout=60):
+    """Waits for the executor to execute a chunk; that chunk's id."""
+    assert wait_until(lambda: mode() == 'executing', timeout=timeout), (mode(), observer.messages()[-5:])
+    with observer.lock:
+        return observer.executor[-1].chunk_id
+
+
+def _held_still_since(observer, stamp):
+    """Executor states stamped after `stamp`: all holding, the command unchanged (a braking arm has come to rest)."""
+    with observer.lock:
+        held = [m for m in observer.executor if to_seconds(m.header.stamp) > stamp]
+    return (
+        len(held) >= 5
+        and all(m.mode == 'holding' for m in held)
+        and np.allclose(held[0].last_command, held[-1].last_command, atol=1e-9)
+    )
+
+
+def test_fault_a_camera_that_stops_skips_inference_holds_the_arm_and_resumes(arm_graph):
+    observer, start, camera, mode = arm_graph
+    start()
+    _executing_with(observer, mode)
+    camera.running.clear()
+    stopped = time.time()
+    assert wait_until(lambda: any('image on camera/front/image_raw is' in m for m in observer.messages()), 5), (
+        observer.messages()[-5:]
+    )
+    assert wait_until(lambda: mode() == 'holding', timeout=5), mode()  # the plan ran out: held at its end
+    time.sleep(1.0)
+    assert _held_still_since(observer, time.time() - 0.6)
+    with observer.lock:
+        last_id = max(c.chunk_id for c in observer.chunks)
+        late = [c for c in observer.chunks if to_seconds(c.header.stamp) > stopped + 0.1]
+    assert not late, 'a chunk was made from a frame taken after the camera stopped'
+    camera.running.set()
+    assert wait_until(lambda: mode() == 'executing' and observer.executor[-1].chunk_id > last_id, timeout=30), mode()
+
+
+def _inference_child(node):
+    process = node.runner._process
+    assert process is not None and process.poll() is None
+    return process
+
+
+def test_fault_a_frozen_inference_process_holds_and_no_stale_chunk_runs_after(arm_graph):
+    """SIGSTOP for 2 s (swap, a stuck GPU driver): the request in flight comes back 2 s old and is dropped
+    (max_chunk_age_s); the executor holds meanwhile; control resumes with fresh chunks."""
+    observer, start, camera, mode = arm_graph
+    node, _ = start()
+    _executing_with(observer, mode)
+    child = _inference_child(node)
+    os.kill(child.pid, signal.SIGSTOP)
+    frozen = time.time()
+    try:
+        assert wait_until(lambda: mode() == 'holding', timeout=1.5), mode()
+        time.sleep(2.0)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    resumed = time.time()
+    with observer.lock:
+        received_before = len(observer.chunks)
+    assert _held_still_since(observer, frozen + 1.0)
+    assert wait_until(lambda: any('dropped: its observation is' in m for m in observer.messages()), 10), (
+        observer.messages()[-5:]
+    )
+    assert wait_until(lambda: mode() == 'executing', timeout=30), mode()
+    with observer.lock:
+        after = observer.chunks[received_before:]
+    stale = [c.chunk_id for c in after if to_seconds(c.header.stamp) < resumed - 0.2]
+    assert after and not stale, f'chunks {stale} were made from observations taken while inference was frozen'
+    assert child.poll() is None and node.runner._process is child  # the same process serves on
+
+
+def test_fault_a_killed_inference_process_is_restarted_and_the_arm_holds_meanwhile(arm_graph):
+    observer, start, camera, mode = arm_graph
+    node, _ = start()
+    _executing_with(observer, mode)
+    child = _inference_child(node)
+    child.kill()
+    killed = time.time()
+    assert wait_until(lambda: any('inference process died' in m for m in observer.messages()), 10), observer.messages()[
+        -5:
+    ]
+    assert wait_until(lambda: mode() == 'holding', timeout=5), mode()
+    with observer.lock:
+        last_id = max(c.chunk_id for c in observer.chunks)
+    assert wait_until(lambda: mode() == 'executing' and observer.executor[-1].chunk_id > last_id, timeout=60), (
+        mode(),
+        observer.messages()[-5:],
+    )
+    assert node.runner._process.pid != child.pid
+    with observer.lock:
+        states = [s.state for s in observer.statuses if to_seconds(s.header.stamp) > killed]
+    assert 'error' in states and states[-1] == 'running', states[-10:]
+
+
+def test_fault_a_second_policy_node_is_refused_by_the_executor(spinner, ros_context, node_process, tiny_checkpoint):
+    """Two policy nodes publish chunks at once (a launch started twice): the executor follows the first and
+    refuses the second with a diagnostic; when the first goes silent for the watchdog, the second takes over."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    observer = Observer(ros_context)
+    sources, refusals = [], []
+    observer.node.create_subscription(
+        ActionChunk, 'asyncvla/action_chunk', lambda m, info: sources.append(bytes(info['publisher_gid']['data'])), 10
+    )
+    observer.node.create_subscription(
+        DiagnosticArray,
+        '/diagnostics',
+        lambda m: refusals.extend(s for s in m.status if 'second chunk source' in s.message),
+        10,
+    )
+    spinner.add(observer.node)
+    node_process('sim_arm_node', 'asyncvla_ros.nodes.sim_arm_node', [config_path('sim_arm.yaml')], large_messages=True)
+    node_process(
+        'executor_node',
+        'asyncvla_ros.nodes.executor_node',
+        [config_path('executor.yaml')],
+        {'start_enabled': True, 'watchdog_timeout_s': 0.5},
+        large_messages=True,
+    )
+    policy = [config_path('policy.yaml')], {'checkpoint': str(tiny_checkpoint), 'num_denoise_steps': 2}
+    first = node_process('policy_node', 'asyncvla_ros.nodes.policy_node', *policy, large_messages=True)
+    assert wait_until(lambda: observer.count(observer.executor) and observer.executor[-1].mode == 'executing', 60)
+    first_gid = sources[-1]
+    node_process('policy_b', 'asyncvla_ros.nodes.policy_node', *policy, large_messages=True)
+    assert wait_until(lambda: len(set(sources)) == 2, timeout=60), 'the second policy node never published'
+    second_gid = next(s for s in sources if s != first_gid)
+    assert wait_until(lambda: refusals, timeout=10), 'no diagnostic for the second source'
+    assert all(dict((v.key, v.value) for v in s.values)['source'] == second_gid.hex() for s in refusals)
+    time.sleep(2.0)  # both publish; the executor keeps following the first
+    assert observer.executor[-1].mode == 'executing'
+    assert all(dict((v.key, v.value) for v in s.values)['source'] == second_gid.hex() for s in refusals)
+    os.killpg(first.process.pid, signal.SIGKILL)
+    last_id = observer.executor[-1].chunk_id
+    assert wait_until(
+        lambda: observer.executor[-1].mode == 'executing' and observer.executor[-1].chunk_id > last_id + 1, 30
+    ), 'the second policy node did not take over'
+    taken_over = len(refusals)
+    time.sleep(1.0)
+    assert len(refusals) == taken_over  # the second one runs the arm now

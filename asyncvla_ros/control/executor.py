@@ -73,6 +73,8 @@ class ExecutorCore:
         self.enabled_from: np.ndarray | None = None
         self.last_tick_at: float | None = None  # the time of the filter's state: the commanded state is of then
         self.rejected_chunks = 0
+        self.source = None  # the publisher whose chunks the plan follows (any hashable id; None: not known)
+        self.source_heard_at: float | None = None
 
     # --- inputs
     def on_joint_state(self, names, positions, now: float) -> str | None:
@@ -93,8 +95,23 @@ class ExecutorCore:
             self.enable(now)
         return None
 
-    def on_chunk(self, chunk: Chunk, now: float) -> str | None:
-        """Splices a chunk into the plan; the reason when it is rejected (the plan is then unchanged)."""
+    def on_chunk(self, chunk: Chunk, now: float, source=None) -> str | None:
+        """Splices a chunk into the plan; the reason when it is rejected (the plan is then unchanged).
+
+        `source` identifies the publisher. Chunks come from one source at a time: another source's chunks are
+        refused while the current one has published within `watchdog_timeout_s` (two policy nodes running by
+        mistake would otherwise interleave their plans); after that silence the newcomer takes over, with ids
+        of its own. A chunk whose step 0 is due more than `watchdog_timeout_s` ahead is refused: it is dated on
+        another clock (made before the clock jumped back, or on a host whose clock runs far ahead)."""
+        refused = self._check_source(source, now)
+        if refused:
+            return self.reject(chunk.chunk_id, refused)
+        lead = chunk.start_time - now
+        if lead > self.settings.watchdog_timeout_s:
+            return self.reject(
+                chunk.chunk_id,
+                f'dated {lead:.2f} s ahead of this clock (more than watchdog_timeout_s): made on another clock',
+            )
         if self.enabled and self.last_tick_at is not None:
             state_time = self.last_tick_at
             position, velocity, acceleration = self.filter.position, self.filter.velocity, self.filter.acceleration
@@ -107,6 +124,18 @@ class ExecutorCore:
         except ChunkRejected as exc:
             return self.reject(chunk.chunk_id, exc)
         return None
+
+    def _check_source(self, source, now: float) -> str:
+        """'' when chunks from `source` may change the plan, else why not."""
+        if source is None or source == self.source:
+            self.source_heard_at = now if source is not None else self.source_heard_at
+            return ''
+        if self.source is not None and now - self.source_heard_at <= self.settings.watchdog_timeout_s:
+            return 'a second chunk source publishes while the first does (two policy nodes?); refused'
+        if self.source is not None:
+            self.timeline.forget_chunk_id()  # a new source numbers its chunks from its own start
+        self.source, self.source_heard_at = source, now
+        return ''
 
     def reject(self, chunk_id: int, reason: Exception | str) -> str:
         """Counts a rejected chunk; the log line."""
@@ -184,6 +213,9 @@ class ExecutorCore:
         return ''
 
     def tick(self, now: float) -> Tick:
+        back = 0.0 if self.last_tick_at is None else self.last_tick_at - now
+        if back > self.filter.period:
+            self._restart_clock(now)
         self.last_tick_at = now
         progress = self.timeline.progress(now)
         if self.braking:
@@ -195,7 +227,8 @@ class ExecutorCore:
             return Tick(command, self.filter.velocity.copy(), 'holding', 'disabled: braking to rest', progress)
         if not self.enabled:
             return Tick(None, None, 'disabled', 'not enabled', progress)
-        reason = self.hold_reason(now)
+        reason = f'the clock jumped back {back:.2f} s: plan dropped' if back > self.filter.period else ''
+        reason = reason or self.hold_reason(now)
         desired = velocity = None
         if not reason:
             desired, velocity = self.timeline.sample(now)
@@ -206,6 +239,20 @@ class ExecutorCore:
                 desired = (1.0 - w) * self.enabled_from + w * desired
         command = self.filter.step(desired, velocity)
         return Tick(command, self.filter.velocity.copy(), 'holding' if reason else 'executing', reason, progress)
+
+    def _restart_clock(self, now: float) -> None:
+        """The clock went back (a looped bag on sim time, a reset sim): every time kept is in its future. The
+        plan is dropped (its steps are dated on the old run of the clock) and the arm holds until a chunk dated
+        on the new one arrives; a joint state read before the jump is not fresh; a finished ramp stays finished."""
+        self.timeline.clear()
+        if self.measured_at is not None and self.measured_at > now:
+            self.measured_at = None
+        if self.enabled_at is not None:
+            self.enabled_at = min(self.enabled_at, now - self.settings.ramp_in_s)
+        if self.braked_at is not None:
+            self.braked_at = now
+        if self.source_heard_at is not None:
+            self.source_heard_at = now
 
     def rollout(self, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the ticks after the last one will command over `duration` seconds if nothing new arrives:

@@ -62,7 +62,10 @@ class RequestLoop:
 
     def due(self, now: float, settings: RequestSettings, executor: ExecutorProgress | None) -> bool:
         """A request is due at `rate_hz`, or (rate_hz 0) when the executor is about to run out of our latest
-        chunk: `refill_threshold` steps left, or the measured delay plus one when that is more."""
+        chunk: `refill_threshold` steps left, or the measured delay plus one when that is more. A clock that went
+        back (a looped bag on sim time) starts the loop over: what it kept is dated in the new clock's future."""
+        if now < self.last_request_at:
+            self.last_request_at, self.last_chunk = -math.inf, None
         if settings.rate_hz > 0:
             return now - self.last_request_at >= 1.0 / settings.rate_hz
         chunk = self.last_chunk

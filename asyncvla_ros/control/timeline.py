@@ -134,6 +134,10 @@ class ChunkTimeline:
         remaining = int(np.count_nonzero(self.interpolant.times > now)) if self.interpolant is not None else 0
         return Progress(self.chunk.chunk_id, step, remaining)
 
+    def forget_chunk_id(self) -> None:
+        """Accept any id from now on (a new chunk source numbers from its own start); the plan stays."""
+        self.chunk = None
+
     def clear(self) -> None:
         """Forget the plan (on disable); chunk ids keep increasing, so the last id is kept."""
         self.interpolant = None

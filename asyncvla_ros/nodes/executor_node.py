@@ -12,6 +12,7 @@ import threading
 import traceback
 from dataclasses import fields
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -33,6 +34,13 @@ from asyncvla_ros.nodes.ros_params import BoundParams
 LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
 SETTINGS = tuple(f.name for f in fields(ExecutorSettings))
 MAX_BRAKING_WAIT_S = 2.0  # deactivate waits this long at most for a moving arm to brake to rest
+REPEAT_WARNING_S = 5.0  # a warning that repeats (inputs at 10-500 Hz) is logged again after this long
+
+
+def publisher_id(info) -> bytes | None:
+    """The publisher of a message (its DDS GID), from rclpy's MessageInfo; None where the RMW gives none."""
+    gid = (info or {}).get('publisher_gid')
+    return bytes(gid['data']) if gid else None
 
 
 class ExecutorNode(LifecycleNode):
@@ -49,7 +57,7 @@ class ExecutorNode(LifecycleNode):
         self._clock_ticks: ClockTicks | None = None
         self._trajectories: TrajectoryOutput | None = None  # joint_trajectory mode, one trajectory per change
         self._last_mode = 'disabled'
-        self._joint_state_reason, self._joint_state_logged_at = None, 0.0
+        self._warned: dict[str, float] = {}  # input warning -> when it was last logged
 
     # --- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -73,6 +81,7 @@ class ExecutorNode(LifecycleNode):
         self.command_pub = self.create_publisher(message_type, topic, 10)
         self.preview_pub = self.create_publisher(message_type, '~/preview', 10)
         self.state_pub = self.create_publisher(ExecutorState, 'asyncvla/executor_state', 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(ActionChunk, 'asyncvla/action_chunk', self._on_chunk, QoSProfile(depth=10))
         self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
         self.create_service(SetBool, '~/enable', self._on_enable)
@@ -156,23 +165,46 @@ class ExecutorNode(LifecycleNode):
         now = self._now()
         with self.lock:
             reason = self.core.on_joint_state(msg.name, msg.position, now)
-        # joint states come at 100 Hz or more: log a new reason at once, a repeated one every 5 s
-        if reason and (reason != self._joint_state_reason or now - self._joint_state_logged_at > 5.0):
-            self.get_logger().warning(reason)
-            self._joint_state_logged_at = now
-        self._joint_state_reason = reason
+        if reason:
+            self._warn_input(reason, reason, now)
 
-    def _on_chunk(self, msg: ActionChunk) -> None:
+    def _on_chunk(self, msg: ActionChunk, info) -> None:
         if self.core is None:
             return
         now = self._now()
+        source = publisher_id(info)
         with self.lock:
             try:
-                reason = self.core.on_chunk(chunk_from_msg(msg), now)
+                reason = self.core.on_chunk(chunk_from_msg(msg), now, source)
             except ChunkRejected as exc:
                 reason = self.core.reject(msg.chunk_id, exc)
-        if reason:
-            self.get_logger().warning(reason)
+            rejected = self.core.rejected_chunks
+        if reason:  # 'chunk N rejected: why': a repeated why (a second source at 10 Hz) is logged every 5 s
+            self._warn_input(
+                reason.split(': ', 1)[-1],
+                reason,
+                now,
+                {'rejected_chunks': rejected, 'source': source.hex() if source else 'unknown'},
+            )
+
+    def _warn_input(self, kind: str, message: str, now: float, values: dict | None = None) -> None:
+        """A refused input: logged and put on /diagnostics (WARN) at once when new, then every
+        REPEAT_WARNING_S while it repeats."""
+        last = self._warned.get(kind)
+        if last is not None and 0.0 <= now - last < REPEAT_WARNING_S:
+            return
+        self._warned[kind] = now
+        self.get_logger().warning(message)
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN,
+            name=f'{self.get_name()}: inputs',
+            hardware_id='asyncvla_ros',
+            message=message,
+            values=[KeyValue(key=k, value=str(v)) for k, v in (values or {}).items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = to_time(now)
+        self.diagnostics_pub.publish(array)
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         response.success, response.message = self._enable(request.data)

@@ -271,6 +271,15 @@ POLICY_NODE = ParamSchema(
             range=(0.001, 60.0),
             runtime=True,
         ),
+        Param(
+            'max_chunk_age_s',
+            'double',
+            1.0,
+            'Drop a chunk instead of publishing it when its observation is older than this once inference ends '
+            '(a stalled inference process); the executor holds meanwhile.',
+            range=(0.01, 60.0),
+            runtime=True,
+        ),
         Param('seed', 'int', 0, 'Seed of the sampling noise; -1 seeds from the clock.', range=(-1, 2**31 - 1)),
         Param(
             'max_clock_offset_s',

@@ -11,6 +11,7 @@ worker thread, so callbacks never block. A missing, stale or bad input skips a r
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from asyncvla_ros.nodes.ros_params import BoundParams
 
 MAX_INSTRUCTION_CHARS = 1000
 TRIGGER_RATE_HZ = 50.0
+REPEAT_REPORT_S = 5.0  # a reason that repeats (with other figures) is logged again after this long
 
 
 def cpu_threads(requested: int) -> int:
@@ -79,6 +81,7 @@ class PolicyNode(LifecycleNode):
         self.executor_progress: ExecutorProgress | None = None
         self.loop: RequestLoop | None = None  # made at configure, for the checkpoint's chunk
         self.state, self.message = 'unconfigured', ''
+        self.reported, self.reported_at = '', 0.0  # the last reason logged, its figures masked, and when
         self.status_pub = self.create_publisher(PolicyStatus, 'asyncvla/policy_status', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.chunk_pub = None
@@ -320,10 +323,18 @@ class PolicyNode(LifecycleNode):
                 self.busy = False
             self._set_state('error', f'inference failed: {exc!r}', error=True)
             return
+        now = self._now()  # the arm's time: sim time on /clock
+        age = now - pending.observed
+        if age > self.p['max_chunk_age_s']:
+            with self.lock:
+                self.busy = False
+            self._report(
+                f'chunk {pending.chunk_id} dropped: its observation is {age:.2f} s old after inference '
+                f'(max_chunk_age_s {self.p["max_chunk_age_s"]:g}); was the inference process stalled?'
+            )
+            return
         with self.lock:
-            chunk = self.loop.complete(
-                pending, prediction, self._now(), self.executor_progress
-            )  # the arm's time: sim time on /clock
+            chunk = self.loop.complete(pending, prediction, now, self.executor_progress)
         robot = replace(chunk, positions=self.profile.to_robot(chunk.positions, chunk.joint_names))
         self.chunk_pub.publish(chunk_to_msg(robot, pending.observed))
         elapsed = time.perf_counter() - started
@@ -332,7 +343,7 @@ class PolicyNode(LifecycleNode):
         if self.state == 'error':  # a failed request before this one
             self.get_logger().info('inference works again')
             self.state = 'running'
-        self.message = ''  # what was wrong is over: a new reason is reported again
+        self.message = self.reported = ''  # what was wrong is over: a new reason is reported again
         committed = chunk.num_committed
         free = ~prediction.refined[committed:] if len(prediction.refined) else np.zeros(0, bool)
         refined_fraction = float(1.0 - free.mean()) if free.size else 0.0
@@ -393,10 +404,13 @@ class PolicyNode(LifecycleNode):
         return f'nothing received on {name} ({publishers} publisher{"" if publishers == 1 else "s"} matched)'
 
     def _report(self, reason: str) -> None:
-        """A skipped request or a refused input: log (once per new reason), PolicyStatus and diagnostics."""
-        if reason == self.message:
-            return
+        """A skipped request or a refused input: log, PolicyStatus and diagnostics, for a new reason at once and
+        for one that repeats (its figures aside: an input's age grows at every trigger) every REPEAT_REPORT_S."""
+        kind, now = re.sub(r'\d+(\.\d+)?', '#', reason), time.monotonic()
         self.message = reason
+        if kind == self.reported and now - self.reported_at < REPEAT_REPORT_S:
+            return
+        self.reported, self.reported_at = kind, now
         self.get_logger().warning(reason)
         msg = PolicyStatus(
             state=self.state,
