@@ -5,7 +5,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMPS      := .stamps
 SOURCES     := $(shell find asyncvla_ros -name '*.py' -not -path '*/__pycache__/*') msg/*.msg CMakeLists.txt \
-               cmake/*.cmake setup.py setup.cfg package.xml launch/*.py config/*.yaml config/*.xml config/robots/*.yaml \
+               cmake/*.cmake setup.py setup.cfg package.xml launch/*.py config/*.yaml config/*.xml config/*.json config/robots/*.yaml \
                $(wildcard checkpoints/demo/*)
 PYTEST_ARGS ?=
 

@@ -5,6 +5,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -175,7 +176,7 @@ def test_each_mode_sets_what_it_names_and_leaves_the_rest_as_the_nodes_run():
 
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
     result = closed_loop_of_two_short_episodes(
-        tiny_checkpoint, tmp_path / 'loop', '--latency-ms', '150', '--self-correction', 'on'
+        tiny_checkpoint, tmp_path / 'loop', '--latency-ms', '150', '--self-correction', 'on', '--video'
     )
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary['episodes'] == 2 and summary['success_rate_self_correction'] == 0.0  # a random policy
@@ -184,6 +185,12 @@ def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_pat
     assert report['settings']['camera_rate_hz'] == 10 and 'camera at 10 Hz' in result.stdout
     assert [e['seed'] for e in episodes] == [1000, 1001] and sum(report['phases_self_correction'].values()) == 2
     assert all(e['seconds'] == pytest.approx(1.49, abs=0.011) for e in episodes)
+    videos = tmp_path / 'loop' / 'videos'
+    for seed in (1000, 1001):  # 1.5 s filmed at the sim camera's 10 Hz, twice the size
+        with av.open(str(videos / f'self_correction_{seed}.mp4')) as container:
+            frames = list(container.decode(video=0))
+        assert len(frames) == 15 and (frames[0].height, frames[0].width) == (448, 448)
+    assert (videos / 'contact_sheet.png').stat().st_size > 1000
 
 
 @pytest.mark.parametrize(
@@ -216,6 +223,11 @@ def test_closed_loop_reports_a_missing_checkpoint_in_one_line(tmp_path):
 
 def test_demo_report_states_rates_latency_per_stage_and_seams(tmp_path):
     from asyncvla_ros.tools.demo import LATENCY_STAGES, demo_summary, write_report
+    from asyncvla_ros.tools.video import EpisodeFrames
+
+    frames = EpisodeFrames('scene 1, sfm', 10.0)
+    for phase in ('none', 'reached', 'placed'):
+        frames.add(np.zeros((32, 32, 3), np.uint8), phase)
 
     def episode(success, total_ms, phase='placed'):
         return {
@@ -231,6 +243,8 @@ def test_demo_report_states_rates_latency_per_stage_and_seams(tmp_path):
             'refined_fraction': [0.5],
             'confidence': [[0.9] * 8],
             'joints': [(0.0, [0.0] * 6), (0.1, [0.1] * 6)],
+            'video': tmp_path / 'videos' / f'{phase}.mp4',
+            'key_frames': (frames.key_only(), phase),
             'seams': {
                 'jerk_rms_seam': 30.0 if success else 50.0,
                 'jerk_rms_inside': 10.0,
@@ -255,7 +269,12 @@ def test_demo_report_states_rates_latency_per_stage_and_seams(tmp_path):
         '| self_correction | 40.0 / 10.0 | 0.2 | 1 | 5.0 |' in report
         and '| sfm | 50.0 / 10.0 | 0.2 | 2 | None |' in report
     )
-    assert all((tmp_path / name).stat().st_size > 1000 for name in ('joints.png', 'confidence.png', 'latency.png'))
+    assert all(
+        (tmp_path / name).stat().st_size > 1000
+        for name in ('joints.png', 'confidence.png', 'latency.png', 'contact_sheet.png')
+    )
+    assert '![key frames of every episode](contact_sheet.png)' in report
+    assert '- [self_correction 2](videos/carried.mp4): carried' in report and '- [sfm 1](videos/reached.mp4)' in report
     # a demo stopped with Ctrl-C during the SFM-only episodes reports what it ran, unpaired
     partial = {'self_correction': results['self_correction'], 'sfm': results['sfm'][:1]}
     summary = demo_summary(partial, real_time_factor=0.25)

@@ -2,6 +2,8 @@
 
 import ast
 import importlib.metadata
+import json
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -116,3 +118,37 @@ def test_colcon_builds_the_package_as_a_ros_install_would(tmp_path):
         },
     )
     assert check.stdout.strip() == '0', check.stderr[-2000:]
+
+
+def test_the_foxglove_layout_shows_topics_and_fields_the_package_publishes():
+    """config/foxglove_layout.json: every panel placed is configured, and every message path names a topic of the
+    graph and a field its message has (a renamed field would leave a panel blank)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+
+    from asyncvla_ros.msg import ExecutorState, PolicyStatus
+
+    topics = {
+        '/joint_states': JointState,
+        '/asyncvla/executor_state': ExecutorState,
+        '/asyncvla/policy_status': PolicyStatus,
+        '/sim/task_phase': String,
+        '/camera/front/image_raw': Image,
+        '/camera/wrist/image_raw': Image,
+        '/diagnostics': DiagnosticArray,
+    }
+    layout = json.loads((ROOT / 'config/foxglove_layout.json').read_text())
+
+    def placed(tree):
+        return [tree] if isinstance(tree, str) else placed(tree['first']) + placed(tree['second'])
+
+    panels = placed(layout['layout'])
+    assert sorted(panels) == sorted(layout['configById'])
+    paths = [p['value'] for config in layout['configById'].values() for p in config.get('paths', [])]
+    images = [c['imageMode']['imageTopic'] for c in layout['configById'].values() if 'imageMode' in c]
+    assert len(paths) >= 10 and len(images) == 2
+    for value in paths:
+        topic, field = re.fullmatch(r'(/[\w/]+)\.(\w+)(\[\d+\])?', value).group(1, 2)
+        assert field in topics[topic].get_fields_and_field_types(), value
+    assert all(topic in topics for topic in images)

@@ -74,6 +74,7 @@ class PolicyNode(LifecycleNode):
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy_inference')
         self.busy = False
+        self.closing = False
         self.images: dict[str, tuple[float, float, np.ndarray]] = {}  # topic -> (taken, stamp, rgb)
         self.joints = JointHistory()  # by header stamp, to pair each image with the joints of its moment
         self.joints_received: float | None = None
@@ -165,6 +166,7 @@ class PolicyNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         """Also ends the inference process when the node goes without a lifecycle shutdown (Ctrl-C)."""
+        self.closing = True  # Ctrl-C reached the inference process too: a request in flight fails, as expected
         self.worker.shutdown(wait=True, cancel_futures=True)
         self._drop_runner()
         super().destroy_node()
@@ -321,6 +323,8 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # keep serving: a failed request is reported, the next one may work
             with self.lock:
                 self.busy = False
+            if self.closing:
+                return
             self._set_state('error', f'inference failed: {exc!r}', error=True)
             return
         now = self._now()  # the arm's time: sim time on /clock

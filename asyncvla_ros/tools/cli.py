@@ -364,7 +364,9 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         f'{len(runs)} runs, ROS-free, latency {latency}, '
         + (f'camera at {args.camera_rate_hz:g} Hz' if args.camera_rate_hz else 'a fresh frame for each request')
     )
-    results = evaluate_closed_loop(runner, runs, args.closed_loop, args.scene_seed)
+    results = evaluate_closed_loop(
+        runner, runs, args.closed_loop, args.scene_seed, args.output / 'videos' if args.video else None
+    )
     summary = summarize(results)
     description = {'checkpoint': str(args.checkpoint or 'the demo checkpoint'), 'settings': asdict(settings)}
     if sweep:
@@ -666,6 +668,11 @@ def _add_evaluate(sub) -> None:
         '(default: a fresh frame for each request)',
     )
     _node_flag(loop, EXECUTOR_NODE['chunk_fade_per_lateness'])
+    loop.add_argument(
+        '--video',
+        action='store_true',
+        help='an MP4 of the front camera per episode and a contact sheet of key frames, in OUTPUT/videos',
+    )
     loop.add_argument(
         '--jpeg-quality',
         type=_at_least(1, int, 100),

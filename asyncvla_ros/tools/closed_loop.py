@@ -23,9 +23,12 @@ from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, RequestLoop, RequestSettings
 from asyncvla_ros.control.seams import SeamRecorder, seam_summary, splice_jump
 from asyncvla_ros.model.interface import ChunkPrediction, Policy
-from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
+from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE, SIM_ARM_NODE
 from asyncvla_ros.sim.so101 import JOINT_NAMES, SO101Plant, phase_counts
+from asyncvla_ros.tools.video import VIDEO_CAMERA, EpisodeFrames, outcome_text, write_contact_sheet, write_video
 from asyncvla_ros.training.metrics import success_summary
+
+VIDEO_RATE_HZ = SIM_ARM_NODE.defaults()['camera_rate_hz']  # the videos as sim_arm_node's camera films them
 
 
 def node_request_settings(**changes) -> RequestSettings:
@@ -64,8 +67,16 @@ class PolicyDrive:
     arm's joints, and the request loop asking `runner` for chunks from the sim's cameras, each reaching the
     executor after its latency."""
 
-    def __init__(self, plant: SO101Plant, runner: Policy, settings: LoopSettings, self_correction: bool):
-        self.plant, self.runner, self.settings = plant, runner, settings
+    def __init__(
+        self,
+        plant: SO101Plant,
+        runner: Policy,
+        settings: LoopSettings,
+        self_correction: bool,
+        video: EpisodeFrames | None = None,
+    ):
+        self.plant, self.runner, self.settings, self.video = plant, runner, settings, video
+        self.video_ticks = max(int(round(settings.control_rate_hz / video.fps)), 1) if video else 0
         self.request_settings = replace(
             settings.request, sampling=replace(settings.request.sampling, self_correction=self_correction)
         )
@@ -119,6 +130,9 @@ class PolicyDrive:
         self.history.add(now, plant.joint_positions)
         if self.frame_ticks is not None and self.ticks % self.frame_ticks == 0:
             self._capture(now)
+        if self.video is not None and self.ticks % self.video_ticks == 0:
+            plant.capture([VIDEO_CAMERA])
+            self.video.add(plant.draw(VIDEO_CAMERA), plant.phase())
         progress = self.core.timeline.progress(now)
         executor = ExecutorProgress(progress.chunk_id, progress.step, progress.steps_remaining, self.executing)
         if self.pending is None and self.loop.due(now, self.request_settings, executor):
@@ -157,10 +171,16 @@ class PolicyDrive:
 
 
 def run_episode(
-    plant: SO101Plant, runner: Policy, settings: LoopSettings, seed: int, self_correction: bool
+    plant: SO101Plant,
+    runner: Policy,
+    settings: LoopSettings,
+    seed: int,
+    self_correction: bool,
+    video: EpisodeFrames | None = None,
 ) -> EpisodeResult:
+    """One scene; with `video`, the front camera's frames at its rate go into it."""
     plant.reset(seed)
-    drive = PolicyDrive(plant, runner, settings, self_correction)
+    drive = PolicyDrive(plant, runner, settings, self_correction, video)
     drive.run(settings.episode_seconds, until=plant.success)
     seconds = drive.now - drive.period
     return EpisodeResult(
@@ -215,21 +235,33 @@ def sweep_name(mode: str, latency_ms: float) -> str:
 
 
 def evaluate_closed_loop(
-    runner: Policy, runs: dict[str, tuple[LoopSettings, bool]], episodes: int, seed: int
+    runner: Policy,
+    runs: dict[str, tuple[LoopSettings, bool]],
+    episodes: int,
+    seed: int,
+    video_dir: Path | None = None,
 ) -> dict[str, list[EpisodeResult]]:
     """`episodes` scenes (seeds seed, seed + 1, ...) per run ({name: (settings, self_correction)}): every run on
-    the same scenes, so runs compare pairwise."""
+    the same scenes, so runs compare pairwise. With `video_dir`, an MP4 per episode and a contact sheet there."""
     plant = SO101Plant(seed)
-    results = {}
+    results, sheet = {}, []
     try:
         for name, (settings, self_correction) in runs.items():
             results[name] = []
             with tqdm(range(episodes), desc=f'closed loop ({name})', unit='episode') as bar:
                 for i in bar:
-                    results[name].append(run_episode(plant, runner, settings, seed + i, self_correction))
+                    video = EpisodeFrames(f'scene {seed + i}, {name}', VIDEO_RATE_HZ) if video_dir else None
+                    result = run_episode(plant, runner, settings, seed + i, self_correction, video)
+                    results[name].append(result)
                     bar.set_postfix(success=f'{np.mean([r.success for r in results[name]]):.2f}')
+                    if video is not None:
+                        outcome = outcome_text(result.success, result.phase)
+                        write_video(video_dir / f'{name}_{seed + i}.mp4', video, outcome)
+                        sheet.append((video.key_only(), outcome))
     finally:
         plant.close()
+    if video_dir is not None:
+        write_contact_sheet(video_dir / 'contact_sheet.png', sheet)
     return results
 
 

@@ -30,11 +30,12 @@ from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.seams import commanded_stream, seam_summary, stream_seams, trajectory_splice_jumps
 from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from asyncvla_ros.model.runner import demo_checkpoint
-from asyncvla_ros.nodes.conversions import chunk_from_msg, to_seconds
-from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE
+from asyncvla_ros.nodes.conversions import chunk_from_msg, image_to_rgb, to_seconds
+from asyncvla_ros.nodes.params import EXECUTOR_NODE, POLICY_NODE, SIM_ARM_NODE
 from asyncvla_ros.paths import config_path
 from asyncvla_ros.sim.so101 import JOINT_NAMES, phase_counts
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment
+from asyncvla_ros.tools.video import VIDEO_CAMERA, EpisodeFrames, outcome_text, write_contact_sheet, write_video
 from asyncvla_ros.training.metrics import success_summary
 
 
@@ -47,7 +48,7 @@ class DemoProbe:
         from rclpy.parameter_client import AsyncParameterClient
         from rclpy.qos import qos_profile_sensor_data
         from rclpy.signals import SignalHandlerOptions
-        from sensor_msgs.msg import JointState
+        from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool, String
         from std_srvs.srv import SetBool, Trigger
         from trajectory_msgs.msg import JointTrajectory
@@ -63,6 +64,7 @@ class DemoProbe:
         self.sim_time = 0.0  # stamp of the last joint state: sim time under /clock, else wall time
         self.statuses, self.chunks, self.joints = [], [], []
         self.trajectories, self.executor_states = [], []  # what the controller is sent, and (stamp, mode)
+        self.video: EpisodeFrames | None = None  # the front camera, while an episode runs
         self.node.create_subscription(Bool, 'sim/task_success', self._on_success, 10)
         self.node.create_subscription(ExecutorState, 'asyncvla/executor_state', self._on_executor_state, 10)
         self.node.create_subscription(
@@ -76,6 +78,9 @@ class DemoProbe:
             ActionChunk, 'asyncvla/action_chunk', lambda m: self._keep(self.chunks, (self.sim_time, m)), 10
         )
         self.node.create_subscription(JointState, 'joint_states', self._on_joints, qos_profile_sensor_data)
+        self.node.create_subscription(
+            Image, f'camera/{VIDEO_CAMERA}/image_raw', self._on_image, qos_profile_sensor_data
+        )
         self.reset_client = self.node.create_client(Trigger, 'sim_arm_node/reset')
         self.enable_client = self.node.create_client(SetBool, 'executor_node/enable')
         self.params = {name: AsyncParameterClient(self.node, name) for name in ('policy_node', 'sim_arm_node')}
@@ -87,6 +92,11 @@ class DemoProbe:
     def _on_joints(self, msg):
         self.sim_time = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self._keep(self.joints, (self.sim_time, list(msg.position)))
+
+    def _on_image(self, msg):
+        video = self.video
+        if video is not None:
+            video.add(image_to_rgb(msg), self.phase)
 
     def _on_executor_state(self, msg):
         self.executor_mode = msg.mode
@@ -163,8 +173,9 @@ LATENCY_STAGES = ('prefix', 'sfm', 'rater', 'afm', 'total')  # PolicyStatus.<sta
 EPISODE_STREAMS = ('statuses', 'chunks', 'joints', 'trajectories', 'executor_states')  # DemoProbe's lists
 
 
-def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> dict:
-    """One episode of `seconds` sim seconds (read from the joint states' stamps)."""
+def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float, video: EpisodeFrames) -> dict:
+    """One episode of `seconds` sim seconds (read from the joint states' stamps); the front camera's frames go
+    into `video`."""
     probe.call(probe.enable_client, probe.SetBool.Request(data=False))
     # A moving arm brakes to rest before its commands stop; a reset before then would teleport the arm home and
     # the rest of the braking would drive it back towards the last episode's pose.
@@ -175,12 +186,14 @@ def run_episode(probe: DemoProbe, seconds: float, real_time_factor: float) -> di
     with probe.lock:
         first = {name: len(getattr(probe, name)) for name in EPISODE_STREAMS}
     probe.success, probe.phase = False, 'none'
+    probe.video = video
     probe.call(probe.enable_client, probe.SetBool.Request(data=True))
     started = probe.sim_time
     wait_until(
         lambda: probe.success or probe.sim_time - started >= seconds, 3 * seconds / real_time_factor + 10, period=0.1
     )
     ended, success = probe.sim_time, probe.success
+    probe.video = None
     with probe.lock:
         streams = {name: getattr(probe, name)[first[name] :] for name in EPISODE_STREAMS}
     statuses = [s for s in streams['statuses'] if s.total_ms > 0]
@@ -320,6 +333,17 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
             f'| {mode} | {seams["jerk_rms_seam"]} / {seams["jerk_rms_inside"]} | {seams["splice_jump_max_rad"]} | '
             f'{seams["episodes_with_holds"]} | {seams["median_time_to_success_s"]} |'
         )
+    sheet = write_contact_sheet(
+        output / 'contact_sheet.png', [e['key_frames'] for episodes in results.values() for e in episodes]
+    )
+    if sheet:
+        lines += ['', '## Episodes to watch', '', '![key frames of every episode](contact_sheet.png)', '']
+        lines += [
+            f'- [{mode} {i + 1}]({e["video"].relative_to(output)}): {e["phase"]}'
+            for mode, episodes in results.items()
+            for i, e in enumerate(episodes)
+            if e['video']
+        ]
     lines += [
         '',
         f'```json\n{json.dumps(summary, indent=1)}\n```',
@@ -370,15 +394,21 @@ def _demo_nodes(checkpoint: Path, output: Path, seed: int, factor: float) -> lis
 
 
 def _run_modes(probe: DemoProbe, args, factor: float, results: dict) -> None:
-    """Every episode with self-correction, then without, on the same scenes; `results` fills as they end."""
+    """Every episode with self-correction, then without, on the same scenes; `results` fills as they end, and
+    each episode's video is written as it ends."""
+    camera_rate_hz = SIM_ARM_NODE.load_yaml(config_path('sim_arm.yaml'))['camera_rate_hz']
+    videos = Path(args.output) / 'videos'
     for mode, on in (('self_correction', True), ('sfm', False)):
         probe.set_parameters('sim_arm_node', seed=args.seed)  # both modes on the same scenes
         probe.set_parameters('policy_node', self_correction=on)
         results[mode] = []
         for episode in range(args.episodes):
-            result = run_episode(probe, args.episode_seconds, factor)
+            frames = EpisodeFrames(f'scene {episode + 1} (seed {args.seed}), {mode}', camera_rate_hz)
+            result = run_episode(probe, args.episode_seconds, factor, frames)
+            outcome = outcome_text(result['success'], result['phase'])
+            result['video'] = write_video(videos / f'{mode}_{episode + 1:02d}.mp4', frames, outcome)
+            result['key_frames'] = (frames.key_only(), outcome)
             results[mode].append(result)
-            outcome = 'success' if result['success'] else f'failure ({result["phase"]})'
             print(
                 f'demo: {mode} episode {episode + 1}/{args.episodes}: {outcome} after {result["seconds"]:.1f} s',
                 flush=True,
