@@ -291,10 +291,10 @@ def test_bad_input_matrix(policy):
 
 
 @contextlib.contextmanager
-def _fed_node(policy, wrap_predict):
+def _fed_node(policy, wrap_predict, **overrides):
     """An active policy_node fed a good stream, its runner's predict replaced by wrap_predict(predict)."""
     observer, start = policy
-    node, configured = start()
+    node, configured = start(**overrides)
     assert configured
     node.runner.predict = wrap_predict(node.runner.predict)
     feeder = Feeder(observer)
@@ -339,7 +339,7 @@ def test_no_chunk_is_published_after_deactivate_even_from_an_inference_in_flight
 
         return call
 
-    with _fed_node(policy, slow) as (observer, node):
+    with _fed_node(policy, slow, max_chunk_age_s=5.0) as (observer, node):  # chunks 1 s late are kept
         assert in_flight.wait(timeout=20), observer.messages()
         node.trigger_deactivate()
         time.sleep(0.2)  # chunks published before (the slow inference has 0.8 s to go) have arrived

@@ -71,7 +71,7 @@ def validate_chunk(chunk: Chunk, joint_names: Sequence[str]) -> np.ndarray:
     if chunk.positions.ndim != 2 or chunk.positions.shape[1] != len(chunk.joint_names) or chunk.num_steps == 0:
         raise ChunkRejected(f'positions shape {chunk.positions.shape} does not match {len(chunk.joint_names)} joints')
     if not np.all(np.isfinite(chunk.positions)):
-        raise ChunkRejected('positions contain NaN or inf')
+        raise ChunkRejected(f'positions contain {"NaN" if np.isnan(chunk.positions).any() else "inf"}')
     if len(set(chunk.joint_names)) != len(chunk.joint_names):
         raise ChunkRejected(f'duplicate joint names {list(chunk.joint_names)}')
     unknown = sorted(set(chunk.joint_names) - set(joint_names))

@@ -339,7 +339,7 @@ def write_report(output: Path, results: dict, summary: dict) -> Path:
     if sheet:
         lines += ['', '## Episodes to watch', '', '![key frames of every episode](contact_sheet.png)', '']
         lines += [
-            f'- [{mode} {i + 1}]({e["video"].relative_to(output)}): {e["phase"]}'
+            f'- [{mode} {i + 1}]({os.path.relpath(e["video"], output)}): {e["phase"]}'
             for mode, episodes in results.items()
             for i, e in enumerate(episodes)
             if e['video']
