@@ -55,10 +55,12 @@ def outcome_text(success: bool, phase: str) -> str:
 
 
 def captioned(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
-    """`rgb` enlarged SCALE times with `lines` written at the top left (white on a dark outline)."""
+    """`rgb` enlarged SCALE times with `lines` written at the top left, white on a darkened band."""
     import cv2
 
     image = cv2.resize(rgb, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_NEAREST)
+    banner = 8 + 18 * len(lines)
+    image[:banner] = (image[:banner] * 0.35).astype(np.uint8)  # darkened behind the text, whatever is filmed
     for row, text in enumerate(lines):
         origin = (6, 18 + 18 * row)
         cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
