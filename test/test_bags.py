@@ -251,12 +251,15 @@ def test_evaluate_writes_a_report(source, session_bags, dataset_root, tiny_check
     print(result.stdout)
     summary = last_json(result.stdout)
     expected = {'action_error', 'action_error_sfm', 'rater_spearman', 'realtime_factor'}
+    expected |= {'rater_spearman_within_position', 'afm_error_before', 'afm_error_after'}
     assert set(summary) == (expected | {'action_error_ratio'} if source == 'dataset' else expected)
     assert summary['action_error'] > 0 and summary['action_error_sfm'] > 0 and summary['realtime_factor'] > 0
     for name in ('report.md', 'horizon_error.png', 'reliability.png', 'metrics.json'):
         assert (tmp_path / 'eval' / name).stat().st_size > 0
     metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
     assert np.asarray(metrics['horizon_error']).shape == (8, 6) and metrics['queries'] > 2
+    low, high = metrics['rater_spearman_within_position_ci95']
+    assert low <= metrics['rater_spearman_within_position'] <= high or not np.isfinite(low)
 
 
 def _bag_with_unknown_type(path):

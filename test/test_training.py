@@ -258,3 +258,22 @@ def test_training_commands_report_a_bad_checkpoint_without_a_traceback(dataset_r
         assert main(command) == 2, command
     err = capsys.readouterr().err
     assert err.count(str(missing)) == 4 and 'Traceback' not in err
+
+
+def test_the_within_position_spearman_sees_only_what_a_rater_knows_beyond_the_step_position():
+    from asyncvla_ros.training.metrics import chunk_bootstrap, rater_spearman, rater_spearman_within_position
+
+    rng = np.random.default_rng(0)
+    chunks, length = 80, 8
+    position = np.tile(np.arange(length), chunks)
+    chunk = np.repeat(np.arange(chunks), length)
+    error = 0.1 * position + 0.05 * rng.random(position.size)  # later steps are worse, and each step its own
+    by_position = 1.0 - position / length + 1e-3 * rng.random(position.size)  # a rater that knows the position only
+    informed = 1.0 - error  # one that knows each step's error
+    assert rater_spearman(by_position, error) > 0.9  # overall, both look good
+    assert abs(rater_spearman_within_position(by_position, error, position)) < 0.15
+    assert rater_spearman_within_position(informed, error, position) > 0.99
+    low, high = chunk_bootstrap(rater_spearman_within_position, chunk, by_position, error, position, resamples=200)
+    assert low < 0.0 < high
+    low, high = chunk_bootstrap(rater_spearman_within_position, chunk, informed, error, position, resamples=200)
+    assert low > 0.99

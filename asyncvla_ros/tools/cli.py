@@ -297,7 +297,10 @@ def cmd_evaluate(args) -> int:
     report = write_report(args.output, metrics, source, checkpoint, args.joint_names or defaults['joint_names'])
     print(
         f'evaluate: action_error {metrics["action_error"]:.4f} (SFM only {metrics["action_error_sfm"]:.4f}), '
-        f'rater_spearman {metrics["rater_spearman"]:.3f}, refined_fraction {metrics["refined_fraction"]:.3f}, '
+        f'rater_spearman {metrics["rater_spearman"]:.3f} (within a step position '
+        f'{metrics["rater_spearman_within_position"]:.3f} {metrics["rater_spearman_within_position_ci95"]}), '
+        f"refined_fraction {metrics['refined_fraction']:.3f}, regenerated steps' error "
+        f'{metrics["afm_error_before"]:.4f} -> {metrics["afm_error_after"]:.4f} after AFM, '
         f'latency p50 {metrics["latency_ms_p50"]:.1f} ms, realtime_factor {metrics["realtime_factor"]:.1f}; '
         f'wrote {report}'
     )

@@ -19,7 +19,12 @@ from asyncvla_ros.model.interface import ChunkRequest, Policy, Sampling
 from asyncvla_ros.nodes.conversions import image_to_rgb
 from asyncvla_ros.tools.bags import BagError, bag_topics, open_bag, require_topics
 from asyncvla_ros.training.lerobot_format import DatasetError, DatasetSpec, LeRobotDataset
-from asyncvla_ros.training.metrics import rater_spearman, reliability_bins
+from asyncvla_ros.training.metrics import (
+    chunk_bootstrap,
+    rater_spearman,
+    rater_spearman_within_position,
+    reliability_bins,
+)
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 COMMAND_TYPES = ('trajectory_msgs/msg/JointTrajectory', 'std_msgs/msg/Float64MultiArray')
@@ -194,6 +199,7 @@ def evaluate(runner: Policy, source: Source, sampling: Sampling) -> dict:
     L, J = runner.chunk_size, runner.num_joints
     error_sum, sfm_sum, count = np.zeros((L, J)), np.zeros((L, J)), np.zeros((L, 1))
     confidences, step_errors, refined, latency, baseline_sum = [], [], [], [], 0.0
+    positions, chunk_of_step, afm_before, afm_after = [], [], [], []  # rated steps; regenerated steps
     started = time.perf_counter()
     for query in tqdm(source.queries, desc='evaluate', unit='chunk'):
         began = time.perf_counter()
@@ -212,6 +218,11 @@ def evaluate(runner: Policy, source: Source, sampling: Sampling) -> dict:
         if prediction.confidence.size:
             confidences.extend(prediction.confidence[query.valid].tolist())
             step_errors.extend(sfm_error.mean(axis=1)[query.valid].tolist())
+            positions.extend(np.flatnonzero(query.valid).tolist())
+            chunk_of_step.extend([len(latency)] * int(query.valid.sum()))
+        regenerated = prediction.refined & query.valid
+        afm_before.extend(sfm_error.mean(axis=1)[regenerated].tolist())
+        afm_after.extend(np.abs(prediction.positions - query.truth).mean(axis=1)[regenerated].tolist())
     seconds = time.perf_counter() - started
     horizon = error_sum / np.maximum(count, 1)
     horizon_sfm = sfm_sum / np.maximum(count, 1)
@@ -225,6 +236,15 @@ def evaluate(runner: Policy, source: Source, sampling: Sampling) -> dict:
         'action_error': action_error,
         'action_error_sfm': float((horizon_sfm.mean(axis=1) * weights).sum()),
         'rater_spearman': rater_spearman(confidences, step_errors),
+        'rater_spearman_ci95': chunk_bootstrap(rater_spearman, chunk_of_step, confidences, step_errors),
+        'rater_spearman_within_position': rater_spearman_within_position(confidences, step_errors, positions),
+        'rater_spearman_within_position_ci95': chunk_bootstrap(
+            rater_spearman_within_position, chunk_of_step, confidences, step_errors, positions
+        ),
+        # the steps AFM regenerated, their error (mean over joints) in the SFM chunk and after AFM, paired
+        'regenerated_steps': len(afm_before),
+        'afm_error_before': float(np.mean(afm_before)) if afm_before else float('nan'),
+        'afm_error_after': float(np.mean(afm_after)) if afm_after else float('nan'),
         'refined_fraction': float(np.mean(refined)) if refined else 0.0,
         'latency_ms_p50': float(np.percentile(latency, 50)),
         'latency_ms_p95': float(np.percentile(latency, 95)),
@@ -238,7 +258,15 @@ def evaluate(runner: Policy, source: Source, sampling: Sampling) -> dict:
     }
 
 
-SUMMARY_KEYS = ('action_error', 'action_error_sfm', 'rater_spearman', 'realtime_factor')
+SUMMARY_KEYS = (
+    'action_error',
+    'action_error_sfm',
+    'rater_spearman',
+    'rater_spearman_within_position',
+    'afm_error_before',
+    'afm_error_after',
+    'realtime_factor',
+)
 
 
 def summary_keys(metrics: dict) -> tuple:
@@ -283,6 +311,9 @@ def write_report(output: Path, metrics: dict, source: Source, checkpoint: str, j
         k: metrics[k]
         for k in (
             *summary_keys(metrics),
+            'rater_spearman_ci95',
+            'rater_spearman_within_position_ci95',
+            'regenerated_steps',
             'refined_fraction',
             'latency_ms_p50',
             'latency_ms_p95',

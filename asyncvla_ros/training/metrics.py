@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest, spearmanr
+from scipy.stats import binomtest, bootstrap, spearmanr
 
 
 def rater_spearman(confidence, step_error) -> float:
@@ -13,6 +13,40 @@ def rater_spearman(confidence, step_error) -> float:
     if len(confidence) < 3 or np.ptp(confidence) == 0 or np.ptp(step_error) == 0:
         return float('nan')
     return float(spearmanr(confidence, -step_error).statistic)
+
+
+def rater_spearman_within_position(confidence, step_error, position) -> float:
+    """rater_spearman within each step position of the chunk, averaged with the positions' step counts as
+    weights: what the rater knows beyond "later steps are worse", which the overall figure mixes in. NaN when
+    no position has three steps that vary."""
+    confidence, step_error, position = (np.asarray(a, float) for a in (confidence, step_error, position))
+    values, weights = [], []
+    for at in np.unique(position):
+        here = position == at
+        value = rater_spearman(confidence[here], step_error[here])
+        if np.isfinite(value):
+            values.append(value)
+            weights.append(int(here.sum()))
+    return float(np.average(values, weights=weights)) if values else float('nan')
+
+
+def chunk_bootstrap(statistic, chunk_of_step, *per_step, resamples: int = 1000, seed: int = 0) -> list[float]:
+    """95 % percentile interval of `statistic(*per_step)` over chunks drawn with replacement (steps of one
+    chunk share an observation, so chunks, not steps, are the independent draws); [nan, nan] with fewer than
+    two chunks."""
+    chunk_of_step = np.asarray(chunk_of_step)
+    chunks = np.unique(chunk_of_step)
+    if len(chunks) < 2:
+        return [float('nan'), float('nan')]
+    steps_of = {c: np.flatnonzero(chunk_of_step == c) for c in chunks}
+    arrays = [np.asarray(a, float) for a in per_step]
+
+    def resampled(drawn):
+        index = np.concatenate([steps_of[c] for c in drawn])
+        return statistic(*(a[index] for a in arrays))
+
+    result = bootstrap((chunks,), resampled, vectorized=False, n_resamples=resamples, method='percentile', rng=seed)
+    return [round(float(result.confidence_interval.low), 4), round(float(result.confidence_interval.high), 4)]
 
 
 def reliability_bins(confidence, step_error, bins: int = 10) -> dict:
