@@ -850,3 +850,16 @@ def test_scale_and_offset_map_by_joint_name_and_invert(positions, reverse):
     rows = [JOINTS.index(name) for name in names]
     assert np.allclose(robot, SCALED.scale[rows] * positions + SCALED.offset[rows])
     assert np.allclose(SCALED.to_policy(robot, names), positions)
+
+
+def test_a_repeated_reason_is_reported_again_only_after_a_while_whatever_its_figures():
+    from asyncvla_ros.control.pacing import RepeatedReasons
+
+    reasons = RepeatedReasons(every_s=5.0)
+    assert reasons.due('image on camera/front is 0.52 s old', 100.0)
+    assert not reasons.due('image on camera/front is 0.54 s old', 100.02)  # the same reason, older
+    assert reasons.due('joint state refused: NaN positions', 100.03)  # another one at once
+    assert not reasons.due('image on camera/front is 4.9 s old', 104.9)
+    assert reasons.due('image on camera/front is 5.1 s old', 105.1)
+    reasons.clear()
+    assert reasons.due('image on camera/front is 0.5 s old', 105.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -56,3 +57,25 @@ def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.
             return True
         time.sleep(period)
     return predicate()
+
+
+class RepeatedReasons:
+    """Which warnings to report: a new one at once, one that repeats (its figures aside: an input's age grows at
+    every message) again only after `every_s`. Inputs arrive at 10-500 Hz; a log that scrolls at that rate hides
+    the first line that mattered."""
+
+    def __init__(self, every_s: float = 5.0):
+        self.every_s = every_s
+        self.reported: dict[str, float] = {}  # the reason with its figures masked -> when it was last reported
+
+    def due(self, reason: str, now: float) -> bool:
+        kind = re.sub(r'\d+(\.\d+)?', '#', reason)
+        last = self.reported.get(kind)
+        if last is not None and 0.0 <= now - last < self.every_s:
+            return False
+        self.reported[kind] = now
+        return True
+
+    def clear(self) -> None:
+        """What was wrong is over: any reason is reported at once again."""
+        self.reported.clear()

@@ -9,6 +9,7 @@ commanding. Nothing reaches the controller before ~/enable (or `start_enabled`).
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from dataclasses import fields
 
@@ -22,7 +23,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from asyncvla_ros.control.chunk import ChunkRejected
 from asyncvla_ros.control.executor import ExecutorCore, ExecutorSettings, Tick
-from asyncvla_ros.control.pacing import ClockTicks, wait_until
+from asyncvla_ros.control.pacing import ClockTicks, RepeatedReasons, wait_until
 from asyncvla_ros.control.profile import RobotProfile, load_profile
 from asyncvla_ros.control.trajectory_output import TrajectoryOutput
 from asyncvla_ros.msg import ActionChunk, ExecutorState
@@ -34,7 +35,6 @@ from asyncvla_ros.nodes.ros_params import BoundParams
 LIMIT_PARAMS = ('position_min', 'position_max', 'velocity_max', 'acceleration_max')
 SETTINGS = tuple(f.name for f in fields(ExecutorSettings))
 MAX_BRAKING_WAIT_S = 2.0  # deactivate waits this long at most for a moving arm to brake to rest
-REPEAT_WARNING_S = 5.0  # a warning that repeats (inputs at 10-500 Hz) is logged again after this long
 
 
 def publisher_id(info) -> bytes | None:
@@ -57,7 +57,7 @@ class ExecutorNode(LifecycleNode):
         self._clock_ticks: ClockTicks | None = None
         self._trajectories: TrajectoryOutput | None = None  # joint_trajectory mode, one trajectory per change
         self._last_mode = 'disabled'
-        self._warned: dict[str, float] = {}  # input warning -> when it was last logged
+        self._reasons = RepeatedReasons()  # which refused inputs to log again
 
     # --- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -166,7 +166,7 @@ class ExecutorNode(LifecycleNode):
         with self.lock:
             reason = self.core.on_joint_state(msg.name, msg.position, now)
         if reason:
-            self._warn_input(reason, reason, now)
+            self._warn_input(reason, now)
 
     def _on_chunk(self, msg: ActionChunk, info) -> None:
         if self.core is None:
@@ -179,21 +179,16 @@ class ExecutorNode(LifecycleNode):
             except ChunkRejected as exc:
                 reason = self.core.reject(msg.chunk_id, exc)
             rejected = self.core.rejected_chunks
-        if reason:  # 'chunk N rejected: why': a repeated why (a second source at 10 Hz) is logged every 5 s
+        if reason:
             self._warn_input(
-                reason.split(': ', 1)[-1],
-                reason,
-                now,
-                {'rejected_chunks': rejected, 'source': source.hex() if source else 'unknown'},
+                reason, now, {'rejected_chunks': rejected, 'source': source.hex() if source else 'unknown'}
             )
 
-    def _warn_input(self, kind: str, message: str, now: float, values: dict | None = None) -> None:
-        """A refused input: logged and put on /diagnostics (WARN) at once when new, then every
-        REPEAT_WARNING_S while it repeats."""
-        last = self._warned.get(kind)
-        if last is not None and 0.0 <= now - last < REPEAT_WARNING_S:
+    def _warn_input(self, message: str, now: float, values: dict | None = None) -> None:
+        """A refused input: logged and put on /diagnostics (WARN); a repeated one every 5 s (RepeatedReasons,
+        on this host's monotonic clock: sim time may stand still or jump)."""
+        if not self._reasons.due(message, time.monotonic()):
             return
-        self._warned[kind] = now
         self.get_logger().warning(message)
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN,

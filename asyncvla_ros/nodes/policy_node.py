@@ -11,7 +11,6 @@ worker thread, so callbacks never block. A missing, stale or bad input skips a r
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from asyncvla_ros.control.observation import ClockOffset, JointHistory, frame_time
+from asyncvla_ros.control.pacing import RepeatedReasons
 from asyncvla_ros.control.profile import load_profile
 from asyncvla_ros.control.request_loop import ExecutorProgress, PendingRequest, RequestLoop, RequestSettings
 from asyncvla_ros.model.inference_process import InferenceProcess
@@ -37,7 +37,6 @@ from asyncvla_ros.nodes.ros_params import BoundParams
 
 MAX_INSTRUCTION_CHARS = 1000
 TRIGGER_RATE_HZ = 50.0
-REPEAT_REPORT_S = 5.0  # a reason that repeats (with other figures) is logged again after this long
 
 
 def cpu_threads(requested: int) -> int:
@@ -82,7 +81,7 @@ class PolicyNode(LifecycleNode):
         self.executor_progress: ExecutorProgress | None = None
         self.loop: RequestLoop | None = None  # made at configure, for the checkpoint's chunk
         self.state, self.message = 'unconfigured', ''
-        self.reported, self.reported_at = '', 0.0  # the last reason logged, its figures masked, and when
+        self.reasons = RepeatedReasons()  # which skipped requests and refused inputs to log again
         self.status_pub = self.create_publisher(PolicyStatus, 'asyncvla/policy_status', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.chunk_pub = None
@@ -347,7 +346,8 @@ class PolicyNode(LifecycleNode):
         if self.state == 'error':  # a failed request before this one
             self.get_logger().info('inference works again')
             self.state = 'running'
-        self.message = self.reported = ''  # what was wrong is over: a new reason is reported again
+        self.message = ''
+        self.reasons.clear()
         committed = chunk.num_committed
         free = ~prediction.refined[committed:] if len(prediction.refined) else np.zeros(0, bool)
         refined_fraction = float(1.0 - free.mean()) if free.size else 0.0
@@ -408,13 +408,11 @@ class PolicyNode(LifecycleNode):
         return f'nothing received on {name} ({publishers} publisher{"" if publishers == 1 else "s"} matched)'
 
     def _report(self, reason: str) -> None:
-        """A skipped request or a refused input: log, PolicyStatus and diagnostics, for a new reason at once and
-        for one that repeats (its figures aside: an input's age grows at every trigger) every REPEAT_REPORT_S."""
-        kind, now = re.sub(r'\d+(\.\d+)?', '#', reason), time.monotonic()
+        """A skipped request or a refused input: log, PolicyStatus and diagnostics (RepeatedReasons: a repeated
+        reason every 5 s); the status message is always the latest."""
         self.message = reason
-        if kind == self.reported and now - self.reported_at < REPEAT_REPORT_S:
+        if not self.reasons.due(reason, time.monotonic()):
             return
-        self.reported, self.reported_at = kind, now
         self.get_logger().warning(reason)
         msg = PolicyStatus(
             state=self.state,
