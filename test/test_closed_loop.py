@@ -176,13 +176,24 @@ def test_each_mode_sets_what_it_names_and_leaves_the_rest_as_the_nodes_run():
 
 def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_path):
     result = closed_loop_of_two_short_episodes(
-        tiny_checkpoint, tmp_path / 'loop', '--latency-ms', '150', '--self-correction', 'on', '--video'
+        tiny_checkpoint,
+        tmp_path / 'loop',
+        '--latency-ms',
+        '150',
+        '--self-correction',
+        'on',
+        '--video',
+        '--perturb',
+        'arm',
     )
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary['episodes'] == 2 and summary['success_rate_self_correction'] == 0.0  # a random policy
     report = json.loads((tmp_path / 'loop' / 'closed_loop.json').read_text())
     episodes = report['episodes_by_mode']['self_correction']
     assert report['settings']['camera_rate_hz'] == 10 and 'camera at 10 Hz' in result.stdout
+    assert report['settings']['perturb'] == 'arm' and 'perturbed (arm)' in result.stdout
+    # the push comes 1-4 s in, drawn per scene: within these 1.5 s episodes, or not at all
+    assert all(e['perturbed_at_s'] is None or 1.0 <= e['perturbed_at_s'] <= 1.5 for e in episodes)
     assert [e['seed'] for e in episodes] == [1000, 1001] and sum(report['phases_self_correction'].values()) == 2
     assert all(e['seconds'] == pytest.approx(1.49, abs=0.011) for e in episodes)
     videos = tmp_path / 'loop' / 'videos'
@@ -319,3 +330,43 @@ def test_success_summary_gives_wilson_intervals_and_the_paired_difference():
     assert all(type(v) is float for v in [*summary['success_ci95_sfm'], summary['mcnemar_p']])
     assert success_summary({'sfm': [False] * 5})['success_ci95_sfm'][0] == 0.0
     assert 'mcnemar_p' not in success_summary({'a': [True], 'b': [True, False]})  # not paired
+
+
+def test_perturbations_move_the_block_or_the_arm_as_drawn_from_the_scene_seed():
+    from asyncvla_ros.tools.closed_loop import Perturbation
+
+    assert Perturbation.draw('arm', 6100) == Perturbation.draw('arm', 6100) != Perturbation.draw('arm', 6101)
+    block, arm = Perturbation.draw('block', 6100), Perturbation.draw('arm', 6100)
+    assert 0.01 <= np.hypot(*block.offset) <= 0.03 and 1.0 <= arm.at_s <= 4.0
+    assert all(0.05 <= abs(o) <= 0.15 for o in arm.offset[:3]) and not any(arm.offset[3:])
+    plant = SO101Plant(0, 64, 64, render=False)
+    try:
+        plant.set_targets(plant.joint_positions)
+        before = plant.block_position
+        block.apply(plant)
+        plant.advance(0.2)  # it stays where it was put
+        assert np.allclose(plant.block_position[:2] - before[:2], block.offset, atol=0.002)
+        joints = plant.joint_positions
+        arm.apply(plant)
+        assert np.allclose(plant.joint_positions - joints, arm.offset, atol=1e-9)
+        plant.advance(1.0)  # and the servos pull the arm back to its targets
+        assert np.max(np.abs(plant.joint_positions - joints)[:3]) < 0.5 * np.max(np.abs(arm.offset))
+    finally:
+        plant.close()
+
+
+def test_a_perturbed_expert_meets_its_disturbance_during_the_reach():
+    plant = SO101Plant(0, 64, 64)
+    try:
+        episode = record_episode(plant, seed=7)
+        settings = LoopSettings(
+            INSTRUCTIONS[0],
+            node_request_settings(delay_compensation=False),
+            episode_seconds=len(episode['action']) / FPS + 3.0,
+            latency_s=0.02,
+            perturb='block',
+        )
+        result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
+    finally:
+        plant.close()
+    assert result.perturbed_at_s is not None and 0.0 < result.perturbed_at_s < len(episode['action']) / FPS

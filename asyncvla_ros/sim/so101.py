@@ -125,6 +125,26 @@ class SO101Plant:
         self.env._was_carried = self.env._was_carried or bool(rise > _CARRY_RISE)
         self.closest_block_distance = min(self.closest_block_distance, self.gripper_block_distance())
 
+    def nudge_block(self, offset_xy) -> None:
+        """Moves the block by `offset_xy` (m) on the table, at rest: someone bumping it during the reach."""
+        import mujoco
+
+        joint = self.model.joint('block')
+        self.data.qpos[joint.qposadr[0] : joint.qposadr[0] + 2] += np.asarray(offset_xy, dtype=float)
+        self.data.qvel[joint.dofadr[0] : joint.dofadr[0] + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def push_arm(self, offset) -> None:
+        """Displaces the joints by `offset` (rad, inside their ranges), at rest: an external push, from which the
+        servos pull back towards their targets."""
+        import mujoco
+
+        ranges = self.model.jnt_range[[self.model.joint(n).id for n in JOINT_NAMES]]
+        pushed = self.data.qpos[self.qpos_adr] + np.asarray(offset, dtype=float)
+        self.data.qpos[self.qpos_adr] = np.clip(pushed, ranges[:, 0], ranges[:, 1])
+        self.data.qvel[self.qvel_adr] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
     def resume_cartesian_control(self) -> None:
         """After joint-target control (`set_targets`, `advance`), the env's Cartesian IK target starts again from
         where the gripper is: it accumulates across `env.step` calls, so it would pull the arm back otherwise."""

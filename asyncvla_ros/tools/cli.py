@@ -343,6 +343,7 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         camera_rate_hz=args.camera_rate_hz,
         chunk_fade_per_lateness=args.chunk_fade_per_lateness,
         jpeg_quality=args.jpeg_quality,
+        perturb=args.perturb,
     )
     if sweep:
         modes = args.modes or ['switch', 'fade', 'committed']
@@ -366,6 +367,7 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         f'evaluate: {args.closed_loop} simulated SO-101 episodes (scene seeds from {args.scene_seed}) per run, '
         f'{len(runs)} runs, ROS-free, latency {latency}, '
         + (f'camera at {args.camera_rate_hz:g} Hz' if args.camera_rate_hz else 'a fresh frame for each request')
+        + (f', perturbed ({args.perturb})' if args.perturb else '')
     )
     results = evaluate_closed_loop(
         runner, runs, args.closed_loop, args.scene_seed, args.output / 'videos' if args.video else None
@@ -399,6 +401,15 @@ def _delays(text: str) -> list[float]:
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f'{min(values):g} is below 0')
     return values
+
+
+def _perturbation(text: str) -> str:
+    """An argparse type: one of closed_loop.PERTURBATIONS (imported when given: it brings the sim)."""
+    from asyncvla_ros.tools.closed_loop import PERTURBATIONS
+
+    if text not in PERTURBATIONS:
+        raise argparse.ArgumentTypeError(f'{text!r} is not one of {", ".join(PERTURBATIONS)}')
+    return text
 
 
 def _modes(text: str) -> list[str]:
@@ -671,6 +682,12 @@ def _add_evaluate(sub) -> None:
         '(default: a fresh frame for each request)',
     )
     _node_flag(loop, EXECUTOR_NODE['chunk_fade_per_lateness'])
+    loop.add_argument(
+        '--perturb',
+        type=_perturbation,
+        help='one disturbance an episode, drawn from its scene seed: block, the block nudged 1-3 cm as the gripper '
+        'closes in; arm, the shoulder and elbow pushed 0.05-0.15 rad off their path between 1 and 4 s',
+    )
     loop.add_argument(
         '--video',
         action='store_true',

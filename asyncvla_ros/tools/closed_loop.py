@@ -47,6 +47,41 @@ class LoopSettings:
     chunk_fade_per_lateness: float = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
     interpolation: str = EXECUTOR_NODE.defaults()['interpolation']
     jpeg_quality: int | None = None  # frames through a JPEG round trip, as a compressed camera topic delivers them
+    perturb: str | None = None  # PERTURBATIONS: one disturbance an episode, drawn from its scene seed
+
+
+PERTURBATIONS = ('block', 'arm')
+NUDGE_WITHIN_M = 0.08  # the block is nudged once the gripper comes this close, before it has reached it
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """A disturbance where errors cascade: `block`, the block moved 1-3 cm in any direction while the gripper
+    closes in on it (once within NUDGE_WITHIN_M, not yet reached); `arm`, the shoulder and elbow pushed
+    0.05-0.15 rad off their path at a moment between 1 and 4 s. Drawn from the scene seed, so every run
+    of a comparison meets the same one."""
+
+    kind: str
+    at_s: float
+    offset: tuple
+
+    @classmethod
+    def draw(cls, kind: str, seed: int) -> Perturbation:
+        rng = np.random.default_rng([seed, PERTURBATIONS.index(kind)])
+        if kind == 'block':
+            angle, size = rng.uniform(0.0, 2 * np.pi), rng.uniform(0.01, 0.03)
+            return cls(kind, 0.0, (size * np.cos(angle), size * np.sin(angle)))
+        offset = np.zeros(len(JOINT_NAMES))
+        offset[:3] = rng.choice([-1.0, 1.0], 3) * rng.uniform(0.05, 0.15, 3)
+        return cls(kind, float(rng.uniform(1.0, 4.0)), tuple(offset))
+
+    def due(self, plant: SO101Plant, now: float) -> bool:
+        if self.kind == 'arm':
+            return now >= self.at_s
+        return plant.phase() == 'none' and plant.gripper_block_distance() < NUDGE_WITHIN_M
+
+    def apply(self, plant: SO101Plant) -> None:
+        (plant.nudge_block if self.kind == 'block' else plant.push_arm)(self.offset)
 
 
 @dataclass
@@ -60,6 +95,7 @@ class EpisodeResult:
     seams: dict = field(default_factory=dict)  # control/seams.py: jumps, jerk, holds, time to success
     chunk_ms: list = field(default_factory=list)
     refined_fraction: list = field(default_factory=list)
+    perturbed_at_s: float | None = None  # when the episode's perturbation struck (None: none, or it never came)
 
 
 class PolicyDrive:
@@ -76,6 +112,8 @@ class PolicyDrive:
         video: EpisodeFrames | None = None,
     ):
         self.plant, self.runner, self.settings, self.video = plant, runner, settings, video
+        self.perturbation = Perturbation.draw(settings.perturb, plant.episode_seed) if settings.perturb else None
+        self.perturbed_at: float | None = None
         self.video_ticks = max(int(round(settings.control_rate_hz / video.fps)), 1) if video else 0
         self.request_settings = replace(
             settings.request, sampling=replace(settings.request.sampling, self_correction=self_correction)
@@ -161,6 +199,9 @@ class PolicyDrive:
             if self.core.on_chunk(chunk, now) is None:
                 self.seams.on_splice(now, jump)
             self.pending = None
+        if self.perturbation and self.perturbed_at is None and self.perturbation.due(plant, now):
+            self.perturbation.apply(plant)
+            self.perturbed_at = now
         tick = self.core.tick(now)
         self.executing = tick.mode == 'executing'
         self.seams.on_tick(now, tick)
@@ -193,6 +234,7 @@ def run_episode(
         drive.seams.summary(seconds if plant.success() else None),
         drive.chunk_ms,
         drive.refined,
+        drive.perturbed_at,
     )
 
 
