@@ -40,21 +40,26 @@ class ExpertPlan:
         return ChunkPrediction(steps, np.zeros(0, np.float32), np.zeros(self.chunk_size, bool), steps)
 
 
-def test_the_experts_plan_through_the_executor_places_the_block():
+def expert_plan_episode(perturb=None):
+    """Scene 7's expert recording, then its plan through the closed loop (20 ms a chunk): (recording, result)."""
     plant = SO101Plant(0, 64, 64)
     try:
         episode = record_episode(plant, seed=7)
-        assert episode['success']
         settings = LoopSettings(
             INSTRUCTIONS[0],
             node_request_settings(delay_compensation=False),
             episode_seconds=len(episode['action']) / FPS + 3.0,
             latency_s=0.02,
+            perturb=perturb,
         )
-        result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
+        return episode, run_episode(plant, ExpertPlan(plant, episode['action']), settings, 7, self_correction=False)
     finally:
         plant.close()
-    assert result.success and result.phase == 'placed', result
+
+
+def test_the_experts_plan_through_the_executor_places_the_block():
+    episode, result = expert_plan_episode()
+    assert episode['success'] and result.success and result.phase == 'placed', result
     assert result.min_block_distance_m < 0.03
     assert len(result.chunk_ms) >= len(episode['action']) // 8  # chunks kept coming until the block was placed
 
@@ -356,17 +361,5 @@ def test_perturbations_move_the_block_or_the_arm_as_drawn_from_the_scene_seed():
 
 
 def test_a_perturbed_expert_meets_its_disturbance_during_the_reach():
-    plant = SO101Plant(0, 64, 64)
-    try:
-        episode = record_episode(plant, seed=7)
-        settings = LoopSettings(
-            INSTRUCTIONS[0],
-            node_request_settings(delay_compensation=False),
-            episode_seconds=len(episode['action']) / FPS + 3.0,
-            latency_s=0.02,
-            perturb='block',
-        )
-        result = run_episode(plant, ExpertPlan(plant, episode['action']), settings, seed=7, self_correction=False)
-    finally:
-        plant.close()
+    episode, result = expert_plan_episode(perturb='block')
     assert result.perturbed_at_s is not None and 0.0 < result.perturbed_at_s < len(episode['action']) / FPS
