@@ -90,3 +90,11 @@ def test_a_request_leaves_the_measured_delay_and_one_step_of_the_plan(threshold,
     loop.delay.steps = float(delay)
     assert loop.due(0.5, settings, ExecutorProgress(chunk.chunk_id, SIZE - asked_at - 1, asked_at, True))
     assert not loop.due(0.5, settings, ExecutorProgress(chunk.chunk_id, SIZE - asked_at - 2, asked_at + 1, True))
+
+
+def test_an_answer_whose_observation_grew_too_old_during_inference_is_stale():
+    settings = node_request_settings(max_chunk_age_s=1.0)
+    loop = RequestLoop(JOINTS, DT, SIZE)
+    pending = loop.request(10.0, settings, 9.9, [], np.zeros(2), 'go', None)
+    assert loop.stale(pending, 10.8, settings) == ''  # 0.9 s after the frame: published
+    assert 'observation is 2.10 s old' in loop.stale(pending, 12.0, settings)  # a 2 s stall: dropped

@@ -34,12 +34,17 @@ class RequestSettings:
     refill_threshold: int
     rate_hz: float
     delay_compensation: bool
+    max_chunk_age_s: float
     sampling: Sampling
 
     @classmethod
     def from_params(cls, params: dict) -> RequestSettings:
         return cls(
-            params['refill_threshold'], params['rate_hz'], params['delay_compensation'], Sampling.from_params(params)
+            params['refill_threshold'],
+            params['rate_hz'],
+            params['delay_compensation'],
+            params['max_chunk_age_s'],
+            Sampling.from_params(params),
         )
 
 
@@ -105,6 +110,17 @@ class RequestLoop:
         self.last_request_at = now
         chunk_id = max(chunk.chunk_id if chunk else 0, executor.chunk_id if executor else 0) + 1
         return PendingRequest(request, chunk_id, start_time, observed, now, executor_step)
+
+    def stale(self, pending: PendingRequest, now: float, settings: RequestSettings) -> str:
+        """Why the answer to `pending` is not to be published ('' when it is): its observation is older than
+        `max_chunk_age_s` now that inference has ended (a stalled inference process)."""
+        age = now - pending.observed
+        if age <= settings.max_chunk_age_s:
+            return ''
+        return (
+            f'chunk {pending.chunk_id} dropped: its observation is {age:.2f} s old after inference '
+            f'(max_chunk_age_s {settings.max_chunk_age_s:g}); was the inference process stalled?'
+        )
 
     def complete(
         self, pending: PendingRequest, prediction: ChunkPrediction, now: float, executor: ExecutorProgress | None

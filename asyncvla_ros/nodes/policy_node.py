@@ -327,14 +327,11 @@ class PolicyNode(LifecycleNode):
             self._set_state('error', f'inference failed: {exc!r}', error=True)
             return
         now = self._now()  # the arm's time: sim time on /clock
-        age = now - pending.observed
-        if age > self.p['max_chunk_age_s']:
+        stale = self.loop.stale(pending, now, RequestSettings.from_params(self.p))
+        if stale:
             with self.lock:
                 self.busy = False
-            self._report(
-                f'chunk {pending.chunk_id} dropped: its observation is {age:.2f} s old after inference '
-                f'(max_chunk_age_s {self.p["max_chunk_age_s"]:g}); was the inference process stalled?'
-            )
+            self._report(stale)
             return
         with self.lock:
             chunk = self.loop.complete(pending, prediction, now, self.executor_progress)

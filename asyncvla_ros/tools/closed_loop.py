@@ -194,11 +194,12 @@ class PolicyDrive:
             self.pending = (now + latency, pending, prediction)
         if self.pending is not None and now >= self.pending[0] - 1e-9:
             _, pending, prediction = self.pending
-            chunk = self.loop.complete(pending, prediction, now, executor)
-            jump = splice_jump(self.core.timeline, chunk, now)
-            if self.core.on_chunk(chunk, now) is None:
-                self.seams.on_splice(now, jump)
             self.pending = None
+            if not self.loop.stale(pending, now, self.request_settings):  # as policy_node drops it
+                chunk = self.loop.complete(pending, prediction, now, executor)
+                jump = splice_jump(self.core.timeline, chunk, now)
+                if self.core.on_chunk(chunk, now) is None:
+                    self.seams.on_splice(now, jump)
         if self.perturbation and self.perturbed_at is None and self.perturbation.due(plant, now):
             self.perturbation.apply(plant)
             self.perturbed_at = now

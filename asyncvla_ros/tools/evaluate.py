@@ -201,7 +201,7 @@ def evaluate(runner: Policy, source: Source, sampling: Sampling) -> dict:
     confidences, step_errors, refined, latency, baseline_sum = [], [], [], [], 0.0
     positions, chunk_of_step, afm_before, afm_after = [], [], [], []  # rated steps; regenerated steps
     started = time.perf_counter()
-    for query in tqdm(source.queries, desc='evaluate', unit='chunk'):
+    for index, query in enumerate(tqdm(source.queries, desc='evaluate', unit='chunk')):
         began = time.perf_counter()
         prediction = runner.predict(
             ChunkRequest(query.images, query.state, query.instruction, sampling=replace(sampling, self_correction=True))
@@ -219,7 +219,7 @@ def evaluate(runner: Policy, source: Source, sampling: Sampling) -> dict:
             confidences.extend(prediction.confidence[query.valid].tolist())
             step_errors.extend(sfm_error.mean(axis=1)[query.valid].tolist())
             positions.extend(np.flatnonzero(query.valid).tolist())
-            chunk_of_step.extend([len(latency)] * int(query.valid.sum()))
+            chunk_of_step.extend([index] * int(query.valid.sum()))
         regenerated = prediction.refined & query.valid
         afm_before.extend(sfm_error.mean(axis=1)[regenerated].tolist())
         afm_after.extend(np.abs(prediction.positions - query.truth).mean(axis=1)[regenerated].tolist())
