@@ -1,14 +1,16 @@
-"""Latency of one AsyncVLA chunk, stage by stage, measured in one run (random weights).
+"""Latency of one AsyncVLA chunk, stage by stage, eager and compiled, measured in one run.
 
-For each preset: prefix (images + prompt) encoding, one denoising step, an SFM-only chunk, a full
-self-correction chunk (SFM -> rater -> AFM, threshold set so that about a quarter of the steps are
-regenerated), and the same SFM chunk without the prefix KV cache (a full pass per step).
-Ratios: cache_speedup = uncached / cached SFM chunk, self_correction_overhead = full / SFM-only.
-On CUDA it also reports p95s, peak memory and the bf16-versus-fp32 chunk difference.
-Last line: JSON.
+For each model (the demo checkpoint, and random-weight presets): prefix (images + prompt) encoding, one
+denoising step, an SFM-only chunk, a full self-correction chunk (SFM -> rater -> AFM, threshold set so
+that about a quarter of the steps are regenerated), and eagerly also the SFM chunk without the prefix KV
+cache (a full pass per step). Then the same model compiled (model/compilation.py, prompt padded as the
+node pads it) on the same images: the same figures, the first chunk's compile time, the graph breaks and
+the largest difference from eager's chunk. Ratios: cache_speedup = uncached / cached SFM chunk,
+self_correction_overhead = full / SFM-only, compile_speedup = eager / compiled full chunk (prefix
+included). p50 and p95; on CUDA, peak memory. Last line: JSON.
 
-    python bench/model_latency.py                       # tiny and small on CPU
-    python bench/model_latency.py --preset qwen2.5-vl-3b --device cuda
+    python bench/model_latency.py                       # demo, tiny and small on CPU
+    python bench/model_latency.py --preset qwen2.5-vl-3b --device cuda --compile reduce-overhead
 """
 
 from __future__ import annotations
@@ -22,115 +24,193 @@ import torch
 from tqdm import tqdm
 from transformers import Qwen2VLImageProcessorPil
 
-from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
+from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor, load_checkpoint
 from asyncvla_ros.model.checkpoint import resolve_device
-from asyncvla_ros.model.interface import Sampling
+from asyncvla_ros.model.compilation import PROMPT_PADDING, compile_generation, graph_breaks
+from asyncvla_ros.model.interface import COMPILE_MODES, Sampling
+from asyncvla_ros.model.runner import demo_checkpoint
 from asyncvla_ros.model.tokenizer import build_qwen_tokenizer, build_small_tokenizer, prompt_token_ids
 
+TURN = 5  # calls in a row of one variant
 INSTRUCTION = 'pick up the purple block and place it on the green target'
 
 
-def build(preset: str, device: str, dtype: str, cameras: int, size: int):
-    torch_device, torch_dtype, attention = resolve_device(device, dtype, 'auto')
-    full_vocab = AsyncVLAConfig.from_preset(preset).vlm_config.text_config.vocab_size > 100_000
-    tokenizer = build_qwen_tokenizer() if full_vocab else build_small_tokenizer([INSTRUCTION], 400)
-    ids = prompt_token_ids(tokenizer)
-    config = AsyncVLAConfig.from_preset(preset, **ids)
-    config._attn_implementation = attention
-    torch.manual_seed(0)
-    with torch.device(torch_device):
-        model = AsyncVLAPolicy(config).to(torch_dtype).eval()
-    stats = {'mean': [0.0] * 6, 'std': [1.0] * 6}
-    processor = AsyncVLAProcessor(
-        tokenizer,
-        Qwen2VLImageProcessorPil(min_pixels=size * size, max_pixels=size * size),
-        {'state': stats, 'action': stats},
-        [f'camera{i}' for i in range(cameras)],
-        config.action_chunk_size,
-        config.max_state_dim,
-        config.max_action_dim,
-    )
+def build(preset: str, device: str, dtype: str, cameras: int, size: int, compile_mode: str = 'off'):
+    """(model, processor, images); `demo` is the checkpoint shipped with the package, with its own cameras.
+    The same arguments give the same weights, compiled (and prompts padded) unless compile_mode is off."""
+    if preset == 'demo':
+        model, processor = load_checkpoint(demo_checkpoint(), device, dtype, compile=compile_mode)
+        cameras = len(processor.camera_keys)
+    else:
+        torch_device, torch_dtype, attention = resolve_device(device, dtype, 'auto')
+        full_vocab = AsyncVLAConfig.from_preset(preset).vlm_config.text_config.vocab_size > 100_000
+        tokenizer = build_qwen_tokenizer() if full_vocab else build_small_tokenizer([INSTRUCTION], 400)
+        config = AsyncVLAConfig.from_preset(preset, **prompt_token_ids(tokenizer))
+        config._attn_implementation = attention
+        torch.manual_seed(0)
+        with torch.device(torch_device):
+            model = AsyncVLAPolicy(config).to(torch_dtype).eval()
+        stats = {'mean': [0.0] * 6, 'std': [1.0] * 6}
+        processor = AsyncVLAProcessor(
+            tokenizer,
+            Qwen2VLImageProcessorPil(min_pixels=size * size, max_pixels=size * size),
+            {'state': stats, 'action': stats},
+            [f'camera{i}' for i in range(cameras)],
+            config.action_chunk_size,
+            config.max_state_dim,
+            config.max_action_dim,
+        )
+        compile_generation(model, compile_mode)
+        processor.prompt_padding = PROMPT_PADDING if compile_mode != 'off' else 0
     rng = np.random.default_rng(0)
     images = [[rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(cameras)]]
-    inputs = {k: v.to(torch_device) for k, v in processor(images, np.zeros((1, 6)), [INSTRUCTION]).items()}
-    inputs['pixel_values'] = inputs['pixel_values'].to(torch_dtype)
-    return model, inputs, torch_device, attention
+    state = np.zeros((1, processor.state_dim))
+    inputs = {k: v.to(model.device) for k, v in processor(images, state, [INSTRUCTION]).items()}
+    inputs['pixel_values'] = inputs['pixel_values'].to(model.dtype)
+    return model, inputs
 
 
-def timed(fn, repeats: int, device) -> np.ndarray:
-    out = []
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        out.append((time.perf_counter() - start) * 1e3)
-    return np.array(out)
+def timed(fn, device) -> float:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
 
 
-@torch.inference_mode()
-def measure(
-    preset: str, device: str, dtype: str, repeats: int, cameras: int, size: int, steps: int, afm_steps: int
-) -> dict:
-    model, inputs, torch_device, attention = build(preset, device, dtype, cameras, size)
-    cfg = model.config
-    length = cfg.action_chunk_size
-    noise = torch.randn(1, length, cfg.max_action_dim, device=torch_device)
-    generator = torch.Generator(device=torch_device).manual_seed(0)
-    warm = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(True, 0.0, None, steps))
-    confidence = model.rate(model.encode_prefix(**inputs), warm.actions)
-    threshold = float(torch.quantile(confidence.float(), 0.25)) + 1e-6  # about a quarter regenerated
+def stage_runs(model, inputs, steps: int, full_sampling: Sampling, full_results: list, uncached: bool) -> dict:
+    """What each stage figure times, on `model`; the self-correcting chunks' results go to full_results."""
+    length, device = model.config.action_chunk_size, model.device
+    noise = torch.randn(1, length, model.config.max_action_dim, generator=torch.Generator().manual_seed(0))
+    noise = noise.to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    tau = torch.full((1, length), 0.5, device=device)
 
     def uncached_sfm():
         x = noise.clone()
         for k in range(steps):
             hidden = model.full_sequence_hidden(
-                **inputs, x=x, tau=torch.full((1, length), 1.0 - k / steps, device=torch_device)
+                **inputs, x=x, tau=torch.full((1, length), 1.0 - k / steps, device=device)
             )
             x = x - model.action_out_proj(hidden[:, -length:].float()) / steps
 
-    prefix = model.encode_prefix(**inputs)
-    tau = torch.full((1, length), 0.5, device=torch_device)
-    results, stages = {}, []
+    prefix = model.encode_prefix(**inputs)  # every run below encodes these same inputs into the model's cache
     runs = {
         'prefix_ms': lambda: model.encode_prefix(**inputs),
-        'step_ms': lambda: model.velocity(prefix, noise, tau),
         'sfm_only_ms': lambda: model.generate_chunk(
             **inputs, noise=noise, sampling=Sampling(False, num_denoise_steps=steps)
         ),
-        'full_ms': lambda: stages.append(
-            model.generate_chunk(
-                **inputs, noise=noise, generator=generator, sampling=Sampling(True, threshold, None, steps, afm_steps)
-            )
+        'full_ms': lambda: full_results.append(
+            model.generate_chunk(**inputs, noise=noise, generator=generator, sampling=full_sampling)
         ),
-        'uncached_sfm_ms': uncached_sfm,
+        'step_ms': lambda: model.velocity(prefix, noise, tau),
     }
-    if torch_device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-    for name, fn in tqdm(runs.items(), desc=f'{preset} on {torch_device.type}', leave=False):
-        fn()  # warm-up
-        stages.clear()
-        times = timed(fn, repeats, torch_device)
-        results[name] = float(np.median(times))
-        results[name.replace('_ms', '_p95_ms')] = float(np.percentile(times, 95))
-        if name == 'full_ms':
-            full_stages = list(stages)
-    for stage in ('prefix_ms', 'sfm_ms', 'rater_ms', 'afm_ms'):
-        results[f'full_{stage}'] = float(np.median([s.timings_ms[stage] for s in full_stages]))
-    results['refined_fraction'] = float(np.mean([s.refined.float().mean().item() for s in full_stages]))
-    results['cache_speedup'] = results['uncached_sfm_ms'] / results['sfm_only_ms']
-    results['self_correction_overhead'] = results['full_ms'] / results['sfm_only_ms']
-    results['attn_implementation'] = attention
-    if torch_device.type == 'cuda':
-        results['peak_mem_gb'] = torch.cuda.max_memory_allocated() / 2**30
+    if uncached:
+        runs['uncached_sfm_ms'] = uncached_sfm
+    return runs
+
+
+def time_stages(variants: dict, repeats: int, steps: int, afm_steps: int, threshold: float) -> dict:
+    """p50 / p95 of each stage for each variant (name: (model, inputs)), and the stage split of the
+    self-correcting chunk. The variants take turns of TURN calls, so that a noisy machine slows them
+    alike while each runs on caches warm with its own weights, as a node's one model does."""
+    full_sampling = Sampling(True, threshold, None, steps, afm_steps)
+    stages = {name: [] for name in variants}
+    runs = {
+        name: stage_runs(model, inputs, steps, full_sampling, stages[name], uncached=name == 'eager')
+        for name, (model, inputs) in variants.items()
+    }
+    results = {name: {} for name in variants}
+    for run in runs['eager']:
+        names = [name for name in variants if run in runs[name]]
+        times = {name: [] for name in names}
+        for name in names:
+            runs[name][run]()  # warm-up
+            if run == 'full_ms':
+                stages[name].clear()
+        for block in range(0, repeats, TURN):
+            for name in names:
+                for _ in range(min(TURN, repeats - block)):
+                    times[name].append(timed(runs[name][run], variants[name][0].device))
+        for name in names:
+            results[name][run] = float(np.median(times[name]))
+            results[name][run.replace('_ms', '_p95_ms')] = float(np.percentile(times[name], 95))
+    for name, r in results.items():
+        for stage in ('prefix_ms', 'sfm_ms', 'rater_ms', 'afm_ms'):
+            r[f'full_{stage}'] = float(np.median([s.timings_ms[stage] for s in stages[name]]))
+        r['refined_fraction'] = float(np.mean([s.refined.float().mean().item() for s in stages[name]]))
+        r['self_correction_overhead'] = r['full_ms'] / r['sfm_only_ms']
     return results
+
+
+@torch.inference_mode()
+def measure(
+    preset: str,
+    device: str,
+    dtype: str,
+    repeats: int,
+    cameras: int,
+    size: int,
+    steps: int,
+    afm_steps: int,
+    compile_mode: str,
+) -> dict:
+    """Eager and (unless compile_mode is off) a compiled copy of the same weights, on the same images."""
+    model, inputs = build(preset, device, dtype, cameras, size)
+    length, dims = model.config.action_chunk_size, model.config.max_action_dim
+    noise = torch.randn(1, length, dims, generator=torch.Generator().manual_seed(2)).to(model.device)
+    warm = model.generate_chunk(**inputs, noise=noise, sampling=Sampling(True, 0.0, None, steps))
+    confidence = model.rate(model.encode_prefix(**inputs), warm.actions)
+    threshold = float(torch.quantile(confidence.float(), 0.25)) + 1e-6  # about a quarter regenerated
+    variants = {'eager': (model, inputs)}
+    results = {'attn_implementation': model.config._attn_implementation}
+    if compile_mode != 'off':
+        every_step = Sampling(True, 2.0, None, steps, afm_steps)  # the rater and AFM on every step run too
+
+        def chunk(model, inputs):
+            generator = torch.Generator(device=model.device).manual_seed(1)
+            return model.generate_chunk(**inputs, noise=noise, sampling=every_step, generator=generator)
+
+        compiled, compiled_inputs = build(preset, device, dtype, cameras, size, compile_mode)
+        start = time.perf_counter()
+        first = chunk(compiled, compiled_inputs)
+        results['compile_s'] = time.perf_counter() - start
+        results['compiled_max_abs_diff'] = float((first.actions - chunk(model, inputs).actions).abs().max())
+        results['graph_breaks'] = graph_breaks()
+        variants['compiled'] = (compiled, compiled_inputs)
+    if model.device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    results.update(time_stages(variants, repeats, steps, afm_steps, threshold))
+    if model.device.type == 'cuda':
+        results['peak_mem_gb'] = torch.cuda.max_memory_allocated() / 2**30
+    eager = results['eager']
+    eager['cache_speedup'] = eager['uncached_sfm_ms'] / eager['sfm_only_ms']
+    if compile_mode != 'off':
+        results['compile_speedup'] = eager['full_ms'] / results['compiled']['full_ms']
+        results['compile_speedup_sfm_only'] = eager['sfm_only_ms'] / results['compiled']['sfm_only_ms']
+    return results
+
+
+def describe(name: str, r: dict) -> str:
+    return (
+        f'{name}: prefix {r["prefix_ms"]:.1f} ms, step {r["step_ms"]:.2f} ms, SFM-only chunk {r["sfm_only_ms"]:.1f} ms '
+        f'(p95 {r["sfm_only_p95_ms"]:.1f}), full self-correction chunk {r["full_ms"]:.1f} ms (p95 '
+        f'{r["full_p95_ms"]:.1f}; prefix {r["full_prefix_ms"]:.1f} / SFM {r["full_sfm_ms"]:.1f} / rater '
+        f'{r["full_rater_ms"]:.1f} / AFM {r["full_afm_ms"]:.1f}), refined {100 * r["refined_fraction"]:.0f} %, '
+        f'self_correction_overhead {r["self_correction_overhead"]:.2f}'
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--preset', action='append', choices=['tiny', 'small', 'qwen2.5-vl-3b'])
+    parser.add_argument(
+        '--preset',
+        action='append',
+        choices=['demo', 'tiny', 'small', 'qwen2.5-vl-3b'],
+        help='demo: the checkpoint shipped with the package (its cameras); the others: random weights',
+    )
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda', 'auto'])
     parser.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16'])
     parser.add_argument('--repeats', type=int, default=10)
@@ -143,39 +223,48 @@ def main():
         default=AsyncVLAConfig.num_denoise_steps_afm,
         help="denoising steps for AFM (default: the config's num_denoise_steps_afm)",
     )
+    parser.add_argument(
+        '--compile', default='default', choices=COMPILE_MODES, help='the compiled run beside eager; off: eager only'
+    )
+    parser.add_argument('--threads', type=int, default=0, help="torch CPU threads; 0: torch's default")
     args = parser.parse_args()
-    presets = args.preset or ['tiny', 'small']
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    presets = args.preset or ['demo', 'tiny', 'small']
     summary = {}
-    for preset in presets:
+    for preset in tqdm(presets, desc='presets', leave=False):
         r = measure(
-            preset, args.device, args.dtype, args.repeats, args.cameras, args.image_size, args.steps, args.afm_steps
+            preset,
+            args.device,
+            args.dtype,
+            args.repeats,
+            args.cameras,
+            args.image_size,
+            args.steps,
+            args.afm_steps,
+            args.compile,
         )
-        print(
-            f'{preset}: prefix {r["prefix_ms"]:.1f} ms, step {r["step_ms"]:.2f} ms, SFM-only chunk '
-            f'{r["sfm_only_ms"]:.1f} ms '
-            f'(p95 {r["sfm_only_p95_ms"]:.1f}), full self-correction chunk {r["full_ms"]:.1f} ms (p95 '
-            f'{r["full_p95_ms"]:.1f}; '
-            f'prefix {r["full_prefix_ms"]:.1f} / SFM {r["full_sfm_ms"]:.1f} / rater {r["full_rater_ms"]:.1f} / '
-            f'AFM {r["full_afm_ms"]:.1f}), refined {100 * r["refined_fraction"]:.0f} %, uncached SFM '
-            f'{r["uncached_sfm_ms"]:.1f} ms; '
-            f'cache_speedup {r["cache_speedup"]:.2f}, self_correction_overhead {r["self_correction_overhead"]:.2f}',
-            flush=True,
-        )
-        summary[preset] = {
-            'steps': args.steps,
-            'afm_steps': args.afm_steps,
-            **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
-        }
+        print(describe(f'{preset} eager', r['eager']) + f', cache_speedup {r["eager"]["cache_speedup"]:.2f}')
+        if 'compiled' in r:
+            print(
+                describe(f'{preset} compiled ({args.compile})', r['compiled'])
+                + f'; compile_speedup {r["compile_speedup"]:.2f} (SFM only {r["compile_speedup_sfm_only"]:.2f}), '
+                f'first chunk {r["compile_s"]:.1f} s, max |compiled - eager| {r["compiled_max_abs_diff"]:.1e}, '
+                f'graph breaks: {"; ".join(r["graph_breaks"]) or "none"}',
+                flush=True,
+            )
+        summary[preset] = {'steps': args.steps, 'afm_steps': args.afm_steps, **_rounded(r)}
     if len(presets) == 1:
         r = summary[presets[0]]
-        summary = {
-            'preset': presets[0],
-            'device': args.device,
-            'total_ms_p50': r['full_ms'],
-            'sfm_only_ms_p50': r['sfm_only_ms'],
-            **r,
-        }
+        best = r.get('compiled', r['eager'])
+        summary = {'preset': presets[0], 'device': args.device, 'total_ms_p50': best['full_ms'], **r}
     print(json.dumps(summary))
+
+
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
 
 
 if __name__ == '__main__':

@@ -207,6 +207,59 @@ def test_checkpoint_round_trip_gives_identical_chunks(tiny, tmp_path):
     assert torch.equal(a.actions, b.actions) and torch.equal(a.refined, b.refined)
 
 
+def test_a_padded_prompt_gives_the_same_chunk(tiny):
+    """Compiled generation pads prompts to a fixed length: the padding must change nothing."""
+    model, processor, _ = tiny
+    request = ([[np.full((56, 56, 3), 90, np.uint8)]], np.zeros((1, 6)), ['pick up the red block'])
+    plain = processor(*request)
+    processor.prompt_padding = 64
+    try:
+        padded = processor(*request)
+    finally:
+        processor.prompt_padding = 0
+    assert padded["input_ids"].shape[1] % 64 == 0 and padded["input_ids"].shape[1] > plain['input_ids'].shape[1]
+    noise = torch.randn(1, L, A)
+    a = model.generate_chunk(**plain, noise=noise, generator=torch.Generator().manual_seed(3))
+    b = model.generate_chunk(**padded, noise=noise, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a.actions, b.actions, atol=1e-5), (a.actions - b.actions).abs().max()
+
+
+def test_compiled_generation_equals_eager(tiny_checkpoint):
+    """Every compiled part runs (the rater, and AFM on every step at threshold 2) and gives eager's chunk;
+    a second chunk reuses the compiled code."""
+    from torch._dynamo.utils import counters
+
+    eager, processor = load_checkpoint(tiny_checkpoint, device='cpu')
+    compiled, compiled_processor = load_checkpoint(tiny_checkpoint, device='cpu', compile='default')
+    request = ([[np.full((56, 56, 3), 90, np.uint8)]], np.zeros((1, 6)), ['pick up the red block'])
+    inputs = compiled_processor(*request)
+    assert inputs['input_ids'].shape[1] % 16 == 0
+    sampling = Sampling(self_correction=True, confidence_threshold=2.0, num_denoise_steps=3, num_denoise_steps_afm=2)
+    noise = torch.randn(1, L, A)
+
+    def chunk(model):
+        return model.generate_chunk(
+            **inputs, noise=noise, sampling=sampling, generator=torch.Generator().manual_seed(3)
+        )
+
+    expected = chunk(eager)
+    first = chunk(compiled)
+    graphs = counters['stats']['unique_graphs']
+    second = chunk(compiled)
+    assert graphs > 0 and counters['stats']['unique_graphs'] == graphs  # compiled, and nothing compiled again
+    for result in (first, second):
+        assert result.refined.all()
+        assert torch.allclose(result.actions, expected.actions, atol=1e-5), (
+            (result.actions - expected.actions).abs().max()
+        )
+        assert torch.allclose(result.confidence, expected.confidence, atol=1e-5)
+
+
+def test_unknown_compile_mode_is_refused(tiny_checkpoint):
+    with pytest.raises(ValueError, match='compile must be one of'):
+        load_checkpoint(tiny_checkpoint, device='cpu', compile='fast')
+
+
 @pytest.mark.parametrize(
     'damage, message',
     [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from asyncvla_ros.model.compilation import PROMPT_PADDING, compile_generation
 from asyncvla_ros.model.configuration_asyncvla import AsyncVLAConfig
 from asyncvla_ros.model.interface import CheckpointError
 from asyncvla_ros.model.modeling_asyncvla import AsyncVLAPolicy
@@ -93,8 +94,11 @@ def has_statistics(directory) -> bool:
     return (Path(directory) / 'normalization.json').is_file()
 
 
-def load_checkpoint(directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto'):
-    """(model, processor) from a local checkpoint directory, in eval mode on the chosen device."""
+def load_checkpoint(
+    directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto', compile: str = 'off'
+):
+    """(model, processor) from a local checkpoint directory, in eval mode on the chosen device; with
+    `compile` other than off, generation is compiled (model/compilation.py) and prompts padded to match."""
     directory = Path(directory)
     if directory.is_dir() and (directory / 'config.json').is_file() and not has_statistics(directory):
         raise CheckpointError(
@@ -117,4 +121,7 @@ def load_checkpoint(directory, device: str = 'auto', dtype: str = 'auto', attn_i
             f'{directory}: the processor does not match the model (chunk size, action/state dims '
             'or vocabulary size differ)'
         )
+    compile_generation(model, compile)
+    if compile != 'off':
+        processor.prompt_padding = PROMPT_PADDING
     return model, processor

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -96,6 +97,7 @@ class InferenceProcess:
         attn_implementation: str = 'auto',
         seed: int = 0,
         num_threads: int = 0,
+        compile: str = 'off',
     ):
         self._arguments = dict(
             checkpoint=str(checkpoint),
@@ -104,6 +106,7 @@ class InferenceProcess:
             attn_implementation=attn_implementation,
             seed=seed,
             num_threads=num_threads,
+            compile=compile,
         )
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
@@ -212,6 +215,7 @@ def serve(arguments: dict, requests: BinaryIO, replies: BinaryIO) -> int:
 
 
 if __name__ == '__main__':
+    logging.basicConfig(level=logging.INFO, format='[inference process] %(message)s')
     try:
         sys.exit(serve(json.loads(sys.argv[1]), sys.stdin.buffer, os.fdopen(int(sys.argv[2]), 'wb')))
     except (BrokenPipeError, KeyboardInterrupt):  # the node went away: nothing left to serve

@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+COMPILE_MODES = ('off', 'default', 'reduce-overhead', 'max-autotune')  # torch.compile modes (model/compilation.py)
+
 
 class CheckpointError(ValueError):
     pass

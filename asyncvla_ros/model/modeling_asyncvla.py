@@ -2,7 +2,9 @@
 
 Sequence: [prefix: system, images, state token, instruction, <|action_start|>] [L action tokens].
 The prefix is causal and never sees the action tokens, so its KV cache is computed once per chunk and
-reused by every SFM step, the rater and every AFM step. Action tokens see the whole prefix and each
+reused by every SFM step, the rater and every AFM step. The cache is static (P + L slots, the action
+tokens written into the last L at every step), so every step has the same shapes and compiles once
+(model/compilation.py). Action tokens see the whole prefix and each
 other (bidirectional, or causal for EO-1-style checkpoints). Each action token carries its own flow
 time: SFM gives all tokens one time, AFM gives kept tokens time 0 (clean context) and regenerates the
 others from noise (asyncvla_method.md §1-§4, §11).
@@ -15,8 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel, Qwen2_5_VLModel
+from transformers import PreTrainedModel, Qwen2_5_VLModel, StaticCache
 from transformers.utils import ModelOutput
+from transformers.utils.generic import get_max_seqlen
+from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
 from asyncvla_ros.model.configuration_asyncvla import AsyncVLAConfig
 from asyncvla_ros.model.flow import sample_flow_time, time_embedding, training_masks
@@ -31,9 +35,10 @@ UNTRAINED_RATER = (
 
 @dataclass
 class Prefix:
-    """The encoded prefix of a batch, shared by all denoising passes of one chunk."""
+    """The encoded prefix of a batch, shared by all denoising passes of one chunk; valid until the
+    model encodes the next prefix (they share one cache)."""
 
-    cache: DynamicCache
+    cache: StaticCache  # P + L slots: the prefix's keys and values, then the action tokens' of the step
     hidden: torch.Tensor  # (B, P, H) last hidden states, for the rater
     mask: torch.Tensor  # (B, P) True for real (non-padding) tokens
     suffix_mask: torch.Tensor  # (B, 1, L, P + L) additive attention mask of the action tokens
@@ -96,7 +101,8 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         embeds = self.vlm.get_input_embeddings()(input_ids)
         image_mask = input_ids == self.config.image_token_id
         if pixel_values is not None:
-            features = torch.cat(self.vlm.get_image_features(pixel_values, image_grid_thw).pooler_output, dim=0)
+            vision = self.vlm.get_image_features(pixel_values, image_grid_thw, **self._vision_constants(image_grid_thw))
+            features = torch.cat(vision.pooler_output, dim=0)
             if features.shape[0] != int(image_mask.sum()):
                 raise ValueError(
                     f'{int(image_mask.sum())} image placeholder tokens but {features.shape[0]} image features'
@@ -112,6 +118,34 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         )
         return embeds, positions
 
+    def _vision_constants(self, grid_thw: torch.Tensor) -> dict:
+        """What the vision tower derives from the image grids alone (rotary positions, attention windows),
+        computed once per camera set-up: Python loops that would run at every chunk and split a
+        compiled tower's graph. A fresh dict each call, as the tower pops what it is given."""
+        key = tuple(grid_thw.flatten().tolist())
+        known = self.__dict__.setdefault('_vision_constants_by_grid', {})
+        if key not in known:
+            if len(known) >= 8:  # camera set-ups seldom change: keep the latest few
+                known.clear()
+            known[key] = self._compute_vision_constants(grid_thw)
+        return dict(known[key])
+
+    @torch.inference_mode(False)  # plain tensors: training may use them after a chunk made them
+    def _compute_vision_constants(self, grid_thw: torch.Tensor) -> dict:
+        visual = self.vlm.visual
+        cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid_thw, visual.config)
+        window_index, cu_window_seqlens = get_vision_window_index(
+            grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size
+        )
+        return {
+            'position_ids': get_vision_position_ids(grid_thw, visual.spatial_merge_size),
+            'cu_seqlens': cu_seqlens,
+            'max_seqlen': max_seqlen,
+            'window_index': window_index,
+            'cu_window_seqlens': cu_window_seqlens,
+            'max_window_seqlen': get_max_seqlen(cu_window_seqlens, visual.config),
+        }
+
     def embed_actions(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """Noisy actions (B, L, A) and per-token times (B, L) -> action token embeddings (B, L, H)."""
         code = time_embedding(tau, self.config.hidden_size, self.config.time_min_period, self.config.time_max_period)
@@ -123,13 +157,15 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         return torch.tril(torch.ones(length, length, dtype=torch.bool, device=device))
 
     def attention_masks(self, prefix_mask: torch.Tensor, length: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Additive masks: the prefix's (B, 1, P, P) (causal, padding hidden, each token sees itself)
-        and the action tokens' (B, 1, L, P + L) (whole prefix but padding, the action block)."""
+        """Additive masks over the P + L keys: the prefix's (B, 1, P, P + L) (causal, padding hidden, each
+        token sees itself, no action token) and the action tokens' (B, 1, L, P + L) (whole prefix but
+        padding, the action block)."""
         batch, size = prefix_mask.shape
         device = prefix_mask.device
         valid = prefix_mask.bool()
         causal = torch.tril(torch.ones(size, size, dtype=torch.bool, device=device))
         prefix = (causal[None] & valid[:, None, :]) | torch.eye(size, dtype=torch.bool, device=device)[None]
+        prefix = torch.cat([prefix, torch.zeros(batch, size, length, dtype=torch.bool, device=device)], dim=-1)
         suffix = torch.cat(
             [
                 valid[:, None, :].expand(batch, length, size),
@@ -163,19 +199,38 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
     def encode_prefix(self, input_ids, attention_mask, pixel_values, image_grid_thw, state) -> Prefix:
         """Runs the prefix once (B, P tokens) and keeps its KV cache and hidden states."""
         embeds, positions = self.embed_prefix(input_ids, attention_mask, pixel_values, image_grid_thw, state)
-        prefix_mask, suffix_mask = self.attention_masks(attention_mask, self.config.action_chunk_size, self.vlm.dtype)
-        cache = DynamicCache(config=self.config.vlm_config.text_config)
+        length = self.config.action_chunk_size
+        prefix_mask, suffix_mask = self.attention_masks(attention_mask, length, self.vlm.dtype)
+        cache = self._static_cache(embeds.shape[0], embeds.shape[1] + length)
         hidden = self._backbone(embeds, prefix_mask, positions, cache)
-        action_positions = self._action_positions(positions, attention_mask, self.config.action_chunk_size)
+        action_positions = self._action_positions(positions, attention_mask, length)
         rotary = self.vlm.language_model.rotary_emb(hidden, action_positions)
         return Prefix(cache, hidden, attention_mask.bool(), suffix_mask, rotary)
+
+    def _static_cache(self, batch: int, size: int) -> StaticCache:
+        """The model's one prefix cache, emptied; a new one only when the batch, the prefix length, the
+        device, dtype or inference mode change, so that compiled steps (and CUDA graphs) keep reading the
+        same buffers."""
+        cache, key = getattr(self, '_cache', (None, None))
+        wanted = (batch, size, self.device, self.vlm.dtype, torch.is_inference_mode_enabled())
+        if key != wanted:
+            text = self.config.vlm_config.text_config
+            cache = StaticCache(config=text, max_cache_len=size)
+            # allocated now, not at the first update: a compiled prefix pass then never sees it uninitialised
+            head_dim = text.hidden_size // text.num_attention_heads
+            cache.early_initialization(batch, text.num_key_value_heads, head_dim, self.vlm.dtype, self.device)
+            self._cache = cache, wanted
+        else:
+            cache.reset()
+        return cache
 
     def velocity(self, prefix: Prefix, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """v(x, tau) for all L action tokens (B, L, A) on the cached prefix; the cache is left as it was.
 
         The hot loop of every chunk: it runs the decoder layers itself with the action tokens' rotary
         tables from the prefix (fixed for the chunk), which skips the text model's per-call set-up; the result
-        equals the text model's forward."""
+        equals the text model's forward. The action tokens' keys and values go to the cache's last L slots,
+        which the crop hands back for the next step."""
         text = self.vlm.language_model
         hidden = self.embed_actions(x, tau).to(self.vlm.dtype)
         for layer in text.layers:
@@ -239,7 +294,7 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         is_committed = torch.arange(length, device=device)[None].expand(batch, -1) < num_committed
         if noise is None:
             noise = torch.randn(batch, length, dims, generator=generator, device=device)
-        x = noise.float()
+        x = noise.float().clone()  # the caller's noise stays as it was
         if num_committed:
             x[:, :num_committed] = committed[:, :num_committed].float()
         x = self.denoise(prefix, x, ~is_committed, steps)
@@ -269,10 +324,7 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
         embeds, positions = self.embed_prefix(input_ids, attention_mask, pixel_values, image_grid_thw, state)
         length = x.shape[1]
         prefix_mask, suffix_mask = self.attention_masks(attention_mask, length, embeds.dtype)
-        blocked = torch.full(
-            (*prefix_mask.shape[:3], length), torch.finfo(embeds.dtype).min, dtype=embeds.dtype, device=embeds.device
-        )
-        mask = torch.cat([torch.cat([prefix_mask, blocked], dim=-1), suffix_mask], dim=2)
+        mask = torch.cat([prefix_mask, suffix_mask], dim=2)
         all_positions = torch.cat([positions, self._action_positions(positions, attention_mask, length)], dim=-1)
         all_embeds = torch.cat([embeds, self.embed_actions(x, tau).to(embeds.dtype)], dim=1)
         return self._backbone(all_embeds, mask, all_positions)

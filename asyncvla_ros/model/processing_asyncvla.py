@@ -54,6 +54,7 @@ class AsyncVLAProcessor:
         if action_mode == 'delta' and self.state_dim != self.action_dim:
             raise ValueError(f'delta actions need state dim == action dim, got {self.state_dim} and {self.action_dim}')
         self.action_mode = action_mode
+        self.prompt_padding = 0  # > 0: prompts left-padded to a multiple of this many tokens (static shapes)
         if self.state_dim > max_state_dim or self.action_dim > max_action_dim:
             raise ValueError(
                 f'state/action dims {self.state_dim}/{self.action_dim} exceed the model maximum '
@@ -92,7 +93,9 @@ class AsyncVLAProcessor:
         texts = [
             self.prompt(text, tokens[i * per_sample : (i + 1) * per_sample]) for i, text in enumerate(instructions)
         ]
-        encoded = self.tokenizer(texts, padding=True, return_tensors='pt')
+        encoded = self.tokenizer(
+            texts, padding=True, pad_to_multiple_of=self.prompt_padding or None, return_tensors='pt'
+        )
         return {
             'input_ids': encoded['input_ids'],
             'attention_mask': encoded['attention_mask'],

@@ -3,14 +3,19 @@ Holds the model and processor on their device and keeps the robot-side shapes ho
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from asyncvla_ros.model.checkpoint import load_checkpoint
+from asyncvla_ros.model.compilation import graph_breaks
 from asyncvla_ros.model.interface import CheckpointError, ChunkPrediction, ChunkRequest
 from asyncvla_ros.paths import share_dir
+
+log = logging.getLogger(__name__)
 
 
 def demo_checkpoint() -> Path:
@@ -27,8 +32,10 @@ class PolicyRunner:
         attn_implementation: str = 'auto',
         seed: int = 0,
         num_threads: int = 0,
+        compile: str = 'off',
     ):
-        """num_threads > 0 sets torch's CPU thread pool, which is per process."""
+        """num_threads > 0 sets torch's CPU thread pool, which is per process. compile: a
+        model/compilation.py mode; the first chunk then compiles (and logs how long, and the graph breaks)."""
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         path = Path(checkpoint) if checkpoint else demo_checkpoint()
@@ -36,7 +43,8 @@ class PolicyRunner:
             raise CheckpointError(
                 f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`'
             )
-        self.model, self.processor = load_checkpoint(path, device, dtype, attn_implementation)
+        self.model, self.processor = load_checkpoint(path, device, dtype, attn_implementation, compile)
+        self.compile, self._compiled = compile, compile == 'off'
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed >= 0 else torch.seed())
@@ -69,6 +77,17 @@ class PolicyRunner:
             torch.cuda.empty_cache()
 
     def predict(self, request: ChunkRequest) -> ChunkPrediction:
+        start = time.perf_counter()
+        prediction = self._predict(request)
+        if not self._compiled:
+            self._compiled = True
+            breaks = '; '.join(graph_breaks()) or 'none'
+            log.info(
+                f'generation compiled ({self.compile}) in {time.perf_counter() - start:.1f} s; graph breaks: {breaks}'
+            )
+        return prediction
+
+    def _predict(self, request: ChunkRequest) -> ChunkPrediction:
         inputs = self.processor([request.images], np.asarray(request.state)[None], [request.instruction])
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs['pixel_values'] = inputs['pixel_values'].to(self.model.dtype)

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from asyncvla_ros.model.interface import COMPILE_MODES
+
 TYPES = ('bool', 'int', 'double', 'string', 'string_array', 'double_array')
 _PYTHON_TYPES = {'bool': bool, 'int': int, 'double': float, 'string': str}
 
@@ -185,6 +187,29 @@ POLICY_NODE = ParamSchema(
             'bool',
             True,
             "Run the model in a child process, so inference never holds the node's GIL; false: in a node thread.",
+        ),
+        Param(
+            'compile',
+            'string',
+            'off',
+            'torch.compile the generation (vision tower, prefix pass, denoising loop, rater) at configure; '
+            'reduce-overhead also captures CUDA graphs on a GPU. Configure then takes longer.',
+            choices=COMPILE_MODES,
+        ),
+        Param(
+            'warmup_image_height',
+            'int',
+            224,
+            'Frame height of the chunk run at configure; with compile, frames of another size compile again '
+            'on their first chunk.',
+            range=(16, 4096),
+        ),
+        Param(
+            'warmup_image_width',
+            'int',
+            224,
+            'Frame width of the chunk run at configure (see warmup_image_height).',
+            range=(16, 4096),
         ),
         Param(
             'camera_topics',

@@ -10,6 +10,7 @@ worker thread, so callbacks never block. A missing, stale or bad input skips a r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -99,6 +100,7 @@ class PolicyNode(LifecycleNode):
                 p['attn_implementation'],
                 p['seed'],
                 cpu_threads(p['num_threads']),
+                p['compile'],
             )
             keys = self.runner.camera_keys
             self.camera_topics = list(p['camera_topics'] or camera_topics_for(keys))
@@ -183,11 +185,23 @@ class PolicyNode(LifecycleNode):
         return None
 
     def _warm_up(self) -> None:
-        joints = self.runner.num_joints
-        images = [np.zeros((224, 224, 3), np.uint8) for _ in self.runner.camera_keys]
-        # with the node's self_correction, so a checkpoint whose rater is untrained fails configure, saying so
-        request = ChunkRequest(images, np.zeros(joints), self.instruction, sampling=Sampling.from_params(self.p))
+        """One chunk before the first real one: it loads what loads lazily, compiles with `compile`, and
+        measures the prefix for the request loop's first delay estimate."""
+        p = self.p
+        images = [
+            np.zeros((p['warmup_image_height'], p['warmup_image_width'], 3), np.uint8) for _ in self.runner.camera_keys
+        ]
+        # with the node's self_correction, so a checkpoint whose rater is untrained fails configure, saying so;
+        # compiled, every step is regenerated, so that AFM compiles now and not at the first real chunk
+        sampling = Sampling.from_params(p)
+        if p['compile'] != 'off':
+            sampling = dataclasses.replace(sampling, confidence_threshold=2.0)
+        request = ChunkRequest(images, np.zeros(self.runner.num_joints), self.instruction, sampling=sampling)
+        start = time.monotonic()
         prediction = self.runner.predict(request)
+        if p['compile'] != 'off':
+            self.get_logger().info(f'generation compiled ({p["compile"]}) in {time.monotonic() - start:.1f} s')
+            prediction = self.runner.predict(request)  # the compiling chunk's prefix time says nothing
         self.loop = RequestLoop(
             self.p['joint_names'],
             self.runner.dt,

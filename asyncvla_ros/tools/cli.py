@@ -261,7 +261,7 @@ def cmd_evaluate(args) -> int:
     if args.closed_loop:
         return _evaluate_closed_loop(args, defaults)
     try:
-        runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
+        runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed, compile=args.compile)
         stride = args.stride or runner.chunk_size
         if args.dataset:
             source = dataset_source(args.dataset, runner, stride)
@@ -358,7 +358,7 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         }
         runs = {name: (settings, on) for name, on in choices[args.self_correction].items()}
     try:
-        runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed)
+        runner = PolicyRunner(args.checkpoint or '', device=args.device, seed=args.seed, compile=args.compile)
     except CheckpointError as exc:
         print(f'evaluate: {exc}', file=sys.stderr)
         return 2
@@ -630,6 +630,7 @@ def _add_evaluate(sub) -> None:
     ev.add_argument('--output', type=Path, required=True)
     ev.add_argument('--stride', type=int, default=0, help='steps between queries (default: the chunk size)')
     _node_flag(ev, POLICY_NODE['device'])
+    _node_flag(ev, POLICY_NODE['compile'])
     ev.add_argument('--seed', type=int, default=POLICY_NODE['seed'].default, help='sampling noise seed')
     for name in ('confidence_threshold', 'num_correction_rounds', 'num_denoise_steps', 'num_denoise_steps_afm'):
         _node_flag(ev, POLICY_NODE[name])
@@ -702,6 +703,8 @@ def _add_evaluate(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from asyncvla_ros.nodes import params
+
     parser = argparse.ArgumentParser(prog='asyncvla', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('docs', help=cmd_docs.__doc__).set_defaults(func=cmd_docs)
@@ -727,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
         'the policy runs on a GPU, a quarter of real time on the CPU (a chunk then costs the arm '
         'about what a GPU takes)',
     )
+    _node_flag(demo, params.POLICY_NODE['compile'])
     demo.set_defaults(func=cmd_demo)
     return parser
 

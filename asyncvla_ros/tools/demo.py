@@ -44,6 +44,7 @@ class DemoProbe:
 
     def __init__(self):
         import rclpy
+        from lifecycle_msgs.srv import GetState
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter_client import AsyncParameterClient
         from rclpy.qos import qos_profile_sensor_data
@@ -83,8 +84,9 @@ class DemoProbe:
         )
         self.reset_client = self.node.create_client(Trigger, 'sim_arm_node/reset')
         self.enable_client = self.node.create_client(SetBool, 'executor_node/enable')
+        self.policy_state_client = self.node.create_client(GetState, 'policy_node/get_state')
         self.params = {name: AsyncParameterClient(self.node, name) for name in ('policy_node', 'sim_arm_node')}
-        self.Trigger, self.SetBool = Trigger, SetBool
+        self.Trigger, self.SetBool, self.GetState = Trigger, SetBool, GetState
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, daemon=True).start()
@@ -152,6 +154,13 @@ class DemoProbe:
             and 'policy_node' in self.node.get_node_names()
         )
 
+    def policy_active(self) -> bool:
+        """policy_node answers only once it spins, after its configure (which compiles, with `compile`)."""
+        if not self.policy_state_client.service_is_ready():
+            return False
+        future = self.policy_state_client.call_async(self.GetState.Request())
+        return wait_until(future.done, 5.0) and future.result().current_state.label == 'active'
+
     def shutdown(self):
         import rclpy
 
@@ -159,6 +168,7 @@ class DemoProbe:
         rclpy.try_shutdown()
 
 
+POLICY_START_TIMEOUT_S = 900  # loading, and with `--compile` compiling, on a slow CPU
 CPU_REAL_TIME_FACTOR = 0.25  # `auto` when the policy runs on the CPU (module docstring)
 
 
@@ -371,13 +381,13 @@ def _real_time_factor(requested) -> float:
     return factor
 
 
-def _demo_nodes(checkpoint: Path, output: Path, seed: int, factor: float) -> list[NodeProcess]:
+def _demo_nodes(checkpoint: Path, output: Path, seed: int, factor: float, compile_mode: str) -> list[NodeProcess]:
     """sim_arm_node, executor_node and policy_node, on the sim's /clock when the sim is slowed."""
     sim_clock = {'use_sim_time': True} if factor != 1.0 else {}
     nodes = (
         ('sim_arm_node', {'seed': seed, 'real_time_factor': factor, 'publish_clock': bool(sim_clock)}),
         ('executor_node', {**sim_clock, 'trajectory_lead_s': trajectory_lead_s(factor)}),
-        ('policy_node', {'checkpoint': str(checkpoint), **sim_clock}),
+        ('policy_node', {'checkpoint': str(checkpoint), 'compile': compile_mode, **sim_clock}),
     )
     env = ros_environment(large_messages=True)
     return [
@@ -449,7 +459,7 @@ def run_demo(args) -> int:
     if not 0.0 < factor <= 100.0:
         print(f'demo: --real-time-factor must be in (0, 100], got {factor}')
         return 2
-    nodes = _demo_nodes(checkpoint, output, args.seed, factor)
+    nodes = _demo_nodes(checkpoint, output, args.seed, factor, args.compile)
     print(
         f'demo: starting {", ".join(n.name for n in nodes)} (logs in {output / "logs"}), {args.episodes} episodes '
         f'with self-correction, then without; the sim at {factor:g}x real time'
@@ -460,7 +470,7 @@ def run_demo(args) -> int:
     probe = DemoProbe()
     results, interrupted = {}, False
     try:
-        if not wait_until(probe.ready, 120):
+        if not (wait_until(probe.ready, 120) and wait_until(probe.policy_active, POLICY_START_TIMEOUT_S)):
             print(f'demo: the nodes did not come up; see their logs in {output / "logs"}')
             return 1
         _run_modes(probe, args, factor, results)
