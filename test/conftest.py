@@ -22,6 +22,7 @@ os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
 import rclpy  # noqa: E402 (after the environment is set)
 from rclpy._rclpy_pybind11 import InvalidHandle, RCLError  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from tiny_model import tiny_policy  # noqa: E402
 
 from asyncvla_ros.tools.processes import NodeProcess, ros_environment  # noqa: E402
 
@@ -125,38 +126,6 @@ def node_process(tmp_path):
 @pytest.fixture
 def support_dir():
     return Path(__file__).parent / 'support'
-
-
-def tiny_policy(seed=0, camera_keys=('front',), joints=6, **overrides):
-    """A random-init tiny AsyncVLA with a small tokenizer and a 56x56 image processor (fast on CPU)."""
-    import torch
-    from transformers import Qwen2VLImageProcessorPil
-
-    from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, AsyncVLAProcessor
-    from asyncvla_ros.model.tokenizer import build_small_tokenizer, prompt_token_ids
-
-    tokenizer = build_small_tokenizer(
-        [
-            'pick up the red block',
-            'place it on the green target',
-            'You are a helpful physical assistant. system user assistant',
-        ],
-        400,
-    )
-    ids = prompt_token_ids(tokenizer)
-    torch.manual_seed(seed)
-    model = AsyncVLAPolicy(AsyncVLAConfig.from_preset('tiny', vocab_size=512, **ids, **overrides)).eval()
-    stats = {'mean': [0.1] * joints, 'std': [0.5] * joints}
-    processor = AsyncVLAProcessor(
-        tokenizer,
-        Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56),
-        {'state': stats, 'action': stats},
-        list(camera_keys),
-        model.config.action_chunk_size,
-        model.config.max_state_dim,
-        model.config.max_action_dim,
-    )
-    return model, processor
 
 
 @pytest.fixture(scope='session')

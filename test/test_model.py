@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_policy
 from safetensors.torch import load_file, save_file
+from tiny_model import tiny_policy
 
 from asyncvla_ros.model import AsyncVLAConfig, AsyncVLAPolicy, load_checkpoint, save_checkpoint
 from asyncvla_ros.model.checkpoint import CheckpointError
@@ -217,7 +217,7 @@ def test_a_padded_prompt_gives_the_same_chunk(tiny):
         padded = processor(*request)
     finally:
         processor.prompt_padding = 0
-    assert padded["input_ids"].shape[1] % 64 == 0 and padded["input_ids"].shape[1] > plain['input_ids'].shape[1]
+    assert padded['input_ids'].shape[1] % 64 == 0 and padded['input_ids'].shape[1] > plain['input_ids'].shape[1]
     noise = torch.randn(1, L, A)
     a = model.generate_chunk(**plain, noise=noise, generator=torch.Generator().manual_seed(3))
     b = model.generate_chunk(**padded, noise=noise, generator=torch.Generator().manual_seed(3))

@@ -152,3 +152,39 @@ def test_the_foxglove_layout_shows_topics_and_fields_the_package_publishes():
         topic, field = re.fullmatch(r'(/[\w/]+)\.(\w+)(\[\d+\])?', value).group(1, 2)
         assert field in topics[topic].get_fields_and_field_types(), value
     assert all(topic in topics for topic in images)
+
+
+GPU_CHECK = ['bash', str(ROOT / 'bench' / 'gpu_check.sh')]
+
+
+@pytest.mark.parametrize(
+    'arguments, code, says',
+    [
+        (['--dry-run'], 0, 'bench/model_latency.py --preset qwen2.5-vl-3b --device cuda --compile reduce-overhead'),
+        (['--dry-run', '--compile', 'max-autotune', '--repeats', '5'], 0, '--compile max-autotune --repeats 5'),
+        (['--help'], 0, 'Exit codes'),
+        (['--frobnicate'], 2, 'unknown argument --frobnicate'),
+        (['--compile', 'fast'], 2, '--compile must be'),
+        (['--repeats', 'x'], 2, '--repeats must be a positive integer'),
+        (['--out'], 2, '--out needs a value'),
+        (['--python', sys.executable], 3, 'no CUDA GPU visible'),  # CI's torch is the CPU build
+    ],
+)
+def test_gpu_check_script_handles_its_arguments(arguments, code, says, tmp_path):
+    """The parts of bench/gpu_check.sh that run without a GPU: arguments, the plan, the refusal without CUDA."""
+    import subprocess
+
+    import torch
+
+    if code == 3 and torch.cuda.is_available():
+        pytest.skip('this machine has a GPU: the script would run the real check')
+    assert subprocess.run(['bash', '-n', GPU_CHECK[1]]).returncode == 0
+    done = subprocess.run(
+        [*GPU_CHECK, *arguments, '--out', str(tmp_path)] if code == 3 else [*GPU_CHECK, *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == code, done.stderr
+    assert says in done.stdout + done.stderr
