@@ -42,8 +42,8 @@ while (($#)); do
             ;;
     esac
 done
-case "$compile" in off | default | reduce-overhead | max-autotune) ;; *)
-    echo "gpu_check: --compile must be off, default, reduce-overhead or max-autotune, got $compile" >&2
+case "$compile" in eager | default | reduce-overhead | max-autotune) ;; *)
+    echo "gpu_check: --compile must be eager, default, reduce-overhead or max-autotune, got $compile" >&2
     exit 2
     ;;
 esac

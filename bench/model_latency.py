@@ -35,9 +35,9 @@ TURN = 5  # calls in a row of one variant
 INSTRUCTION = 'pick up the purple block and place it on the green target'
 
 
-def build(preset: str, device: str, dtype: str, cameras: int, size: int, compile_mode: str = 'off'):
+def build(preset: str, device: str, dtype: str, cameras: int, size: int, compile_mode: str = 'eager'):
     """(model, processor, images); `demo` is the checkpoint shipped with the package, with its own cameras.
-    The same arguments give the same weights, compiled (and prompts padded) unless compile_mode is off."""
+    The same arguments give the same weights, compiled (and prompts padded) unless compile_mode is eager."""
     if preset == 'demo':
         model, processor = load_checkpoint(demo_checkpoint(), device, dtype, compile=compile_mode)
         cameras = len(processor.camera_keys)
@@ -61,7 +61,7 @@ def build(preset: str, device: str, dtype: str, cameras: int, size: int, compile
             config.max_action_dim,
         )
         compile_generation(model, compile_mode)
-        processor.prompt_padding = PROMPT_PADDING if compile_mode != 'off' else 0
+        processor.prompt_padding = PROMPT_PADDING if compile_mode != 'eager' else 0
     rng = np.random.default_rng(0)
     images = [[rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(cameras)]]
     state = np.zeros((1, processor.state_dim))
@@ -157,7 +157,7 @@ def measure(
     afm_steps: int,
     compile_mode: str,
 ) -> dict:
-    """Eager and (unless compile_mode is off) a compiled copy of the same weights, on the same images."""
+    """Eager and (unless compile_mode is eager) a compiled copy of the same weights, on the same images."""
     model, inputs = build(preset, device, dtype, cameras, size)
     length, dims = model.config.action_chunk_size, model.config.max_action_dim
     noise = torch.randn(1, length, dims, generator=torch.Generator().manual_seed(2)).to(model.device)
@@ -166,7 +166,7 @@ def measure(
     threshold = float(torch.quantile(confidence.float(), 0.25)) + 1e-6  # about a quarter regenerated
     variants = {'eager': (model, inputs)}
     results = {'attn_implementation': model.config._attn_implementation}
-    if compile_mode != 'off':
+    if compile_mode != 'eager':
         every_step = Sampling(True, 2.0, None, steps, afm_steps)  # the rater and AFM on every step run too
 
         def chunk(model, inputs):
@@ -187,7 +187,7 @@ def measure(
         results['peak_mem_gb'] = torch.cuda.max_memory_allocated() / 2**30
     eager = results['eager']
     eager['cache_speedup'] = eager['uncached_sfm_ms'] / eager['sfm_only_ms']
-    if compile_mode != 'off':
+    if compile_mode != 'eager':
         results['compile_speedup'] = eager['full_ms'] / results['compiled']['full_ms']
         results['compile_speedup_sfm_only'] = eager['sfm_only_ms'] / results['compiled']['sfm_only_ms']
     return results
@@ -224,7 +224,7 @@ def main():
         help="denoising steps for AFM (default: the config's num_denoise_steps_afm)",
     )
     parser.add_argument(
-        '--compile', default='default', choices=COMPILE_MODES, help='the compiled run beside eager; off: eager only'
+        '--compile', default='default', choices=COMPILE_MODES, help='the compiled run beside eager; eager: eager only'
     )
     parser.add_argument('--threads', type=int, default=0, help="torch CPU threads; 0: torch's default")
     args = parser.parse_args()

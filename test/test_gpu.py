@@ -17,11 +17,11 @@ pytestmark = [
 EVERY_STEP = Sampling(self_correction=True, confidence_threshold=2.0, num_denoise_steps=4, num_denoise_steps_afm=2)
 
 
-def _policy(dtype=torch.float32, compile_mode='off'):
+def _policy(dtype=torch.float32, compile_mode='eager'):
     model, processor = tiny_policy()
     model = model.to('cuda', dtype)
     compile_generation(model, compile_mode)
-    processor.prompt_padding = PROMPT_PADDING if compile_mode != 'off' else 0
+    processor.prompt_padding = PROMPT_PADDING if compile_mode != 'eager' else 0
     inputs = processor([[np.full((56, 56, 3), 90, np.uint8)]], np.zeros((1, 6)), ['pick up the red block'])
     inputs = {k: v.to('cuda') for k, v in inputs.items()}
     inputs['pixel_values'] = inputs['pixel_values'].to(dtype)

@@ -95,10 +95,10 @@ def has_statistics(directory) -> bool:
 
 
 def load_checkpoint(
-    directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto', compile: str = 'off'
+    directory, device: str = 'auto', dtype: str = 'auto', attn_implementation: str = 'auto', compile: str = 'eager'
 ):
     """(model, processor) from a local checkpoint directory, in eval mode on the chosen device; with
-    `compile` other than off, generation is compiled (model/compilation.py) and prompts padded to match."""
+    `compile` other than eager, generation is compiled (model/compilation.py) and prompts padded to match."""
     directory = Path(directory)
     if directory.is_dir() and (directory / 'config.json').is_file() and not has_statistics(directory):
         raise CheckpointError(
@@ -122,6 +122,6 @@ def load_checkpoint(
             'or vocabulary size differ)'
         )
     compile_generation(model, compile)
-    if compile != 'off':
+    if compile != 'eager':
         processor.prompt_padding = PROMPT_PADDING
     return model, processor

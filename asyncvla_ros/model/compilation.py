@@ -18,10 +18,10 @@ PROMPT_PADDING = 16  # tokens: instructions of similar length share one compiled
 
 def compile_generation(model, mode: str) -> None:
     """Compiles `model` (an AsyncVLAPolicy, in place, for inference only) so that generate_chunk runs
-    compiled code; `off` leaves it eager. Nothing compiles until the first chunk."""
+    compiled code; `eager` leaves it as it is. Nothing compiles until the first chunk."""
     if mode not in COMPILE_MODES:
         raise ValueError(f'compile must be one of {COMPILE_MODES}, got {mode!r}')
-    if mode == 'off':
+    if mode == 'eager':
         return
     options = {'mode': mode, 'dynamic': False}
     torch._logging.set_logs(recompiles=True)

@@ -97,7 +97,7 @@ class InferenceProcess:
         attn_implementation: str = 'auto',
         seed: int = 0,
         num_threads: int = 0,
-        compile: str = 'off',
+        compile: str = 'eager',
     ):
         self._arguments = dict(
             checkpoint=str(checkpoint),

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-COMPILE_MODES = ('off', 'default', 'reduce-overhead', 'max-autotune')  # torch.compile modes (model/compilation.py)
+COMPILE_MODES = ('eager', 'default', 'reduce-overhead', 'max-autotune')  # torch.compile modes (model/compilation.py)
 
 
 class CheckpointError(ValueError):

@@ -32,7 +32,7 @@ class PolicyRunner:
         attn_implementation: str = 'auto',
         seed: int = 0,
         num_threads: int = 0,
-        compile: str = 'off',
+        compile: str = 'eager',
     ):
         """num_threads > 0 sets torch's CPU thread pool, which is per process. compile: a
         model/compilation.py mode; the first chunk then compiles (and logs how long, and the graph breaks)."""
@@ -44,7 +44,7 @@ class PolicyRunner:
                 f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`'
             )
         self.model, self.processor = load_checkpoint(path, device, dtype, attn_implementation, compile)
-        self.compile, self._compiled = compile, compile == 'off'
+        self.compile, self._compiled = compile, compile == 'eager'
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed >= 0 else torch.seed())

@@ -191,8 +191,8 @@ POLICY_NODE = ParamSchema(
         Param(
             'compile',
             'string',
-            'off',
-            'torch.compile the generation (vision tower, prefix pass, denoising loop, rater) at configure; '
+            'eager',
+            'eager, or torch.compile the generation (vision tower, prefix pass, denoising loop, rater) at configure; '
             'reduce-overhead also captures CUDA graphs on a GPU. Configure then takes longer.',
             choices=COMPILE_MODES,
         ),

@@ -194,12 +194,12 @@ class PolicyNode(LifecycleNode):
         # with the node's self_correction, so a checkpoint whose rater is untrained fails configure, saying so;
         # compiled, every step is regenerated, so that AFM compiles now and not at the first real chunk
         sampling = Sampling.from_params(p)
-        if p['compile'] != 'off':
+        if p['compile'] != 'eager':
             sampling = dataclasses.replace(sampling, confidence_threshold=2.0)
         request = ChunkRequest(images, np.zeros(self.runner.num_joints), self.instruction, sampling=sampling)
         start = time.monotonic()
         prediction = self.runner.predict(request)
-        if p['compile'] != 'off':
+        if p['compile'] != 'eager':
             self.get_logger().info(f'generation compiled ({p["compile"]}) in {time.monotonic() - start:.1f} s')
             prediction = self.runner.predict(request)  # the compiling chunk's prefix time says nothing
         self.loop = RequestLoop(

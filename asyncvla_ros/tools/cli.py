@@ -385,7 +385,8 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         print(
             f'evaluate: {mode}: success {summary[f"success_rate_{mode}"]:.2f}, how far episodes got '
             f'{summary[f"phases_{mode}"]}, p50 chunk {summary[f"p50_chunk_ms_{mode}"]:.0f} ms, '
-            f'{summary[f"starved_s_{mode}"]:.1f} s held for want of a plan'
+            f'{summary[f"starved_s_{mode}"]:.1f} s held for want of a plan, '
+            f'executed steps regenerated {summary[f"executed_regenerated_share_{mode}"]}'
         )
     print(f'evaluate: wrote {path}')
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith(('phases_', 'seams_'))}))

@@ -96,6 +96,8 @@ class EpisodeResult:
     chunk_ms: list = field(default_factory=list)
     refined_fraction: list = field(default_factory=list)
     perturbed_at_s: float | None = None  # when the episode's perturbation struck (None: none, or it never came)
+    executed_steps: int = 0  # chunk steps the arm was driven through (each chunk's step counted once)
+    executed_regenerated: int = 0  # of those, steps AFM had regenerated
 
 
 class PolicyDrive:
@@ -141,6 +143,7 @@ class PolicyDrive:
         self.seams = SeamRecorder(self.period, window_s=runner.dt)
         self.chunk_ms: list[float] = []
         self.refined: list[float] = []
+        self.executed: dict[tuple[int, int], bool] = {}  # (chunk id, step) reached while executing: regenerated?
         self.core.on_joint_state(JOINT_NAMES, plant.joint_positions, 0.0)
         self.core.enable(0.0)
 
@@ -205,11 +208,18 @@ class PolicyDrive:
             self.perturbed_at = now
         tick = self.core.tick(now)
         self.executing = tick.mode == 'executing'
+        self._count_executed(now)
         self.seams.on_tick(now, tick)
         if tick.command is not None:
             plant.set_targets(tick.command)
         plant.advance(self.period)
         self.ticks += 1
+
+    def _count_executed(self, now: float) -> None:
+        chunk = self.core.timeline.chunk
+        if self.executing and chunk is not None and len(chunk.refined):
+            step = self.core.timeline.progress(now).step
+            self.executed[(chunk.chunk_id, step)] = bool(chunk.refined[step])
 
 
 def run_episode(
@@ -236,6 +246,8 @@ def run_episode(
         drive.chunk_ms,
         drive.refined,
         drive.perturbed_at,
+        len(drive.executed),
+        sum(drive.executed.values()),
     )
 
 
@@ -315,6 +327,10 @@ def summarize(results: dict[str, list[EpisodeResult]]) -> dict:
         summary[f'phases_{mode}'] = phase_counts([e.phase for e in episodes])
         summary[f'p50_chunk_ms_{mode}'] = float(np.median(latencies)) if latencies else None
         summary[f'starved_s_{mode}'] = round(float(sum(e.starved_s for e in episodes)), 2)
+        executed = sum(e.executed_steps for e in episodes)
+        summary[f'executed_regenerated_share_{mode}'] = (
+            round(sum(e.executed_regenerated for e in episodes) / executed, 4) if executed else None
+        )
         summary[f'seams_{mode}'] = seam_summary([e.seams for e in episodes])
     summary['episodes'] = len(next(iter(results.values()), []))
     return summary

@@ -470,7 +470,10 @@ def run_demo(args) -> int:
     probe = DemoProbe()
     results, interrupted = {}, False
     try:
-        if not (wait_until(probe.ready, 120) and wait_until(probe.policy_active, POLICY_START_TIMEOUT_S)):
+        started = wait_until(probe.ready, 120) and wait_until(
+            lambda: probe.policy_active() or not all(node.running() for node in nodes), POLICY_START_TIMEOUT_S
+        )
+        if not (started and all(node.running() for node in nodes)):
             print(f'demo: the nodes did not come up; see their logs in {output / "logs"}')
             return 1
         _run_modes(probe, args, factor, results)
