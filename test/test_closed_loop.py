@@ -201,8 +201,9 @@ def test_closed_loop_command_reports_success_and_phases(tiny_checkpoint, tmp_pat
     assert all(e['perturbed_at_s'] is None or 1.0 <= e['perturbed_at_s'] <= 1.5 for e in episodes)
     assert [e['seed'] for e in episodes] == [1000, 1001] and sum(report['phases_self_correction'].values()) == 2
     assert all(e['seconds'] == pytest.approx(1.49, abs=0.011) for e in episodes)
-    executed = sum(e['executed_steps'] for e in episodes)  # each chunk step the arm went through, once
-    assert 10 <= executed <= 2 * 16 and all(0 <= e['executed_regenerated'] <= e['executed_steps'] for e in episodes)
+    # each chunk step the arm went through, once: about one per 0.1 s, plus the step a new chunk starts in
+    executed = sum(e['executed_steps'] for e in episodes)
+    assert 2 * 10 <= executed <= 2 * 30 and all(0 <= e['executed_regenerated'] <= e['executed_steps'] for e in episodes)
     regenerated = sum(e['executed_regenerated'] for e in episodes)
     assert summary['executed_regenerated_share_self_correction'] == round(regenerated / executed, 4)
     videos = tmp_path / 'loop' / 'videos'
