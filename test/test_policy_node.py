@@ -415,6 +415,34 @@ def test_compressed_images_and_other_encodings_are_accepted(policy, inference_pr
         assert child.poll() == 0 and node.runner is None
 
 
+@pytest.mark.slow
+def test_compile_warms_up_every_compiled_part_at_configure(policy):
+    """With compile, configure compiles SFM, the rater and AFM on frames of the warm-up size, even with a
+    threshold that regenerates nothing then: the chunks that follow (threshold raised at run time, so AFM runs on
+    every step) compile nothing more."""
+    from torch._dynamo.utils import counters
+
+    observer, start = policy
+    node, configured = start(
+        compile='default',
+        inference_process=False,
+        confidence_threshold=0.0,
+        warmup_image_height=48,  # the Feeder's frames
+        warmup_image_width=64,
+    )
+    assert configured
+    graphs = counters['stats']['unique_graphs']
+    node.set_parameters([Parameter('confidence_threshold', value=1.0)])
+    feeder = Feeder(observer)
+    try:
+        assert wait_until(lambda: observer.count(observer.chunks) >= 2, timeout=30), observer.messages()[-3:]
+    finally:
+        feeder.stop.set()
+    with observer.lock:
+        assert all(chunk.refined and all(chunk.refined) for chunk in observer.chunks[-2:])
+    assert graphs > 0 and counters['stats']['unique_graphs'] == graphs
+
+
 def test_joint_states_reach_the_policy_in_its_units(policy, tmp_path):
     """A profile whose calibration differs from the policy's (a negative scale among them): the state the model
     gets is (robot - offset) / scale, joint by joint, and the chunk goes out in robot units, scale * policy +
