@@ -44,7 +44,7 @@ class PolicyRunner:
                 f'no checkpoint given and the demo checkpoint ({path}) is not there: set `checkpoint`'
             )
         self.model, self.processor = load_checkpoint(path, device, dtype, attn_implementation, compile)
-        self.compile, self._compiled = compile, compile == 'eager'
+        self.compile, self._compile_pending = compile, compile != 'eager'
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed >= 0 else torch.seed())
@@ -79,8 +79,8 @@ class PolicyRunner:
     def predict(self, request: ChunkRequest) -> ChunkPrediction:
         start = time.perf_counter()
         prediction = self._predict(request)
-        if not self._compiled:
-            self._compiled = True
+        if self._compile_pending:
+            self._compile_pending = False
             breaks = '; '.join(graph_breaks()) or 'none'
             log.info(
                 f'generation compiled ({self.compile}) in {time.perf_counter() - start:.1f} s; graph breaks: {breaks}'

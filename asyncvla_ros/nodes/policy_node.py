@@ -50,8 +50,11 @@ def cpu_threads(requested: int) -> int:
 def _in_process_runner():
     """PolicyRunner, imported only when the model runs in the node's own process: it brings torch and
     transformers, which a node with the model in its child process never needs."""
+    import logging
+
     from asyncvla_ros.model.runner import PolicyRunner
 
+    logging.basicConfig(level=logging.INFO, format='[inference] %(message)s')  # the runner's lines, as the child's
     return PolicyRunner
 
 
@@ -197,10 +200,8 @@ class PolicyNode(LifecycleNode):
         if p['compile'] != 'eager':
             sampling = dataclasses.replace(sampling, confidence_threshold=2.0)
         request = ChunkRequest(images, np.zeros(self.runner.num_joints), self.instruction, sampling=sampling)
-        start = time.monotonic()
-        prediction = self.runner.predict(request)
+        prediction = self.runner.predict(request)  # compiling: the runner logs how long it took, and the breaks
         if p['compile'] != 'eager':
-            self.get_logger().info(f'generation compiled ({p["compile"]}) in {time.monotonic() - start:.1f} s')
             prediction = self.runner.predict(request)  # the compiling chunk's prefix time says nothing
         self.loop = RequestLoop(
             self.p['joint_names'],
