@@ -118,6 +118,22 @@ def test_seam_metrics_see_the_jumps_a_policy_asks_for_and_the_holds_a_slow_one_c
     assert seams['time_to_success_s'] is None and not result.success
 
 
+@pytest.mark.parametrize('rate_hz', [2.5, 5.0])
+def test_splice_interval_is_how_long_each_chunk_drives_the_arm(rate_hz):
+    """At a fixed inference rate (policy_node's rate_hz) a new chunk replaces the plan once a period: the time
+    between splices is that period, to the control tick."""
+    plant = SO101Plant(0, 32, 32)
+    try:
+        plant.reset(3)
+        settings = LoopSettings(
+            INSTRUCTIONS[0], node_request_settings(rate_hz=rate_hz), episode_seconds=4.0, latency_s=0.02
+        )
+        result = run_episode(plant, AlternatingPolicy(plant.joint_positions), settings, seed=3, self_correction=False)
+    finally:
+        plant.close()
+    assert result.seams['splice_interval_s'] == pytest.approx(1.0 / rate_hz, abs=0.011), result.seams
+
+
 def asyncvla(*args, timeout=300) -> subprocess.CompletedProcess:
     """The `asyncvla` command line in a process of its own, from the source tree."""
     return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout, cwd=SOURCE_ROOT)
@@ -157,7 +173,7 @@ def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table
     ]
     assert all(r['episodes'] == 2 and len(r['ci95']) == 2 for r in rows)
     assert all('mcnemar_p_vs_switch' in r for r in rows if r['mode'] == 'committed')
-    assert all('jerk_rms_seam' in r and 'episodes_with_holds' in r for r in rows)
+    assert all('jerk_rms_seam' in r and 'episodes_with_holds' in r and 'splice_interval_s' in r for r in rows)
     by_run = report['episodes_by_mode']
     assert set(by_run) == {'switch@0ms', 'committed@0ms', 'switch@200ms', 'committed@200ms'}
     assert all([e['seed'] for e in episodes] == [1000, 1001] for episodes in by_run.values())  # paired scenes

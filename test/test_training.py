@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from asyncvla_ros.model.interface import ChunkRequest
+from asyncvla_ros.model.runner import PolicyRunner
 from asyncvla_ros.training.demonstrations import CAMERA_KEYS
 from asyncvla_ros.training.lerobot_format import (
     EPISODES_PATH,
@@ -170,6 +172,31 @@ def test_fine_tuning_starts_from_the_checkpoint_with_a_fresh_schedule(dataset_ro
     assert source.keys() == result.keys()
     assert all(torch.equal(source[k], result[k]) for k in source)
     assert (tmp_path / 'run/normalization.json').read_text() == (tmp_path / 'tuned/normalization.json').read_text()
+
+
+def test_fine_tuning_to_longer_chunks_keeps_the_weights_and_asks_for_a_new_rater(dataset_root, tmp_path):
+    """--chunk-size on a fine-tune: the same backbone and statistics generate 12-step chunks; the rater keeps its
+    8 step rows and needs train-rater before it may steer self-correction."""
+    from safetensors.torch import load_file
+
+    from asyncvla_ros.model import load_checkpoint
+
+    config = TrainConfig(preset='tiny', steps=3, batch_size=2, image_size=56, validate_every=0, save_every=0)
+    train_policy([spec(dataset_root)], tmp_path / 'run', config)
+    rated = train_rater(tmp_path / 'run', [spec(dataset_root)], tmp_path / 'rated', 2, 2, 1e-3, validation_samples=2)
+    longer = dataclasses.replace(config, lr=0.0, vision_lr=0.0, chunk_size=12)
+    train_policy([spec(dataset_root)], tmp_path / 'long', longer, init_from=rated['output'])
+    source, result = load_file(tmp_path / 'rated/model.safetensors'), load_file(tmp_path / 'long/model.safetensors')
+    rows = 'rater.step_embedding.weight'
+    assert torch.equal(result[rows][:8], source[rows]) and torch.equal(result[rows][8:], source[rows][[7] * 4])
+    assert all(torch.equal(source[k], result[k]) for k in source if k != rows)
+    assert (tmp_path / 'rated/normalization.json').read_text() == (tmp_path / 'long/normalization.json').read_text()
+    model, processor = load_checkpoint(tmp_path / 'long', device='cpu')
+    assert model.config.action_chunk_size == processor.action_chunk_size == 12 and not model.config.rater_trained
+    runner = PolicyRunner(tmp_path / 'long', device='cpu')
+    images = [np.zeros((56, 56, 3), np.uint8)] * len(runner.camera_keys)
+    prediction = runner.predict(ChunkRequest(images, np.zeros(runner.num_joints), 'pick'))
+    assert prediction.positions.shape == (12, runner.num_joints) and not prediction.refined.any()
 
 
 def test_rater_training_reports_calibration_and_keeps_the_policy(dataset_root, tmp_path):

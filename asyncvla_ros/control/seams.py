@@ -1,7 +1,7 @@
 """How the executor's command stream behaves where chunks meet, per episode: the jump a new chunk asks for
-against the running plan (before the safety filter), command jerk at seams and inside chunks, holds after the
-first chunk, and the time to success. The closed-loop evaluation reports them; one figure each, so modes and
-delays can be compared on the same scenes."""
+against the running plan (before the safety filter), how long each chunk drives the arm before the next replaces
+it, command jerk at seams and inside chunks, holds after the first chunk, and the time to success. The
+closed-loop evaluation reports them; one figure each, so modes and delays can be compared on the same scenes."""
 
 from __future__ import annotations
 
@@ -37,12 +37,14 @@ class SeamRecorder:
         self.commands: list[np.ndarray] = []
         self.at_seam: list[bool] = []
         self.jumps: list[float] = []
+        self.splices: list[float] = []
         self.holds, self.held_s = 0, 0.0
         self.last_splice: float | None = None
         self._holding = False
 
     def on_splice(self, now: float, jump: float | None) -> None:
         self.last_splice = now
+        self.splices.append(now)
         if jump is not None:
             self.jumps.append(jump)
 
@@ -68,6 +70,7 @@ class SeamRecorder:
             'time_to_success_s': None if time_to_success is None else round(time_to_success, 2),
             'splice_jump_max_rad': round(max(self.jumps), 4) if self.jumps else None,
             'splice_jump_mean_rad': round(float(np.mean(self.jumps)), 4) if self.jumps else None,
+            'splice_interval_s': round(float(np.median(np.diff(self.splices))), 3) if len(self.splices) > 1 else None,
         }
         jerk = np.zeros(0)
         if len(self.commands) >= 4:
@@ -147,7 +150,8 @@ def stream_seams(
 
 def seam_summary(seams: list[dict]) -> dict:
     """Over a run's episodes (each one's control/seams.py figures): mean jerk RMS at seams and inside chunks, the
-    largest splice jump, the episodes with a hold and the median time to success."""
+    largest splice jump, the median time between splices (how long a chunk drives the arm), the episodes with a
+    hold and the median time to success."""
 
     def values(key):
         return [e[key] for e in seams if e.get(key) is not None]
@@ -159,6 +163,7 @@ def seam_summary(seams: list[dict]) -> dict:
         'jerk_rms_seam': mean('jerk_rms_seam'),
         'jerk_rms_inside': mean('jerk_rms_inside'),
         'splice_jump_max_rad': max(values('splice_jump_max_rad'), default=None),
+        'splice_interval_s': float(np.median(values('splice_interval_s'))) if values('splice_interval_s') else None,
         'episodes_with_holds': sum(1 for e in seams if e.get('holds')),
         'median_time_to_success_s': float(np.median(values('time_to_success_s')))
         if values('time_to_success_s')

@@ -329,6 +329,7 @@ def _evaluate_closed_loop(args, defaults: dict) -> int:
         return 2
     request = node_request_settings(
         refill_threshold=args.refill_threshold,
+        rate_hz=args.rate_hz,
         delay_compensation=args.delay_compensation == 'on',
         confidence_threshold=args.confidence_threshold,
         num_correction_rounds=args.num_correction_rounds,
@@ -523,6 +524,12 @@ def _add_training_commands(sub) -> None:
             help='share of AFM samples with a committed prefix, as delay compensation sends '
             "(default: the preset's, or the --init-from checkpoint's)",
         )
+        p.add_argument(
+            '--chunk-size',
+            type=_at_least(1, int),
+            help="action steps a chunk (default: the --init-from or --resume checkpoint's, or the preset's); "
+            'a fine-tuned checkpoint with another length needs train-rater again',
+        )
         p.add_argument('--vision-lr', type=float, default=TrainConfig.vision_lr)
         p.add_argument('--image-size', type=int, default=TrainConfig.image_size)
         p.add_argument('--save-every', type=int, default=TrainConfig.save_every)
@@ -671,6 +678,7 @@ def _add_evaluate(sub) -> None:
         help='both: a run with and one without; in a sweep, on unless off',
     )
     _node_flag(loop, POLICY_NODE['refill_threshold'])
+    _node_flag(loop, POLICY_NODE['rate_hz'])
     loop.add_argument(
         '--delay-compensation',
         choices=['on', 'off'],

@@ -379,8 +379,9 @@ def write_sweep(output: Path, rows: list[dict], command: str) -> tuple[Path, Pat
         f'`{command}`',
         '',
         '| delay (ms) | mode | placed | success (95 % CI) | vs switch: only mode / only switch, McNemar p '
-        '| jerk RMS at seams / inside (rad/s^3) | largest splice jump (rad) | episodes with holds |',
-        '|---|---|---|---|---|---|---|---|',
+        '| jerk RMS at seams / inside (rad/s^3) | largest splice jump (rad) | s between splices '
+        '| episodes with holds |',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
         versus = (
@@ -391,7 +392,7 @@ def write_sweep(output: Path, rows: list[dict], command: str) -> tuple[Path, Pat
         lines.append(
             f'| {r["latency_ms"]:g} | {r["mode"]} | {r["placed"]}/{r["episodes"]} | {r["success"]:.2f} '
             f'({r["ci95"][0]:.2f}-{r["ci95"][1]:.2f}) | {versus} | {r["jerk_rms_seam"]} / {r["jerk_rms_inside"]} '
-            f'| {r["splice_jump_max_rad"]} | {r["episodes_with_holds"]} |'
+            f'| {r["splice_jump_max_rad"]} | {r["splice_interval_s"]} | {r["episodes_with_holds"]} |'
         )
     table = output / 'sweep.md'
     table.write_text('\n'.join(lines) + '\n')

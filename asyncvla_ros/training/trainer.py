@@ -43,6 +43,7 @@ class TrainConfig:
     held_out_fraction: float = 0.1
     action_mode: str = 'delta'
     afm_prefix_prob: float | None = None  # share of AFM samples with a committed prefix; None keeps the model's
+    chunk_size: int | None = None  # action steps a chunk; None keeps the checkpoint's (or the preset's)
 
 
 def split_episodes(spec: DatasetSpec, fraction: float) -> tuple[list[int], list[int]]:
@@ -216,6 +217,18 @@ class _Log:
         self.file.flush()
 
 
+def resize_action_chunk(model: AsyncVLAPolicy, processor: AsyncVLAProcessor, size: int) -> None:
+    """A checkpoint fine-tuned to chunks of `size` steps. The action tokens' positions continue the prompt's, so the
+    backbone takes any length; the statistics stay (the steps beyond the old length start from its scale) and the
+    rater's step embedding keeps its rows, new steps starting from the last one. The rater's confidence is then
+    untrained for the new steps, so self-correction is refused until train-rater has run."""
+    old = model.rater.step_embedding.weight.data
+    rows = old[torch.arange(size).clamp(max=old.shape[0] - 1)]
+    model.rater.step_embedding = torch.nn.Embedding.from_pretrained(rows.clone(), freeze=False)
+    model.config.action_chunk_size = processor.action_chunk_size = size
+    model.config.rater_trained = False
+
+
 def _chunk_size(checkpoint: Path | None, preset: str) -> int:
     if checkpoint is None:
         return AsyncVLAConfig.from_preset(preset).action_chunk_size
@@ -239,7 +252,7 @@ def train_policy(
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision='bf16' if torch.cuda.is_available() else 'no'
     )
-    chunk = _chunk_size(resume or init_from, config.preset)
+    chunk = config.chunk_size or _chunk_size(resume or init_from, config.preset)
     splits = [split_episodes(s, config.held_out_fraction) for s in specs]
     train_sets = [LeRobotDataset(s, chunk, episodes=tr) for s, (tr, _) in zip(specs, splits)]
     val_set = LeRobotDataset(specs[0], chunk, episodes=splits[0][1] or splits[0][0])
@@ -253,6 +266,8 @@ def train_policy(
     else:
         model, processor = build_policy(config, train_sets[0], texts)
         start_step = 0
+    if model.config.action_chunk_size != chunk:
+        resize_action_chunk(model, processor, chunk)
     if config.afm_prefix_prob is not None:  # saved with the checkpoint's config
         model.config.afm_prefix_prob = config.afm_prefix_prob
     if config.gradient_checkpointing:
