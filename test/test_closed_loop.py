@@ -1,6 +1,7 @@
 """The ROS-free closed loop (`asyncvla evaluate --closed-loop`): the real sim and executor core, driven by the
 expert's own plan (it must place the block) and by a tiny random policy through the command line."""
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -183,8 +184,11 @@ def test_a_sweep_runs_every_delay_and_mode_on_the_same_scenes_and_writes_a_table
     assert (tmp_path / 'sweep' / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
-def test_each_mode_sets_what_it_names_and_leaves_the_rest_as_the_nodes_run():
+@pytest.mark.parametrize('fade', [None, 2.5])
+def test_each_mode_sets_what_it_names_and_leaves_the_rest_as_the_run_sets_it(fade):
     base = LoopSettings(INSTRUCTIONS[0])
+    if fade is not None:  # --chunk-fade-per-lateness: the fading modes take it
+        base = dataclasses.replace(base, chunk_fade_per_lateness=fade)
     runs = sweep_runs(base, [100], ['switch', 'fade_quintic', 'committed_quintic'])
     switch, fade, committed = runs['switch@100ms'], runs['fade_quintic@100ms'], runs['committed_quintic@100ms']
     assert switch.chunk_fade_per_lateness == 0.0 and switch.interpolation == base.interpolation

@@ -253,17 +253,16 @@ def run_episode(
 
 def execution_modes() -> dict[str, dict]:
     """How a new chunk meets the running plan, as policy_node and executor_node settings: `switch` replaces the
-    plan at once, `fade` fades a late chunk in (executor_node's chunk_fade_per_lateness), `committed` keeps the
-    steps that run during inference as the model's committed tokens (delay compensation) and splices the rest at
-    once (the chunk continues the running plan by construction), `committed_fade` fades that in as well. The
-    `_quintic` variants interpolate with quintic splines, which start from the commanded acceleration too;
-    the others use executor_node's interpolation."""
-    fade = EXECUTOR_NODE.defaults()['chunk_fade_per_lateness']
+    plan at once, `fade` fades a late chunk in (executor_node's chunk_fade_per_lateness, the run's own when it
+    sets one), `committed` keeps the steps that run during inference as the model's committed tokens (delay
+    compensation) and splices the rest at once (the chunk continues the running plan by construction),
+    `committed_fade` fades that in as well. The `_quintic` variants interpolate with quintic splines, which start
+    from the commanded acceleration too; the others use executor_node's interpolation."""
     modes = {
-        'switch': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': False},
-        'fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': False},
-        'committed': {'chunk_fade_per_lateness': 0.0, 'delay_compensation': True},
-        'committed_fade': {'chunk_fade_per_lateness': fade, 'delay_compensation': True},
+        'switch': {'fade': False, 'delay_compensation': False},
+        'fade': {'fade': True, 'delay_compensation': False},
+        'committed': {'fade': False, 'delay_compensation': True},
+        'committed_fade': {'fade': True, 'delay_compensation': True},
     }
     return {**modes, **{f'{name}_quintic': {**mode, 'interpolation': 'quintic'} for name, mode in modes.items()}}
 
@@ -278,7 +277,7 @@ def sweep_runs(base: LoopSettings, latencies_ms: list[float], modes: list[str]) 
             runs[sweep_name(mode, latency)] = replace(
                 base,
                 latency_s=latency / 1e3,
-                chunk_fade_per_lateness=change['chunk_fade_per_lateness'],
+                chunk_fade_per_lateness=base.chunk_fade_per_lateness if change['fade'] else 0.0,
                 interpolation=change.get('interpolation', base.interpolation),
                 request=replace(base.request, delay_compensation=change['delay_compensation']),
             )
