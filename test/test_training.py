@@ -193,6 +193,9 @@ def test_fine_tuning_to_longer_chunks_keeps_the_weights_and_asks_for_a_new_rater
     assert (tmp_path / 'rated/normalization.json').read_text() == (tmp_path / 'long/normalization.json').read_text()
     model, processor = load_checkpoint(tmp_path / 'long', device='cpu')
     assert model.config.action_chunk_size == processor.action_chunk_size == 12 and not model.config.rater_trained
+    fresh = train_policy([spec(dataset_root)], tmp_path / 'fresh', longer)  # a new model is built that long
+    rows_fresh = load_file(tmp_path / 'fresh/model.safetensors')[rows]
+    assert rows_fresh.shape[0] == 12 and not torch.equal(rows_fresh[8], rows_fresh[11]), fresh
     runner = PolicyRunner(tmp_path / 'long', device='cpu')
     images = [np.zeros((56, 56, 3), np.uint8)] * len(runner.camera_keys)
     prediction = runner.predict(ChunkRequest(images, np.zeros(runner.num_joints), 'pick'))

@@ -98,8 +98,9 @@ def build_policy(
     tokenizer = build_qwen_tokenizer() if vocab_size > 100_000 else _small_tokenizer(texts, vocab_size)
     torch.manual_seed(config.seed)
     # its rater starts from random weights: self-correction is refused until train-rater has run
+    length = {'action_chunk_size': config.chunk_size} if config.chunk_size else {}
     model = AsyncVLAPolicy(
-        AsyncVLAConfig.from_preset(config.preset, rater_trained=False, **prompt_token_ids(tokenizer))
+        AsyncVLAConfig.from_preset(config.preset, rater_trained=False, **length, **prompt_token_ids(tokenizer))
     )
     return model, build_processor(config, dataset, tokenizer, model.config)
 
