@@ -41,6 +41,18 @@ def test_prompts_are_left_padded_and_the_prefix_is_right(tiny):
     assert (inputs['input_ids'] == model.config.state_token_id).sum() == 2
 
 
+@pytest.mark.parametrize('damage, message', [('image', 'image placeholder tokens'), ('state', 'one state token')])
+def test_a_prompt_that_does_not_match_its_inputs_is_refused(tiny, damage, message):
+    """Checked before the prefix pass, which a compiled model runs as one graph of fixed shapes."""
+    model, _, inputs = tiny
+    ids = inputs['input_ids'].clone()
+    token = model.config.image_token_id if damage == 'image' else model.config.state_token_id
+    first = int((ids[0] == token).nonzero()[0])
+    ids[0, first] = ids[0, 0]  # one placeholder fewer
+    with pytest.raises(ValueError, match=message):
+        model.encode_prefix(**{**inputs, 'input_ids': ids})
+
+
 def test_kv_cache_reuse_is_exact(tiny):
     """SFM on the cached prefix equals SFM with a full uncached pass per step, for the same noise."""
     model, _, inputs = tiny

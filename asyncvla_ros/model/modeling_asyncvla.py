@@ -98,30 +98,43 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
     def embed_prefix(self, input_ids, attention_mask, pixel_values, image_grid_thw, state):
         """Token embeddings with image features and the projected state in place of their
         placeholders, and the prefix's M-RoPE position ids (3, B, P)."""
-        embeds = self.vlm.get_input_embeddings()(input_ids)
+        positions = self.prefix_positions(input_ids, attention_mask, image_grid_thw)
+        vision = self._vision_constants(image_grid_thw)
+        return self.prefix_embeddings(input_ids, pixel_values, image_grid_thw, state, vision), positions
+
+    def prefix_positions(self, input_ids, attention_mask, image_grid_thw) -> torch.Tensor:
+        """The prefix's M-RoPE position ids (3, B, P), after checking that the prompt's placeholders match its
+        images and state: what depends on the values of the inputs, not only on their shapes."""
         image_mask = input_ids == self.config.image_token_id
-        if pixel_values is not None:
-            vision = self.vlm.get_image_features(pixel_values, image_grid_thw, **self._vision_constants(image_grid_thw))
-            features = torch.cat(vision.pooler_output, dim=0)
-            if features.shape[0] != int(image_mask.sum()):
-                raise ValueError(
-                    f'{int(image_mask.sum())} image placeholder tokens but {features.shape[0]} image features'
-                )
-            embeds = embeds.masked_scatter(image_mask[..., None], features.to(embeds.dtype))
-        state_mask = input_ids == self.config.state_token_id
-        if int(state_mask.sum()) != input_ids.shape[0]:
+        if image_grid_thw is not None:
+            features = int(image_grid_thw.prod(-1).sum()) // self.vlm.visual.spatial_merge_size**2
+            if features != int(image_mask.sum()):
+                raise ValueError(f'{int(image_mask.sum())} image placeholder tokens but {features} image features')
+        if int((input_ids == self.config.state_token_id).sum()) != input_ids.shape[0]:
             raise ValueError('every prompt needs exactly one state token')
-        state_embeds = self.state_proj(state.float()).to(embeds.dtype)
-        embeds = embeds.masked_scatter(state_mask[..., None], state_embeds)
         positions, _ = self.vlm.get_rope_index(
             input_ids, image_mask.int(), image_grid_thw, attention_mask=attention_mask
         )
-        return embeds, positions
+        return positions
+
+    def prefix_embeddings(self, input_ids, pixel_values, image_grid_thw, state, vision: dict) -> torch.Tensor:
+        """(B, P, H) token embeddings with the image features (from the vision tower, given its grid constants
+        `vision`) and the projected state in place of their placeholders; fixed shapes for fixed input shapes."""
+        embeds = self.vlm.get_input_embeddings()(input_ids)
+        if pixel_values is not None:
+            visual = self.vlm.visual
+            features = visual(pixel_values.to(visual.dtype), grid_thw=image_grid_thw, **vision).pooler_output
+            image_mask = input_ids == self.config.image_token_id
+            embeds = embeds.masked_scatter(image_mask[..., None], features.to(embeds.dtype))
+        state_embeds = self.state_proj(state.float()).to(embeds.dtype)
+        return embeds.masked_scatter((input_ids == self.config.state_token_id)[..., None], state_embeds)
 
     def _vision_constants(self, grid_thw: torch.Tensor) -> dict:
         """What the vision tower derives from the image grids alone (rotary positions, attention windows),
         computed once per camera set-up: Python loops that would run at every chunk and split a
-        compiled tower's graph. A fresh dict each call, as the tower pops what it is given."""
+        compiled tower's graph. A fresh dict each call, as the tower pops what it is given; empty without images."""
+        if grid_thw is None:
+            return {}
         key = tuple(grid_thw.flatten().tolist())
         known = self.__dict__.setdefault('_vision_constants_by_grid', {})
         if key not in known:
@@ -198,14 +211,23 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
     # ------------------------------------------------------------------ inference
     def encode_prefix(self, input_ids, attention_mask, pixel_values, image_grid_thw, state) -> Prefix:
         """Runs the prefix once (B, P tokens) and keeps its KV cache and hidden states."""
-        embeds, positions = self.embed_prefix(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+        positions = self.prefix_positions(input_ids, attention_mask, image_grid_thw)
+        cache = self._static_cache(input_ids.shape[0], input_ids.shape[1] + self.config.action_chunk_size)
+        vision = self._vision_constants(image_grid_thw)
+        hidden, suffix_mask, rotary = self.prefix_pass(
+            input_ids, attention_mask, pixel_values, image_grid_thw, state, positions, cache, vision
+        )
+        return Prefix(cache, hidden, attention_mask.bool(), suffix_mask, rotary)
+
+    def prefix_pass(self, input_ids, attention_mask, pixel_values, image_grid_thw, state, positions, cache, vision):
+        """The prefix's hidden states (B, P, H) with its keys and values written into `cache`, the action tokens'
+        attention mask and rotary tables: one graph of fixed shapes once the inputs are checked."""
+        embeds = self.prefix_embeddings(input_ids, pixel_values, image_grid_thw, state, vision)
         length = self.config.action_chunk_size
         prefix_mask, suffix_mask = self.attention_masks(attention_mask, length, self.vlm.dtype)
-        cache = self._static_cache(embeds.shape[0], embeds.shape[1] + length)
         hidden = self._backbone(embeds, prefix_mask, positions, cache)
         action_positions = self._action_positions(positions, attention_mask, length)
-        rotary = self.vlm.language_model.rotary_emb(hidden, action_positions)
-        return Prefix(cache, hidden, attention_mask.bool(), suffix_mask, rotary)
+        return hidden, suffix_mask, self.vlm.language_model.rotary_emb(hidden, action_positions)
 
     def _static_cache(self, batch: int, size: int) -> StaticCache:
         """The model's one prefix cache, emptied; a new one only when the batch, the prefix length, the
