@@ -114,8 +114,9 @@ def stage_runs(model, inputs, steps: int, full_sampling: Sampling, full_results:
 
 def time_stages(variants: dict, repeats: int, steps: int, afm_steps: int, threshold: float) -> dict:
     """p50 / p95 of each stage for each variant (name: (model, inputs)), and the stage split of the
-    self-correcting chunk. The variants take turns of TURN calls, so that a noisy machine slows them
-    alike while each runs on caches warm with its own weights, as a node's one model does."""
+    self-correcting chunk. Every figure of every variant takes turns of TURN calls, so that a noisy machine slows
+    them alike (compile_speedup and self_correction_overhead compare figures measured side by side) while each
+    runs on caches warm with its own weights, as a node's one model does."""
     full_sampling = Sampling(True, threshold, None, steps, afm_steps)
     stages = {name: [] for name in variants}
     runs = {
@@ -123,20 +124,19 @@ def time_stages(variants: dict, repeats: int, steps: int, afm_steps: int, thresh
         for name, (model, inputs) in variants.items()
     }
     results = {name: {} for name in variants}
-    for run in runs['eager']:
-        names = [name for name in variants if run in runs[name]]
-        times = {name: [] for name in names}
-        for name in names:
-            runs[name][run]()  # warm-up
-            if run == 'full_ms':
-                stages[name].clear()
-        for block in range(0, repeats, TURN):
-            for name in names:
-                for _ in range(min(TURN, repeats - block)):
-                    times[name].append(timed(runs[name][run], variants[name][0].device))
-        for name in names:
-            results[name][run] = float(np.median(times[name]))
-            results[name][run.replace('_ms', '_p95_ms')] = float(np.percentile(times[name], 95))
+    pairs = [(run, name) for run in runs['eager'] for name in variants if run in runs[name]]
+    times = {pair: [] for pair in pairs}
+    for run, name in pairs:
+        runs[name][run]()  # warm-up
+    for stage_results in stages.values():
+        stage_results.clear()
+    for block in range(0, repeats, TURN):  # every figure in every block, so ratios between them are paired too
+        for run, name in pairs:
+            for _ in range(min(TURN, repeats - block)):
+                times[run, name].append(timed(runs[name][run], variants[name][0].device))
+    for (run, name), measured in times.items():
+        results[name][run] = float(np.median(measured))
+        results[name][run.replace('_ms', '_p95_ms')] = float(np.percentile(measured, 95))
     for name, r in results.items():
         for stage in ('prefix_ms', 'sfm_ms', 'rater_ms', 'afm_ms'):
             r[f'full_{stage}'] = float(np.median([s.timings_ms[stage] for s in stages[name]]))
