@@ -188,6 +188,23 @@ def test_afm_loss_counts_only_masked_non_padded_steps(tiny):
     assert torch.allclose(out.loss, expected, atol=1e-6)
 
 
+def test_per_position_rater_labels_rank_steps_against_their_position():
+    """Errors that grow with the step position: chunk-wide labels say 'later is worse', per-position labels say
+    which chunk's step is worse (or better) than the batch's usual error at that position."""
+    from asyncvla_ros.model.rater import rater_labels
+
+    growth = torch.arange(1.0, L + 1)  # error scale per position
+    extra = torch.ones(4, L)
+    extra[0, 3], extra[1, 5] = 1.5, 0.3  # chunk 0 worse than usual at step 3, chunk 1 better at step 5
+    predicted = torch.sqrt(growth * extra)[..., None].expand(4, L, A)
+    target, valid = torch.zeros(4, L, A), torch.ones(4, L, dtype=torch.bool)
+    chunk_wide = rater_labels(predicted, target, valid, A, 0.0, 1.0, 1e-9)
+    per_position = rater_labels(predicted, target, valid, A, 0.0, 1.0, 1e-9, per_position=True)
+    assert (chunk_wide[2].diff() < 0).all()  # a usual chunk: each later step rated worse
+    assert per_position[0].argmin() == 3 and per_position[1].argmax() == 5
+    assert per_position[0, 3] < per_position[0, 6] and chunk_wide[0, 3] > chunk_wide[0, 6]
+
+
 def test_rater_training_leaves_the_policy_untouched(tiny):
     model, _, inputs = tiny
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith('rater.')}

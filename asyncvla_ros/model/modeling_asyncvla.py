@@ -429,6 +429,7 @@ class AsyncVLAPolicy(AsyncVLAPreTrainedModel):
                 self.config.rater_label_alpha,
                 self.config.rater_label_beta,
                 self.config.rater_label_eps,
+                self.config.rater_label_per_position,
             )
         confidence = self.rater(prefix.hidden.detach(), prefix.mask, sfm)
         return ((confidence - labels).pow(2) * valid).sum() / valid.sum().clamp(min=1)

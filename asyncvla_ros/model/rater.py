@@ -44,11 +44,17 @@ def rater_labels(
     alpha: float,
     beta: float,
     eps: float,
+    per_position: bool = False,
 ) -> torch.Tensor:
     """Confidence labels (B, L) from the per-step SFM error over the real action dims, min-max
     normalised over the valid (non-padded) steps of each chunk and mapped to [alpha, beta]:
-    the lowest error gets beta, the highest alpha."""
+    the lowest error gets beta, the highest alpha. `per_position`: the error is first divided by the
+    batch's mean error at the step's position, so the labels rank steps against their position's typical
+    error, which the position alone does not tell."""
     error = (predicted[..., :action_dims] - target[..., :action_dims]).pow(2).mean(-1)
+    if per_position:
+        typical = (error * valid).sum(0) / valid.sum(0).clamp(min=1)  # (L,)
+        error = error / (typical + eps)
     inf = torch.full_like(error, float('inf'))
     low = torch.where(valid, error, inf).min(-1, keepdim=True).values
     high = torch.where(valid, error, -inf).max(-1, keepdim=True).values
