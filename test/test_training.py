@@ -4,6 +4,7 @@ the loss, and bad data failing with the file's name."""
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -210,6 +211,9 @@ def test_rater_training_reports_calibration_and_keeps_the_policy(dataset_root, t
         tmp_path / 'run',
         TrainConfig(preset='tiny', steps=5, batch_size=4, image_size=56, validate_every=0, save_every=0),
     )
+    # a random tiny policy's step errors differ by their position and little else: chunk-wide labels are learnable
+    config = Path(run['output']) / 'config.json'
+    config.write_text(json.dumps({**json.loads(config.read_text()), 'rater_label_per_position': False}))
     result = train_rater(
         run['output'], [spec(dataset_root)], tmp_path / 'rated', steps=20, batch_size=4, lr=1e-3, validation_samples=8
     )
